@@ -1,0 +1,132 @@
+"""Run-directory contracts shared by every stage: atomic writes and the per-clip probabilities format.
+
+Per-clip probabilities, the input of fusion and of the report, live at ``<run_dir>/probs/<model>_<split>.npz``
+with these arrays:
+
+- ``clip_ids``: (N,) unicode, unique, sorted;
+- ``labels``: (N,) int64 in canonical order, ``-1`` where the label is withheld (AFEW Test);
+- ``probs``: (N, 7) float32, rows sum to 1;
+- ``features`` (optional): (N, D) float32, the model's clip-level feature for the fusion network.
+
+Each stage also records the hyperparameters it chose (best epoch, SVM C and gamma, ...) in
+``<run_dir>/<stage>/chosen.json`` so that a retraining run can freeze them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotiw.labels import NUM_CLASSES
+
+SPLITS: tuple[str, ...] = ("Train", "Val", "Test")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    A crash mid-write leaves the old file (or none), never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    """Write an uncompressed ``.npz`` atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return path
+
+
+def save_json(path: str | os.PathLike, obj: Any) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return path
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+@dataclass(frozen=True)
+class ClipProbs:
+    """Per-clip class probabilities of one model on one split."""
+
+    clip_ids: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    features: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.clip_ids)
+        if self.probs.shape != (n, NUM_CLASSES):
+            raise ValueError(f"probs must have shape ({n}, {NUM_CLASSES}), got {self.probs.shape}")
+        if self.labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {self.labels.shape}")
+        if len(set(self.clip_ids.tolist())) != n:
+            raise ValueError("clip_ids must be unique")
+        if self.features is not None and self.features.shape[0] != n:
+            raise ValueError(f"features must have {n} rows, got {self.features.shape[0]}")
+        if not np.all(np.isfinite(self.probs)):
+            raise ValueError("probs contain NaN or inf")
+
+    def sorted(self) -> ClipProbs:
+        order = np.argsort(self.clip_ids)
+        feats = None if self.features is None else self.features[order]
+        return ClipProbs(self.clip_ids[order], self.labels[order], self.probs[order], feats)
+
+
+def probs_path(run_dir: str | os.PathLike, model: str, split: str) -> Path:
+    return Path(run_dir) / "probs" / f"{model}_{split}.npz"
+
+
+def save_probs(run_dir: str | os.PathLike, model: str, split: str, probs: ClipProbs) -> Path:
+    p = probs.sorted()
+    arrays = {
+        "clip_ids": np.asarray(p.clip_ids, dtype=str),
+        "labels": np.asarray(p.labels, dtype=np.int64),
+        "probs": np.asarray(p.probs, dtype=np.float32),
+    }
+    if p.features is not None:
+        arrays["features"] = np.asarray(p.features, dtype=np.float32)
+    return save_npz(probs_path(run_dir, model, split), **arrays)
+
+
+def load_probs(run_dir: str | os.PathLike, model: str, split: str) -> ClipProbs:
+    path = probs_path(run_dir, model, split)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no probabilities for model {model!r} on split {split!r}; run stage={model} first")
+    with np.load(path, allow_pickle=False) as z:
+        feats = z["features"] if "features" in z.files else None
+        return ClipProbs(z["clip_ids"], z["labels"], z["probs"], feats)

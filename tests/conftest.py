@@ -1,0 +1,24 @@
+"""Shared fixtures: one tiny generated data set per test session, written in the real on-disk formats."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+# Two cores here: keep intra-op threads small so parallel work (data loading, DDP ranks) does not oversubscribe.
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project root whose ``data/generated`` holds the generator's ``tiny`` preset (seed 0)."""
+    from emotiw.synth import generate
+
+    root = tmp_path_factory.mktemp("root")
+    generate(root / "data" / "generated", preset="tiny", seed=0)
+    return root

@@ -1,0 +1,63 @@
+"""Compose and run the project's Hydra config from tests, with every path under a temporary root."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def compose_cfg(overrides: list[str], root: Path | str) -> DictConfig:
+    """Compose ``train.yaml`` as ``python train.py <overrides>`` would, with ``paths.root_dir=root``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[f"paths.root_dir={root}", "logger=csv", *overrides],
+            return_hydra_config=True,
+        )
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = cfg.paths.output_dir
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def run(overrides: list[str], root: Path | str) -> dict[str, Any]:
+    """Run a stage in-process, as ``python train.py <overrides>`` would."""
+    from stages.runtime import run_stage
+
+    cfg = compose_cfg(overrides, root)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return run_stage(cfg)
+
+
+def _has_gpus(n: int) -> bool:
+    return torch.cuda.is_available() and torch.cuda.device_count() >= n
+
+
+def run_if(*, min_gpus: int = 0, module: str | None = None) -> pytest.MarkDecorator:
+    """Skip unless the machine has ``min_gpus`` CUDA devices and ``module`` is importable (RunIf-style)."""
+    reasons = []
+    if min_gpus and not _has_gpus(min_gpus):
+        reasons.append(f"needs {min_gpus} CUDA device(s)")
+    if module and importlib.util.find_spec(module) is None:
+        reasons.append(f"needs the {module!r} package")
+    return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons) or "ok")
+
+
+def env_for_subprocess(root: Path | str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "EMOTIW_ROOT": str(root)})
+    return env
