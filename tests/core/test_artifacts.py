@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emotiw.artifacts import ClipProbs, atomic_path, load_probs, probs_path, save_json, save_probs
+
+
+def _probs(n: int = 3) -> ClipProbs:
+    rng = np.random.default_rng(0)
+    p = rng.random((n, 7)).astype(np.float32)
+    p /= p.sum(1, keepdims=True)
+    return ClipProbs(np.array(["c", "a", "b"][:n]), np.array([2, -1, 6][:n]), p, rng.random((n, 4)).astype(np.float32))
+
+
+def test_probs_round_trip_sorted_by_clip_id(tmp_path: Path) -> None:
+    original = _probs()
+    path = save_probs(tmp_path, "irnn", "Val", original)
+    assert path == probs_path(tmp_path, "irnn", "Val") == tmp_path / "probs" / "irnn_Val.npz"
+    back = load_probs(tmp_path, "irnn", "Val")
+    assert back.clip_ids.tolist() == ["a", "b", "c"]
+    assert back.labels.tolist() == [-1, 6, 2]
+    np.testing.assert_allclose(back.probs[2], original.probs[0])
+    np.testing.assert_allclose(back.features[0], original.features[1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"probs": np.zeros((3, 6), np.float32)}, r"probs must have shape \(3, 7\)"),
+        ({"labels": np.zeros(2, np.int64)}, r"labels must have shape \(3,\)"),
+        ({"clip_ids": np.array(["a", "a", "b"])}, "unique"),
+        ({"probs": np.full((3, 7), np.nan, np.float32)}, "NaN"),
+    ],
+)
+def test_probs_validation(kwargs: dict, match: str) -> None:
+    base = dict(clip_ids=np.array(["a", "b", "c"]), labels=np.zeros(3, np.int64), probs=np.ones((3, 7), np.float32) / 7)
+    base.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        ClipProbs(**base)
+
+
+def test_missing_probs_names_file_and_stage(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"audio_Test\.npz.*stage=audio"):
+        load_probs(tmp_path, "audio", "Test")
+
+
+def test_atomic_path_keeps_old_file_when_writer_fails(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    save_json(target, {"v": 1})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half written")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text().strip().startswith("{")
+    assert '"v": 1' in target.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
