@@ -1,0 +1,1 @@
+"""Face finding, alignment to the FER 48x48 frame, and the per-clip face cache."""
