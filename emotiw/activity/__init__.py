@@ -1,0 +1,29 @@
+"""Activity model of the paper (§4; paper-spec §6): space-time blocks of the full grey frames, encoded by a
+synchrony autoencoder, quantised into a bag of words, classified by a chi-squared-kernel SVM.
+
+``blocks``: random and dense 16x16x10 block extraction; ``encode``: the SAE encoder with the block whitening folded
+in; ``bow``: the codebook and the motion-weighted histograms. The SAE itself is trained in ``lightning_modules.sae``.
+"""
+
+from emotiw.activity.blocks import (
+    BLOCK_SHAPE,
+    block_whitener,
+    dense_block_origins,
+    dense_blocks,
+    double_short_clip,
+    sample_blocks,
+)
+from emotiw.activity.bow import BagOfWords, motion_weights
+from emotiw.activity.encode import FoldedEncoder
+
+__all__ = [
+    "BLOCK_SHAPE",
+    "BagOfWords",
+    "FoldedEncoder",
+    "block_whitener",
+    "dense_block_origins",
+    "dense_blocks",
+    "double_short_clip",
+    "motion_weights",
+    "sample_blocks",
+]
