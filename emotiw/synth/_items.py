@@ -1,0 +1,67 @@
+"""Per-item randomness and an order-preserving worker pool: every item depends only on (seed, kind, index)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from emotiw.labels import NUM_CLASSES
+from emotiw.synth.presets import Difficulty
+
+T = TypeVar("T")
+
+# Stream tags: one independent random stream per kind of item, so adding items of one kind never shifts another.
+FER_ITEM, FER_ORDER, FER_IDS = 11, 12, 13
+TFD_ITEM, TFD_SUBJECT, TFD_PLAN = 21, 22, 23
+AFEW_CLIP, AFEW_PLAN, AFEW_SUBJECT = 31, 32, 33
+
+
+def item_rng(seed: int, tag: int, index: int) -> np.random.Generator:
+    """The random stream of one item: independent of how many items there are and of the order they are made."""
+    return np.random.default_rng([int(seed), tag, int(index)])
+
+
+def shown_expression(rng: np.random.Generator, label: int, diff: Difficulty) -> tuple[int, float]:
+    """What the face actually shows: (emotion, intensity), with label noise and faint (uninformative) faces."""
+    shown = label
+    if rng.random() < diff.label_noise:
+        shown = int((label + rng.integers(1, NUM_CLASSES)) % NUM_CLASSES)
+    intensity = rng.uniform(*diff.intensity)
+    if rng.random() < diff.faint:
+        intensity = rng.uniform(0.0, 0.08)
+    return shown, float(intensity)
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def map_items(fn: Callable[..., T], args: Sequence[tuple[Any, ...]], workers: int | None = None) -> list[T]:
+    """``[fn(*a) for a in args]``, on a process pool when worth it; results come back in input order."""
+    workers = default_workers() if workers is None else max(1, int(workers))
+    if workers == 1 or len(args) < 64:
+        return [fn(*a) for a in args]
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ctx.Pool(workers) as pool:
+        return pool.starmap(fn, args, chunksize=max(1, len(args) // (workers * 8)))
+
+
+def iter_items(fn: Callable[..., T], args: Sequence[tuple[Any, ...]], workers: int | None = None) -> Iterable[T]:
+    """Like ``map_items`` but yields results in input order as they arrive (bounded memory for big items)."""
+    workers = default_workers() if workers is None else max(1, int(workers))
+    if workers == 1 or len(args) < 8:
+        for a in args:
+            yield fn(*a)
+        return
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ctx.Pool(workers) as pool:
+        yield from pool.imap(_star, [(fn, a) for a in args], chunksize=1)
+
+
+def _star(job: tuple[Callable[..., T], tuple[Any, ...]]) -> T:
+    fn, a = job
+    return fn(*a)

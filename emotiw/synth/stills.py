@@ -1,0 +1,154 @@
+"""FER2013 and TFD look-alikes: 48x48 grey stills written in the real files' formats.
+
+- ``write_fer_csv``: the Kaggle ``fer2013.csv`` (``emotion,pixels,Usage``; 2304 space-separated grey levels;
+  Usage in Training / PublicTest / PrivateTest).
+- ``write_fer_images``: the Kaggle image-folder copy, ``train/<emotion>/Training_<id>.jpg`` and
+  ``test/<emotion>/PublicTest_<id>.jpg``: the same faces as the CSV's Training and PublicTest rows.
+- ``write_tfd_mat``: ``TFD_48x48.mat`` with ``images`` (N,48,48) uint8, ``labs_ex`` (N,1) 1..7 or -1,
+  ``labs_id`` (N,1) subject, ``folds`` (N,5) 0 unlabelled / 1 train / 2 valid / 3 test (subject-disjoint).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import scipy.io
+
+from emotiw.artifacts import atomic_path
+from emotiw.labels import EMOTIONS, NUM_CLASSES, UNLABELLED, to_tfd
+from emotiw.synth import _items
+from emotiw.synth.faces import FER_MEAN_SHAPE, StillStyle, expression_aus, render_still, sample_identity
+from emotiw.synth.presets import FER_BALANCE, TFD_BALANCE, Difficulty, apportion, get_difficulty
+
+FER_USAGES = ("Training", "PublicTest", "PrivateTest")
+# TFD's 48x48 crops are tighter than FER's: the same shape, 12% larger about its centre.
+TFD_MEAN_SHAPE = (FER_MEAN_SHAPE - FER_MEAN_SHAPE.mean(0)) * 1.12 + FER_MEAN_SHAPE.mean(0) + [0.0, -0.5]
+TFD_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class StillSet:
+    """Generated stills with their labels. ``usage`` is the FER Usage column (empty for TFD)."""
+
+    images: np.ndarray  # (N, 48, 48) uint8
+    labels: np.ndarray  # (N,) int64 canonical, -1 unlabelled
+    usage: np.ndarray  # (N,) str
+    ids: np.ndarray  # (N,) str: FER image ids, TFD subject ids
+
+
+def _still(seed: int, tag: int, index: int, label: int, diff: Difficulty, target: np.ndarray,
+           style: StillStyle, subject_seed: int | None) -> np.ndarray:
+    rng = _items.item_rng(seed, tag, index)
+    if subject_seed is None:
+        idn = sample_identity(rng, resting_scale=diff.resting)
+    else:
+        idn = sample_identity(_items.item_rng(seed, _items.TFD_SUBJECT, subject_seed), resting_scale=diff.resting)
+    if label == UNLABELLED:  # unlabelled TFD images still show some emotion
+        label = int(rng.integers(NUM_CLASSES))
+    shown, intensity = _items.shown_expression(rng, label, diff)
+    aus = expression_aus(shown, intensity, rng=rng, jitter=diff.au_jitter, resting=idn.resting)
+    img, _ = render_still(idn, aus, rng, target=target, style=style)
+    return img
+
+
+def make_fer(per_class: int | list[int] = 30, *, seed: int = 0, difficulty: str | Difficulty = "paper",
+             workers: int | None = 1) -> StillSet:
+    """FER-like stills: class counts like FER2013 (disgust rare), Usage 80/10/10 stratified per class."""
+    diff = get_difficulty(difficulty)
+    counts = per_class if isinstance(per_class, list) else apportion(int(per_class) * NUM_CLASSES, FER_BALANCE)
+    labels, usage = [], []
+    for c, n in enumerate(counts):
+        n_pub = n_priv = max(1, round(0.1 * n)) if n >= 3 else 0
+        labels += [c] * n
+        usage += ["Training"] * (n - n_pub - n_priv) + ["PublicTest"] * n_pub + ["PrivateTest"] * n_priv
+    order = np.random.default_rng([int(seed), _items.FER_ORDER]).permutation(len(labels))
+    labels_arr = np.asarray(labels, dtype=np.int64)[order]
+    usage_arr = np.asarray(usage)[order]
+    ids = np.random.default_rng([int(seed), _items.FER_IDS]).choice(10**8, size=len(labels), replace=False)
+    args = [(seed, _items.FER_ITEM, i, int(lab), diff, FER_MEAN_SHAPE, diff.still, None)
+            for i, lab in enumerate(labels_arr)]
+    images = np.stack(_items.map_items(_still, args, workers)) if args else np.zeros((0, 48, 48), np.uint8)
+    return StillSet(images, labels_arr, usage_arr, np.asarray([str(int(i)) for i in ids]))
+
+
+def _pixels_line(img: np.ndarray) -> str:
+    return " ".join(map(str, img.ravel().tolist()))
+
+
+def write_fer_csv(path: str | os.PathLike, data: StillSet | None = None, **make_kwargs) -> StillSet:
+    """Write ``fer2013.csv``; generates the stills with ``make_fer(**make_kwargs)`` unless ``data`` is given."""
+    data = make_fer(**make_kwargs) if data is None else data
+    lines = ["emotion,pixels,Usage"]
+    lines += [f"{lab},{_pixels_line(img)},{use}" for img, lab, use in zip(data.images, data.labels, data.usage, strict=True)]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return data
+
+
+def write_fer_images(root: str | os.PathLike, data: StillSet | None = None, **make_kwargs) -> StillSet:
+    """Write the Kaggle image-folder layout (Training and PublicTest rows only, as in the real copy)."""
+    data = make_fer(**make_kwargs) if data is None else data
+    root = Path(root)
+    for img, lab, use, ident in zip(data.images, data.labels, data.usage, data.ids, strict=True):
+        if use == "PrivateTest":
+            continue
+        folder = root / ("train" if use == "Training" else "test") / EMOTIONS[int(lab)]
+        folder.mkdir(parents=True, exist_ok=True)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok:
+            raise RuntimeError(f"JPEG encoding failed for {folder}/{use}_{ident}.jpg")
+        (folder / f"{use}_{ident}.jpg").write_bytes(buf.tobytes())
+    return data
+
+
+def make_tfd(n: int = 100, *, labelled: float = 0.7, seed: int = 0, difficulty: str | Difficulty = "paper",
+             workers: int | None = 1) -> tuple[StillSet, np.ndarray]:
+    """TFD-like stills of repeated subjects; returns the set and the (N, 5) folds (subject-disjoint splits)."""
+    diff = get_difficulty(difficulty)
+    rng = np.random.default_rng([int(seed), _items.TFD_PLAN])
+    n_lab = int(round(n * labelled))
+    labels = np.full(n, UNLABELLED, dtype=np.int64)
+    labels[:n_lab] = np.repeat(np.arange(NUM_CLASSES), apportion(n_lab, TFD_BALANCE))
+    n_subjects = max(TFD_FOLDS * 2, n // 8)
+    subjects = rng.integers(0, n_subjects, size=n)
+    perm = rng.permutation(n)
+    labels, subjects = labels[perm], subjects[perm]
+    # Folds: subjects go to 5 groups; fold k tests on group k, validates on group k+1, trains on the rest.
+    group = rng.permutation(n_subjects) % TFD_FOLDS
+    folds = np.zeros((n, TFD_FOLDS), dtype=np.int64)
+    for k in range(TFD_FOLDS):
+        g = group[subjects]
+        col = np.where(g == k, 3, np.where(g == (k + 1) % TFD_FOLDS, 2, 1))
+        folds[:, k] = np.where(labels == UNLABELLED, 0, col)
+    style = StillStyle(shift=0.5 * diff.still.shift, roll=0.5 * diff.still.roll, yaw=0.5 * diff.still.yaw,
+                       scale=0.5 * diff.still.scale, blur=diff.still.blur, noise=diff.still.noise,
+                       light=diff.still.light)
+    args = [(seed, _items.TFD_ITEM, i, int(lab), diff, TFD_MEAN_SHAPE, style, int(s))
+            for i, (lab, s) in enumerate(zip(labels, subjects, strict=True))]
+    images = np.stack(_items.map_items(_still, args, workers)) if args else np.zeros((0, 48, 48), np.uint8)
+    return StillSet(images, labels, np.asarray([""] * n), np.asarray([str(s + 1) for s in subjects])), folds
+
+
+def write_tfd_mat(path: str | os.PathLike, data: tuple[StillSet, np.ndarray] | None = None,
+                  **make_kwargs) -> tuple[StillSet, np.ndarray]:
+    """Write ``TFD_48x48.mat`` (MAT v5, byte-identical for identical content)."""
+    stills, folds = make_tfd(**make_kwargs) if data is None else data
+    mdict = {
+        "images": np.ascontiguousarray(stills.images, dtype=np.uint8),
+        "labs_ex": np.asarray([to_tfd(int(x)) for x in stills.labels], dtype=np.int64).reshape(-1, 1),
+        "labs_id": stills.ids.astype(np.int64).reshape(-1, 1),
+        "folds": folds.astype(np.int64),
+    }
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, mdict, do_compression=False, oned_as="column")
+    raw = bytearray(buf.getvalue())
+    # savemat stamps the creation time into the 116-byte text header; a fixed header keeps the bytes reproducible.
+    raw[:116] = b"MATLAB 5.0 MAT-file, written by emotiw.synth".ljust(116, b" ")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(bytes(raw))
+    return stills, folds
