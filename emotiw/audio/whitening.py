@@ -155,3 +155,21 @@ class ContrastPCAWhitener(TransformerMixin, BaseEstimator):
             raise ValueError(f"X has shape {X.shape}, but ContrastPCAWhitener is expecting {self.n_features_in_} features")
         C = (self.row_normalise(X) - self.column_mean_) / self.column_scale_
         return (C - self.pca_mean_) @ self.components_.T / np.sqrt(self.explained_variance_)
+
+
+def save_fitted(path, **estimators) -> None:
+    """Persist fitted scaler/whitener objects (a dict of them) with skops, atomically."""
+    import skops.io as sio
+
+    from emotiw.artifacts import atomic_path
+
+    with atomic_path(path) as tmp:
+        sio.dump(dict(estimators), tmp)
+
+
+def load_fitted(path) -> dict:
+    """Read what ``save_fitted`` wrote; only this module's estimators (and numpy arrays) are trusted."""
+    import skops.io as sio
+
+    trusted = [f"{__name__}.FeatureScaler", f"{__name__}.ContrastPCAWhitener"]
+    return sio.load(path, trusted=trusted)

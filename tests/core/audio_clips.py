@@ -74,3 +74,49 @@ def moving_frames(n: int, size=(48, 64), speed: float = 2.0, seed: int = 0) -> n
         img[h // 3 : h // 3 + 12, x : x + 12] = 220
         out[t] = img
     return out
+
+
+# Per-class pitch (Hz) and motion speed (px/frame) of the tiny tree below, canonical order.
+F0 = (220.0, 110.0, 260.0, 200.0, 95.0, 240.0, 150.0)
+SPEED = (4.0, 0.5, 3.5, 2.0, 0.2, 3.0, 1.0)
+
+
+def write_av_afew(root, n_per_class=(3, 2), n_test=3, seconds=0.8, size=(48, 64), seed=0, silent_ids=(), no_audio_ids=()):
+    """A tiny AFEW tree (Train/Val/<Emotion>/*.avi, Test/*.avi) whose audio pitch and motion speed follow the label.
+
+    ``silent_ids`` / ``no_audio_ids`` name clip ids written with digital silence / without an audio track.
+    Returns {clip_id: label}.
+    """
+    from emotiw.labels import AFEW_FOLDERS
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    labels = {}
+    k = 0
+    layout = [("Train", n_per_class[0]), ("Val", n_per_class[1])]
+    for split, n in layout:
+        for label, folder in enumerate(AFEW_FOLDERS):
+            for _ in range(n):
+                cid = f"{k:09d}"
+                k += 1
+                labels[cid] = label
+                _write_one(root / split / folder / f"{cid}.avi", cid, label, rng, seconds, size, silent_ids, no_audio_ids)
+    for _ in range(n_test):
+        cid = f"{k:09d}"
+        k += 1
+        label = int(rng.integers(7))
+        labels[cid] = label
+        _write_one(root / "Test" / f"{cid}.avi", cid, label, rng, seconds, size, silent_ids, no_audio_ids)
+    return labels
+
+
+def _write_one(path, cid, label, rng, seconds, size, silent_ids, no_audio_ids):
+    n_frames = int(25 * seconds)
+    frames = moving_frames(n_frames, size=size, speed=SPEED[label] * rng.uniform(0.8, 1.2), seed=int(rng.integers(1 << 30)))
+    if cid in no_audio_ids:
+        audio = None
+    elif cid in silent_ids:
+        audio = np.zeros(int(16000 * seconds), np.float32)
+    else:
+        audio = voiced(seconds, F0[label] * rng.uniform(0.93, 1.07), rate_hz=3 + label * 0.5, seed=int(rng.integers(1 << 30)))
+    write_avi(path, frames, audio=audio, sample_rate=16000)

@@ -1,0 +1,47 @@
+"""stage=audio: IS10 features, PCA-whitening (fitted on partition.fit, reused under retrain), RBF SVM."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
+
+from stages.runtime import _is_rank_zero
+from stages.svm import run_svm_stage
+
+log = logging.getLogger(__name__)
+
+
+class LogCounts(Callback):
+    """Logs fixed numbers (clip counts per status, dimensions) with the SVM metrics, from rank zero."""
+
+    def __init__(self, counts: dict[str, float]):
+        self.counts = counts
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            for lg in trainer.loggers:
+                lg.log_metrics(self.counts, step=trainer.global_step)
+                lg.save()
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    datamodule = hydra.utils.instantiate(cfg.data)
+    if _is_rank_zero():
+        datamodule.prepare_data()
+    datamodule.setup("predict")
+    if _is_rank_zero():
+        datamodule.save_preprocessor(cfg.paths.run_dir)
+    counts = {f"audio/clips_{k}": float(v) for k, v in datamodule.report.counts.items()}
+    counts["audio/n_components"] = float(datamodule.whitener.n_components_)
+    counts["audio/n_columns_kept"] = float(datamodule.scaler.keep_.sum())
+    missing = [c for c in datamodule.report.missing]
+    if missing:
+        log.warning("audio: %d clips without usable audio (%s), missing_audio=%s", len(missing),
+                    datamodule.report.summary(), cfg.data.missing_audio)
+    metrics = run_svm_stage(cfg, datamodule, cfg.task_name, extra_callbacks=[LogCounts(counts)])
+    return {**metrics, **counts}
