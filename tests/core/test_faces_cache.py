@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import emotiw.faces.cache as cache_mod
+from emotiw.faces import AlignConfig, load_afew_faces
+from emotiw.faces.cache import cache_key, cache_path
+from emotiw.faces.detect import LandmarkFileSource
+from emotiw.io.afew import list_clips
+from tests.core.afew_tree import write_clip
+
+
+@pytest.fixture()
+def tree(tmp_path, afew_tree):
+    root, info = afew_tree
+    shutil.copytree(root, tmp_path / "afew")
+    return tmp_path / "afew", info, tmp_path / "cache"
+
+
+def test_loads_aligned_faces_and_reports(tree):
+    root, info, cache = tree
+    clips, report = load_afew_faces(root, ["Train", "Val", "Test"], cache, num_workers=0)
+    by_id = {c.clip_id: c for c in clips}
+    # 100000004 has no landmark file, 200000002 never shows a face: skipped and reported.
+    assert sorted(by_id) == ["100000001", "100000002", "100000003", "200000001", "300000001", "300000002"]
+    assert set(report.without_faces) == {"100000004", "200000002"}
+    assert "landmarks/100000004.csv" in report.without_faces["100000004"]
+    assert "200000002.avi: no frame with a face" in report.without_faces["200000002"]
+    np.testing.assert_array_equal(by_id["100000002"].frame_idx, [0, 1, 2, 5, 6])  # frames without points dropped
+    assert by_id["100000003"].faces.shape == (1, 48, 48)  # 1-frame clip
+    assert by_id["100000001"].faces.shape == (12, 48, 48) and by_id["100000001"].faces.dtype == np.uint8
+    assert by_id["300000002"].label == 6  # from Test_labels.csv
+    assert report.with_faces == 6 and report.clips == 8 and report.cache_built == 8
+    assert report.frames == sum(len(c.faces) for c in clips)
+    assert report.per_split["Val"] == {"clips": 2, "with_faces": 1, "frames": 9}
+
+
+def test_aligned_face_puts_eyes_where_fer_has_them(tree):
+    root, _, cache = tree
+    clips, _ = load_afew_faces(root, ["Train"], cache, num_workers=0)
+    face = clips[0].faces.astype(float).mean(0)
+    # The drawn eyes are dark discs at the landmarks: darker than the face between them.
+    assert face[16, 14] < face[16, 24] - 40 and face[16, 33] < face[16, 24] - 40
+
+
+def test_second_call_hits_cache_without_decoding(tree, monkeypatch):
+    root, _, cache = tree
+    first, _ = load_afew_faces(root, ["Train"], cache, num_workers=0)
+
+    def fail(*a, **k):
+        raise AssertionError("decoded although cached")
+
+    monkeypatch.setattr(cache_mod, "read_video", fail)
+    second, report = load_afew_faces(root, ["Train"], cache, num_workers=0)
+    assert report.cache_hits == 4 and report.cache_built == 0
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.faces, b.faces)
+
+
+def test_changed_video_or_config_invalidates(tree):
+    root, _, cache = tree
+    _, r1 = load_afew_faces(root, ["Val"], cache, num_workers=0)
+    write_clip(root / "Val" / "Angry" / "200000001.avi", 9, seed=99)
+    clips, r2 = load_afew_faces(root, ["Val"], cache, num_workers=0)
+    assert (r2.cache_hits, r2.cache_built) == (1, 1)
+    _, r3 = load_afew_faces(root, ["Val"], cache, num_workers=0, config=AlignConfig(levels=256))
+    assert r3.cache_built == 2
+
+
+def test_changed_landmarks_invalidate(tree):
+    root, _, cache = tree
+    load_afew_faces(root, ["Val"], cache, num_workers=0)
+    lm = root / "landmarks" / "200000001.csv"
+    lm.write_text("\n".join(lm.read_text().splitlines()[:4]) + "\n")  # keep 3 frames
+    clips, report = load_afew_faces(root, ["Val"], cache, num_workers=0)
+    assert report.cache_built == 1 and len(clips[0].faces) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other_key"])
+def test_corrupt_cache_file_rebuilt(tree, damage):
+    root, _, cache = tree
+    first, _ = load_afew_faces(root, ["Val"], cache, num_workers=0)
+    ref = list_clips(root, "Val")[0]
+    path = cache_path(cache, cache_key(ref, LandmarkFileSource(), AlignConfig()))
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip")
+    else:
+        other = cache_path(cache, cache_key(list_clips(root, "Val")[1], LandmarkFileSource(), AlignConfig()))
+        shutil.copy(other, path)
+    clips, report = load_afew_faces(root, ["Val"], cache, num_workers=0)
+    assert list(report.cache_rebuilt) == [ref.clip_id] and str(path.name) in report.cache_rebuilt[ref.clip_id]
+    np.testing.assert_array_equal(clips[0].faces, first[0].faces)
+    _, again = load_afew_faces(root, ["Val"], cache, num_workers=0)
+    assert again.cache_hits == 2 and not again.cache_rebuilt
+
+
+def test_decode_error_reported_and_on_missing_error(tree):
+    root, _, cache = tree
+    bad = root / "Val" / "Angry" / "200000001.avi"
+    bad.write_bytes(bad.read_bytes()[:200])
+    clips, report = load_afew_faces(root, ["Val"], cache, num_workers=0)
+    assert clips == [] and "200000001.avi: truncated file" in report.decode_errors["200000001"]
+    with pytest.raises(ValueError, match=r"2 clip\(s\) without a usable face.*200000001.avi: truncated.*200000002"):
+        load_afew_faces(root, ["Val"], cache, num_workers=0, on_missing="error")
+
+
+def test_min_frames(tree):
+    root, _, cache = tree
+    clips, report = load_afew_faces(root, ["Train"], cache, num_workers=0, min_frames=6)
+    assert [c.clip_id for c in clips] == ["100000001"]
+    assert "fewer than min_frames=6" in report.without_faces["100000003"]
+
+
+def test_process_pool_gives_same_faces_and_report_json(tree, tmp_path):
+    root, _, cache = tree
+    serial, _ = load_afew_faces(root, ["Train", "Val"], cache, num_workers=0)
+    pooled, report = load_afew_faces(root, ["Train", "Val"], tmp_path / "cache2", num_workers=2)
+    assert report.cache_built == 6
+    for a, b in zip(serial, pooled):
+        np.testing.assert_array_equal(a.faces, b.faces)
+    path = report.save(tmp_path / "report.json")
+    assert '"with_faces": 4' in path.read_text()
+
+
+def test_bad_arguments_named(tree):
+    root, _, cache = tree
+    with pytest.raises(ValueError, match="on_missing='drop'"):
+        load_afew_faces(root, ["Val"], cache, on_missing="drop")
+    with pytest.raises(ValueError, match="face_source='dlib'"):
+        load_afew_faces(root, ["Val"], cache, face_source="dlib")
