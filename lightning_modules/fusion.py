@@ -1,0 +1,103 @@
+"""FusionModule: the feature-fusion MLP trained with the authors' loss and optimiser (paper-spec §7)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_modules.components.fusion_mlp import FUSION_REGULARISERS, FusionMLP, fusion_penalty
+
+
+class FusionModule(L.LightningModule):
+    """Per-modality dense layers -> shared layer -> softmax over 7 emotions.
+
+    Batches are dicts with ``features`` (B, sum(in_dims)) and ``label`` (B,) (-1 = withheld, ignored by metrics).
+    Loss = cross-entropy + ``reg_lambda`` * (L2 + L1 + L21), the L1/L21 part chosen by ``fusion_reg``.
+    """
+
+    def __init__(
+        self,
+        in_dims: Sequence[int] = (105, 10, 200),
+        hidden_dims: Sequence[int] = (100, 10, 50),
+        shared_dim: int = 70,
+        n_classes: int = 7,
+        dropout: float = 0.3,
+        lr: float = 0.1,
+        momentum: float = 0.0,
+        reg_lambda: float = 3e-5,
+        fusion_reg: str = "code_bug",
+        max_epochs: int = 500,
+    ) -> None:
+        super().__init__()
+        if fusion_reg not in FUSION_REGULARISERS:
+            raise ValueError(f"fusion_reg={fusion_reg!r} must be one of {', '.join(FUSION_REGULARISERS)}")
+        self.save_hyperparameters()
+        self.net = FusionMLP(in_dims, hidden_dims, shared_dim, n_classes, dropout)
+        self.train_acc = MulticlassAccuracy(n_classes, average="micro", ignore_index=-1)
+        self.val_acc = MulticlassAccuracy(n_classes, average="micro", ignore_index=-1)
+        self.test_acc = MulticlassAccuracy(n_classes, average="micro", ignore_index=-1)
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+    def penalty(self) -> torch.Tensor:
+        return fusion_penalty(self.net, self.hparams.fusion_reg)
+
+    def model_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self(batch["features"])
+        labels = batch["label"]
+        known = labels >= 0
+        ce = F.cross_entropy(logits[known], labels[known]) if bool(known.any()) else logits.sum() * 0.0
+        return ce, logits, labels
+
+    def on_train_start(self) -> None:
+        self.val_acc.reset()
+        self.val_acc_best.reset()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        ce, logits, labels = self.model_step(batch)
+        loss = ce + self.hparams.reg_lambda * self.penalty()
+        self.train_loss(loss)
+        self.train_acc(logits, labels)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        ce, logits, labels = self.model_step(batch)
+        self.val_loss(ce)
+        self.val_acc(logits, labels)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, logits, labels = self.model_step(batch)
+        if bool((labels >= 0).any()):
+            self.test_acc(logits, labels)
+            self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # Plain SGD as in the authors' Theano code; torch's momentum form equals their classic momentum at constant lr.
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
+
+    @torch.no_grad()
+    def predict_proba(self, features: torch.Tensor) -> torch.Tensor:
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.softmax(self(features.to(self.device)), dim=-1)
+        finally:
+            self.train(was_training)

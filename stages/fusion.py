@@ -1,0 +1,118 @@
+"""stage=fusion: train the feature-fusion MLP, keep the best-val epoch, write per-clip fused probabilities.
+
+Under a tuning partition the checkpoint with the best ``val/acc`` (first best kept, as the authors' code) is used and
+``fusion/chosen.json`` records ``best_epoch`` = the number of epochs trained when it was reached. Under
+``partition=retrain`` there is no validation: the module trains exactly the frozen ``best_epoch`` epochs of the run
+named in ``partition.from_run`` on Train+Val, and the final weights are used.
+
+Writes ``<run_dir>/probs/fusion_<split>.npz`` for Train, Val, Test, ``fusion/chosen.json`` and
+``fusion/curves.json`` (train/val accuracy per epoch: the paper's Figure 5).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from emotiw.artifacts import SPLITS, ClipProbs, save_json, save_probs
+from emotiw.partitions import Partition, frozen_choice
+from stages.lightning_fit import build, log_hyperparameters
+
+log = logging.getLogger(__name__)
+
+
+class RecordLearningCurves(Callback):
+    """Collect ``train/acc`` and ``val/acc`` after every epoch and rewrite ``curves.json`` (rank zero)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch + 1}
+        for key in ("train/acc", "train/loss", "val/acc", "val/loss"):
+            if key in m:
+                row[key] = float(m[key])
+        self.rows.append(row)
+        if trainer.is_global_zero:
+            save_json(self.path, self.rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+
+def _epoch_of(ckpt_path: str) -> int:
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=False)["epoch"]) + 1
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    partition = Partition.from_config(cfg.partition)
+    frozen = frozen_choice(partition, cfg.paths.runs_dir, "fusion")
+    out = Path(cfg.paths.output_dir)
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.data.fit_splits = list(partition.fit)
+        cfg.data.tune_splits = list(partition.tune)
+        if frozen is not None:
+            best_epoch = int(frozen["best_epoch"])
+            cfg.trainer.max_epochs = best_epoch
+            cfg.trainer.min_epochs = best_epoch
+            cfg.trainer.limit_val_batches = 0
+            if "model_checkpoint" in (cfg.get("callbacks") or {}):
+                cfg.callbacks.model_checkpoint.monitor = None
+                cfg.callbacks.model_checkpoint.save_top_k = 0
+                cfg.callbacks.model_checkpoint.save_last = True
+            log.info("partition=retrain: training exactly %d epochs on %s (frozen from run %s)",
+                     best_epoch, "+".join(partition.fit), partition.from_run)
+
+    curves = RecordLearningCurves(out / "curves.json")
+    objects = build(cfg, extra_callbacks=[curves])
+    trainer: L.Trainer = objects["trainer"]
+    model, datamodule = objects["model"], objects["datamodule"]
+    log_hyperparameters(cfg, objects)
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and frozen is None else ""
+    if ckpt:
+        best_model = type(model).load_from_checkpoint(ckpt, map_location="cpu")
+        best_epoch = _epoch_of(ckpt)
+    else:
+        best_model = model.cpu()
+        best_epoch = int(trainer.current_epoch)
+    metrics: dict[str, Any] = {"best_epoch": best_epoch}
+    if "val/acc_best" in trainer.callback_metrics:
+        metrics["val/acc_best"] = float(trainer.callback_metrics["val/acc_best"])
+
+    # Every rank holds the full data (a few thousand clips): score them in one pass; rank zero writes.
+    datamodule.setup("predict")
+    for split in SPLITS:
+        data = datamodule.data[split]
+        probs = best_model.predict_proba(torch.as_tensor(data.features)).cpu().numpy()
+        labelled = data.labels >= 0
+        if labelled.any():
+            metrics[f"{split.lower()}/acc"] = float(np.mean(probs[labelled].argmax(1) == data.labels[labelled]))
+        if trainer.is_global_zero:
+            save_probs(cfg.paths.run_dir, "fusion", split,
+                       ClipProbs(data.clip_ids, data.labels, probs.astype(np.float32)))
+    if trainer.is_global_zero:
+        chosen = {"best_epoch": best_epoch, "lr": float(cfg.model.lr), "momentum": float(cfg.model.momentum),
+                  "fusion_reg": str(cfg.model.fusion_reg), "missing": str(cfg.data.missing)}
+        if frozen is not None:
+            chosen["frozen_from"] = partition.from_run
+        save_json(out / "chosen.json", chosen)
+        OmegaConf.save(OmegaConf.create({"best_ckpt": ckpt}), out / "best.yaml")
+    trainer.strategy.barrier()
+    return metrics
