@@ -65,41 +65,40 @@ def build_estimator(estimator: Any) -> GridSearchSVM:
 
 
 class ClipTable:
-    """Per-clip rows collected from batches: ids, labels, splits, features (and fusion features)."""
+    """Per-clip rows collected from dict batches: ``clip_id`` and ``split`` (lists of str), ``label`` and every other
+    tensor/array entry with one row per clip (``features``, ``fusion_features``, ``probs``, ...)."""
 
-    def __init__(self) -> None:
+    def __init__(self, required: tuple[str, ...] = BATCH_KEYS) -> None:
+        self.required = required
         self.parts: dict[str, list] = defaultdict(list)
 
     def add(self, batch: dict[str, Any]) -> None:
-        missing = [k for k in BATCH_KEYS if k not in batch]
+        missing = [k for k in self.required if k not in batch]
         if missing:
-            raise KeyError(f"FitSVMOnFeatures: batch lacks {missing}; it must carry {list(BATCH_KEYS)}")
+            raise KeyError(f"batch lacks {missing}; it must carry {list(self.required)}")
         n = len(batch["clip_id"])
-        feats = _to_numpy(batch["features"]).astype(np.float32).reshape(n, -1)
         self.parts["clip_id"].extend(str(c) for c in batch["clip_id"])
-        self.parts["label"].append(_to_numpy(batch["label"]).astype(np.int64).reshape(n))
         self.parts["split"].extend(str(s) for s in batch["split"])
-        self.parts["features"].append(feats)
-        fusion = batch.get("fusion_features")
-        self.parts["fusion_features"].append(
-            feats if fusion is None else _to_numpy(fusion).astype(np.float32).reshape(n, -1)
-        )
+        self.parts["label"].append(_to_numpy(batch["label"]).astype(np.int64).reshape(n))
+        for key, value in batch.items():
+            if key in ("clip_id", "split", "label") or not isinstance(value, (torch.Tensor, np.ndarray)):
+                continue
+            value = _to_numpy(value)
+            if value.ndim >= 1 and len(value) == n:
+                self.parts[key].append(value.astype(np.float32).reshape(n, -1))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        p = self.parts
-        if not p["clip_id"]:
-            return {"clip_id": np.array([], dtype=str), "label": np.zeros(0, np.int64), "split": np.array([], dtype=str),
-                    "features": np.zeros((0, 0), np.float32), "fusion_features": np.zeros((0, 0), np.float32)}
-        return {"clip_id": np.asarray(p["clip_id"], dtype=str), "label": np.concatenate(p["label"]),
-                "split": np.asarray(p["split"], dtype=str), "features": np.concatenate(p["features"]),
-                "fusion_features": np.concatenate(p["fusion_features"])}
+        if not self.parts["clip_id"]:
+            return {"clip_id": np.array([], dtype=str)}
+        return {k: np.asarray(v, dtype=str) if k in ("clip_id", "split") else np.concatenate(v)
+                for k, v in self.parts.items()}
 
     @staticmethod
     def merge(shards: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """Concatenate rank shards, keep the first row of each clip id, order by clip id."""
         shards = [s for s in shards if len(s["clip_id"])]
         if not shards:
-            raise RuntimeError("FitSVMOnFeatures: no rank produced any clip; is the predict dataloader empty?")
+            raise RuntimeError("no rank produced any clip; is the predict dataloader empty?")
         merged = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
         _, first = np.unique(merged["clip_id"], return_index=True)  # sorted by clip id
         return {k: v[first] for k, v in merged.items()}
@@ -126,6 +125,7 @@ def fit_and_write(
     if unknown:
         raise ValueError(f"{model_name}: batches name unknown splits {unknown}; expected {list(SPLITS)}")
     check_finite_rows(table["features"], name=f"{model_name} features", clip_ids=table["clip_id"])
+    fusion_features = table.get("fusion_features", table["features"])
 
     fit_rows = np.isin(split, partition.fit)
     tune_rows = np.isin(split, partition.tune)
@@ -161,7 +161,7 @@ def fit_and_write(
             continue
         probs = estimator.predict_proba(X[rows], clip_ids=ids[rows])
         save_probs(run_dir, model_name, name, ClipProbs(ids[rows], y[rows], probs.astype(np.float32),
-                                                         table["fusion_features"][rows]))
+                                                         fusion_features[rows]))
         labelled = y[rows] != UNLABELLED
         if labelled.any():
             metrics[f"{name.lower()}/acc"] = float(np.mean(probs[labelled].argmax(1) == y[rows][labelled]))
