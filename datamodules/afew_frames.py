@@ -1,0 +1,188 @@
+"""Aligned AFEW faces from the face cache (:func:`emotiw.faces.load_afew_faces`, the single entry point).
+
+``mode="frames"`` (feature extraction, early-stopping set): one item per aligned face::
+
+    {"face": uint8 (48,48), "label": int, "clip_id": str, "split": str, "frame_idx": int, "index": int}
+
+``mode="clips"``: one item per clip; a batch concatenates the clips' faces::
+
+    {"faces": uint8 (F,48,48), "offsets": LongTensor (B+1,), "label": LongTensor (B,), "clip_id": list[str],
+     "split": list[str], "frame_idx": LongTensor (F,)}
+
+Within a split, clips are ordered by clip id and frames by time, so a frame's dataset index fixes its place in
+``<run_dir>/features/<Split>.npz``. Train/val dataloaders follow the partition (``fit`` / ``tune`` splits);
+``predict_dataloader`` returns one frames loader per ``predict_splits`` entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from emotiw.artifacts import SPLITS
+from emotiw.faces import ClipFaces, FaceReport, load_afew_faces
+from emotiw.partitions import Partition
+
+log = logging.getLogger(__name__)
+
+MODES = ("frames", "clips")
+
+
+class AfewFrameDataset(Dataset):
+    """Every aligned face of ``clips`` (flattened in clip order, then time order)."""
+
+    def __init__(self, clips: Sequence[ClipFaces]) -> None:
+        self.clips = list(clips)
+        lengths = np.array([len(c.faces) for c in self.clips], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        empty = np.zeros((0, 48, 48), np.uint8)
+        self.faces = np.concatenate([c.faces for c in self.clips]) if self.clips else empty
+        self.frame_idx = np.concatenate([c.frame_idx for c in self.clips]) if self.clips else np.zeros(0, np.int64)
+        self.clip_of = np.repeat(np.arange(len(self.clips)), lengths)
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        clip = self.clips[self.clip_of[i]]
+        return {
+            "face": torch.from_numpy(self.faces[i]),
+            "label": clip.label,
+            "clip_id": clip.clip_id,
+            "split": clip.split,
+            "frame_idx": int(self.frame_idx[i]),
+            "index": i,
+        }
+
+
+class AfewClipDataset(Dataset):
+    def __init__(self, clips: Sequence[ClipFaces]) -> None:
+        self.clips = list(clips)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> ClipFaces:
+        return self.clips[i]
+
+
+def collate_clips(clips: list[ClipFaces]) -> dict[str, Any]:
+    lengths = [len(c.faces) for c in clips]
+    return {
+        "faces": torch.from_numpy(np.concatenate([c.faces for c in clips])),
+        "offsets": torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.long),
+        "frame_idx": torch.from_numpy(np.concatenate([c.frame_idx for c in clips]).astype(np.int64)),
+        "label": torch.tensor([c.label for c in clips], dtype=torch.long),
+        "clip_id": [c.clip_id for c in clips],
+        "split": [c.split for c in clips],
+    }
+
+
+class AfewFramesDataModule(L.LightningDataModule):
+    """AFEW aligned faces for feature extraction and frame-level evaluation.
+
+    Args:
+        afew_root: the AFEW tree.
+        cache_dir: the content-keyed cache root (``paths.cache_dir``).
+        partition: which splits fit (train loader) and tune (val loader); a ``Partition`` or its config.
+        mode: ``frames`` or ``clips`` (see the module docstring).
+        predict_splits: splits served by ``predict_dataloader``, one loader each.
+        face_source, on_missing, min_frames, face_workers: passed to ``load_afew_faces`` (``face_workers`` is its
+            ``num_workers``).
+        batch_size: items per batch on each process (prediction results do not depend on it).
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        afew_root: str,
+        cache_dir: str,
+        *,
+        partition: Any = None,
+        mode: Literal["frames", "clips"] = "frames",
+        predict_splits: Sequence[str] = SPLITS,
+        face_source: str = "landmarks",
+        on_missing: str = "skip",
+        min_frames: int = 1,
+        face_workers: int | None = None,
+        batch_size: int = 256,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.clips: dict[str, list[ClipFaces]] = {}
+        self.report: FaceReport | None = None
+
+    @property
+    def partition(self) -> Partition | None:
+        p = self.hparams.partition
+        return p if p is None or isinstance(p, Partition) else Partition.from_config(p)
+
+    def _splits_needed(self) -> list[str]:
+        wanted = set(self.hparams.predict_splits)
+        if self.partition is not None:
+            wanted |= set(self.partition.fit) | set(self.partition.tune)
+        return [s for s in SPLITS if s in wanted]
+
+    def _load(self) -> tuple[list[ClipFaces], FaceReport]:
+        hp = self.hparams
+        if hp.mode not in MODES:
+            raise ValueError(f"mode={hp.mode!r}: expected one of {MODES}")
+        if hp.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {hp.batch_size}")
+        return load_afew_faces(
+            hp.afew_root,
+            self._splits_needed(),
+            hp.cache_dir,
+            face_source=hp.face_source,
+            on_missing=hp.on_missing,
+            min_frames=hp.min_frames,
+            num_workers=hp.face_workers,
+        )
+
+    def prepare_data(self) -> None:
+        # Rank zero builds the cache; Lightning holds the other ranks at a barrier until it is done.
+        _, report = self._load()
+        log.info("AFEW faces: %s", report.summary())
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.clips:
+            return
+        clips, self.report = self._load()  # every entry is a cache hit after prepare_data
+        self.clips = {s: [c for c in clips if c.split == s] for s in self._splits_needed()}
+
+    def dataset(self, splits: Sequence[str]) -> Dataset:
+        clips = [c for s in splits for c in self.clips.get(s, [])]
+        return AfewFrameDataset(clips) if self.hparams.mode == "frames" else AfewClipDataset(clips)
+
+    def _dataloader(self, splits: Sequence[str], *, shuffle: bool = False) -> DataLoader:
+        data = self.dataset(splits)
+        return DataLoader(
+            data,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            collate_fn=collate_clips if self.hparams.mode == "clips" else None,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def _require_partition(self) -> Partition:
+        if self.partition is None:
+            raise ValueError("AfewFramesDataModule: train/val loaders need `partition` (fit and tune splits)")
+        return self.partition
+
+    def train_dataloader(self) -> DataLoader:
+        return self._dataloader(self._require_partition().fit, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._dataloader(self._require_partition().tune)
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return [self._dataloader([s]) for s in self.hparams.predict_splits]
