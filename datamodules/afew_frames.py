@@ -131,7 +131,7 @@ class AfewFramesDataModule(L.LightningDataModule):
             wanted |= set(self.partition.fit) | set(self.partition.tune)
         return [s for s in SPLITS if s in wanted]
 
-    def _load(self) -> tuple[list[ClipFaces], FaceReport]:
+    def load_faces(self) -> tuple[list[ClipFaces], FaceReport]:
         hp = self.hparams
         if hp.mode not in MODES:
             raise ValueError(f"mode={hp.mode!r}: expected one of {MODES}")
@@ -149,13 +149,13 @@ class AfewFramesDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Rank zero builds the cache; Lightning holds the other ranks at a barrier until it is done.
-        _, report = self._load()
+        _, report = self.load_faces()
         log.info("AFEW faces: %s", report.summary())
 
     def setup(self, stage: str | None = None) -> None:
         if self.clips:
             return
-        clips, self.report = self._load()  # every entry is a cache hit after prepare_data
+        clips, self.report = self.load_faces()  # every entry is a cache hit after prepare_data
         self.clips = {s: [c for c in clips if c.split == s] for s in self._splits_needed()}
 
     def dataset(self, splits: Sequence[str]) -> Dataset:

@@ -1,0 +1,87 @@
+"""stage=faces and stage=features on a tiny AFEW tree, with a stand-in CNN of the real module's interface."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emotiw.faces import load_afew_faces
+from tests.core.afew_tree import write_tiny_afew
+from tests.helpers import env_for_subprocess, run
+from tests.stages.standin_cnn import StandInCNN, save_standin_ckpt
+
+REPO = Path(__file__).resolve().parents[2]
+STANDIN = "tests.stages.standin_cnn.StandInCNN"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("features_root")
+    write_tiny_afew(root / "data" / "generated" / "afew")
+    save_standin_ckpt(root / "standin.ckpt")
+    return root
+
+
+def _overrides(root: Path) -> list[str]:
+    return [f"cnn_ckpt={root / 'standin.ckpt'}", f"cnn_class={STANDIN}", "data.face_workers=0", "data.batch_size=4",
+            "trainer.accelerator=cpu"]
+
+
+def test_faces_stage_writes_report(root):
+    metrics = run(["stage=faces", "data.face_workers=0"], root)
+    assert metrics["clips"] == 8 and metrics["clips_with_faces"] == 6 and metrics["clips_without_faces"] == 2
+    report = json.loads((root / "runs" / "default" / "faces" / "face_report.json").read_text())
+    assert set(report["without_faces"]) == {"100000004", "200000002"}
+    assert report["per_split"]["Train"] == {"clips": 4, "with_faces": 3, "frames": 18}
+
+
+def test_features_file_format_offsets_and_values(root):
+    metrics = run(["stage=features", *_overrides(root)], root)
+    clips, _ = load_afew_faces(root / "data/generated/afew", ["Train"], root / "cache", num_workers=0)
+    with np.load(root / "runs/default/features/Train.npz") as z:
+        assert list(z["clip_ids"]) == ["100000001", "100000002", "100000003"]
+        assert z["labels"].tolist() == [3, 3, 4]
+        assert z["offsets"].dtype == np.int64 and z["offsets"].tolist() == [0, 12, 17, 18]
+        assert z["feats"].shape == (18, 3872) and z["feats"].dtype == np.float16
+        assert z["logits"].shape == (18, 7) and z["logits"].dtype == np.float32
+        np.testing.assert_array_equal(z["frame_idx"][12:17], [0, 1, 2, 5, 6])
+        faces = torch.from_numpy(np.concatenate([c.faces for c in clips]))
+        logits, feats = StandInCNN.load_from_checkpoint(root / "standin.ckpt").embed(faces)
+        np.testing.assert_allclose(z["logits"], logits.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(z["feats"], feats.numpy(), rtol=2e-3, atol=1e-3)
+        # Accuracies recomputed by hand: frame-level argmax, clip-level argmax of the mean softmax.
+        lg = z["logits"].astype(np.float64)
+        probs = np.exp(lg) / np.exp(lg).sum(1, keepdims=True)
+        frame_acc = np.mean(probs.argmax(1) == np.repeat([3, 3, 4], [12, 5, 1]))
+        clip_pred = [probs[a:b].mean(0).argmax() for a, b in [(0, 12), (12, 17), (17, 18)]]
+        clip_acc = np.mean(np.array(clip_pred) == [3, 3, 4])
+    assert metrics["Train/frame_acc"] == pytest.approx(frame_acc)
+    assert metrics["Train/clip_acc"] == pytest.approx(clip_acc)
+    assert metrics["Val/frames"] == 9 and metrics["Test/clips"] == 2
+    assert not (root / "runs/default/features/.shards" / "Train_rank0.npz").exists()
+
+
+def test_missing_checkpoint_says_run_cnn(root):
+    with pytest.raises(FileNotFoundError, match="run stage=cnn first"):
+        run(["stage=features", *_overrides(root), f"cnn_ckpt={root / 'none.ckpt'}"], root)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(root, tmp_path):
+    """trainer=ddp_sim (2 CPU processes, gloo): the merged files equal the 1-process ones."""
+    run(["stage=features", *_overrides(root), "experiment_name=single"], root)
+    cmd = [sys.executable, "train.py", "stage=features", *_overrides(root), "trainer=ddp_sim",
+           "experiment_name=ddp", "logger=csv", f"paths.root_dir={root}"]
+    out = subprocess.run(cmd, cwd=REPO, env=env_for_subprocess(root), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for split in ("Train", "Val", "Test"):
+        with np.load(root / f"runs/single/features/{split}.npz") as a, np.load(root / f"runs/ddp/features/{split}.npz") as b:
+            assert sorted(a.files) == sorted(b.files)
+            for key in a.files:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{split}/{key}")
