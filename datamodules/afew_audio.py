@@ -89,7 +89,9 @@ class AfewAudioDataModule(ClipFeaturesDataModule):
         num_workers: int = 0,
     ):
         super().__init__(batch_size=batch_size, num_workers=num_workers)
-        self.save_hyperparameters(logger=False)
+        # The partition is kept as a Partition, not in hparams: checkpoints must hold plain values only.
+        self.save_hyperparameters(ignore=["partition"], logger=False)
+        self.partition = Partition.from_config(partition)
         self.report = None
         self.scaler = None
         self.whitener = None
@@ -120,7 +122,7 @@ class AfewAudioDataModule(ClipFeaturesDataModule):
         hp = self.hparams
         if hp.missing_audio not in MISSING_AUDIO:
             raise ValueError(f"missing_audio={hp.missing_audio!r}; expected one of {MISSING_AUDIO}")
-        partition = Partition.from_config(hp.partition)
+        partition = self.partition
         clips = self._clips()
         feats, self.report = extract_is10(
             [(c.clip_id, c.video_path) for c in clips], cache_dir=hp.cache_dir, sample_rate=hp.sample_rate,

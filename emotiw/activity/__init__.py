@@ -13,17 +13,22 @@ from emotiw.activity.blocks import (
     double_short_clip,
     sample_blocks,
 )
-from emotiw.activity.bow import BagOfWords, motion_weights
+from emotiw.activity.bow import BagOfWords, load_codebook, motion_weights, save_codebook
 from emotiw.activity.encode import FoldedEncoder
+from emotiw.activity.features import EncodingReport, encode_clips
 
 __all__ = [
     "BLOCK_SHAPE",
     "BagOfWords",
+    "EncodingReport",
     "FoldedEncoder",
     "block_whitener",
     "dense_block_origins",
     "dense_blocks",
+    "encode_clips",
+    "load_codebook",
     "double_short_clip",
     "motion_weights",
     "sample_blocks",
+    "save_codebook",
 ]

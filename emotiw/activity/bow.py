@@ -73,3 +73,19 @@ class BagOfWords(BaseEstimator):
 
     def histograms(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack([self.histogram(f) for f in clips]) if len(clips) else np.zeros((0, self.n_words))
+
+
+def save_codebook(path, bow: BagOfWords) -> None:
+    """The codebook as arrays (centroids and the constructor params), written atomically."""
+    from emotiw.artifacts import save_npz
+
+    check_is_fitted(bow)
+    save_npz(path, cluster_centers=bow.cluster_centers_, n_words=np.array(bow.n_words))
+
+
+def load_codebook(path) -> BagOfWords:
+    with np.load(path, allow_pickle=False) as z:
+        bow = BagOfWords(n_words=int(z["n_words"]))
+        bow.cluster_centers_ = z["cluster_centers"].astype(np.float32)
+    bow.n_features_in_ = bow.cluster_centers_.shape[1]
+    return bow

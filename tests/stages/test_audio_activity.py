@@ -7,7 +7,7 @@ import pytest
 
 from emotiw.artifacts import load_json, load_probs
 from tests.core.audio_clips import write_av_afew
-from tests.helpers import run
+from tests.helpers import compose_cfg, run
 
 SILENT, NO_AUDIO = "000000001", "000000002"
 
@@ -33,6 +33,7 @@ def test_audio_stage_writes_probs_and_10d_features_and_beats_chance(av_root):
     assert (run_dir / "audio" / "preprocess.skops").is_file()
 
 
+@pytest.mark.slow
 def test_audio_stage_zeros_scores_every_clip_and_retrain_reuses_the_pca(av_root):
     run(["stage=audio", "experiment_name=z", "data.missing_audio=zeros"], av_root)
     train = load_probs(av_root / "runs" / "z", "audio", "Train")
@@ -47,3 +48,26 @@ def test_audio_stage_zeros_scores_every_clip_and_retrain_reuses_the_pca(av_root)
     # Same PCA: the 10-d features of a Val clip are identical in both runs.
     vz, vr = load_probs(av_root / "runs" / "z", "audio", "Val"), load_probs(av_root / "runs" / "r", "audio", "Val")
     np.testing.assert_allclose(vz.features, vr.features)
+
+
+@pytest.mark.slow
+def test_activity_stage_trains_the_sae_and_beats_chance(av_root):
+    metrics = run(["stage=activity", "experiment_name=act", "trainer.max_epochs=3", "data.n_train_blocks=3000",
+                   "data.n_val_blocks=500", "bow.n_words=16"], av_root)
+    run_dir = av_root / "runs" / "act"
+    for name in ("sae.ckpt", "codebook.npz", "chosen.json", "svm.skops"):
+        assert (run_dir / "activity" / name).is_file(), name
+    train, val = load_probs(run_dir, "activity", "Train"), load_probs(run_dir, "activity", "Val")
+    assert len(train.clip_ids) == 21 and len(val.clip_ids) == 14
+    np.testing.assert_allclose(train.features.sum(1), 1.0, atol=1e-5)  # L1-normalised histograms
+    assert train.features.shape[1] == 16
+    assert load_json(run_dir / "activity" / "chosen.json")["C"] == 100
+    assert metrics["val/acc"] > 2 / 7
+
+
+def test_audio_defaults_are_pinned(tmp_path):
+    cfg = compose_cfg(["stage=audio"], tmp_path)
+    assert cfg.data.n_components == 10 and cfg.data.max_variance == 0.99999
+    assert cfg.data.missing_audio == "skip" and cfg.data.sample_rate == 16000
+    assert list(cfg.svm.C_grid) == [1, 10, 100, 1000, 10000]
+    assert list(cfg.svm.gamma_grid) == [1e-3, 1e-4, 1e-5] and list(cfg.svm.gamma_per_dim_grid) == []

@@ -1,0 +1,117 @@
+"""stage=activity (paper-spec §6): train the synchrony autoencoder on random blocks (a Lightning fit,
+checkpointed), encode every dense block of every clip, build the motion-weighted bag of words on the fitting
+clips, and fit the chi-squared SVM through ``FitSVMOnFeatures``.
+
+Writes ``<run_dir>/activity/{sae.ckpt, codebook.npz, chosen.json, svm.skops}`` and ``probs/activity_<Split>.npz``.
+Under ``partition=retrain`` the SAE and the codebook of the run named in ``from_run`` are reused and only the SVM is
+refitted (spec §9 default).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from datamodules.afew_audio import ClipFeatureDataset, ClipFeaturesDataModule
+from datamodules.afew_blocks import read_gray
+from emotiw.activity import BagOfWords, encode_clips, load_codebook, save_codebook
+from emotiw.artifacts import SPLITS
+from emotiw.partitions import Partition
+from lightning_modules.sae import SAEModule
+from stages.audio import LogCounts
+from stages.lightning_fit import instantiate_callbacks, instantiate_loggers
+from stages.runtime import _is_rank_zero
+from stages.svm import run_svm_stage
+
+log = logging.getLogger(__name__)
+
+
+def _sae_loggers(cfg: DictConfig) -> list:
+    """The stage's loggers, with the CSV log of the SAE fit in its own folder: the SVM trainer that follows
+    rewrites ``csv/metrics.csv``."""
+    logger_cfg = OmegaConf.to_container(cfg.get("logger") or {}, resolve=True)
+    if isinstance(logger_cfg.get("csv"), dict):
+        logger_cfg["csv"]["name"] = "csv_sae"
+    return instantiate_loggers(OmegaConf.create(logger_cfg))
+
+
+def train_sae(cfg: DictConfig) -> tuple[SAEModule, dict[str, Any]]:
+    """Fit the SAE on whitened random blocks of the fitting clips; return the best checkpoint's module."""
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("fit")
+    model: SAEModule = hydra.utils.instantiate(cfg.model, n_visible=datamodule.n_visible)
+    model.set_whitening(*datamodule.whitener.affine_map(), datamodule.whitener.row_constant_)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=instantiate_callbacks(cfg.get("callbacks")), logger=_sae_loggers(cfg) or False
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best and not trainer.fast_dev_run:
+        model = SAEModule.load_from_checkpoint(best, map_location="cpu")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+    metrics = {f"sae/{k.replace('/', '_')}": v for k, v in metrics.items()}
+    metrics["sae/n_visible"] = float(datamodule.n_visible)
+    metrics["sae/n_train_blocks"] = float(len(datamodule.train_set))
+    sae_path = Path(cfg.paths.output_dir) / "sae.ckpt"
+    if trainer.is_global_zero:
+        if best and Path(best).is_file():
+            shutil.copyfile(best, sae_path)
+        else:
+            trainer.save_checkpoint(sae_path)
+    trainer.strategy.barrier("sae_saved")
+    return model.cpu().eval(), metrics
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    partition = Partition.from_config(cfg.partition)
+    out_dir = Path(cfg.paths.output_dir)
+    metrics: dict[str, Any] = {}
+    if partition.is_retrain:
+        source = Path(cfg.paths.runs_dir) / str(partition.from_run) / cfg.task_name
+        for name in ("sae.ckpt", "codebook.npz"):
+            if not (source / name).is_file():
+                raise FileNotFoundError(f"{source / name}: partition=retrain reuses the SAE and codebook of run "
+                                        f"{partition.from_run!r}; run stage=activity there first")
+        sae = SAEModule.load_from_checkpoint(source / "sae.ckpt", map_location="cpu").eval()
+    else:
+        sae, metrics = train_sae(cfg)
+    encoder = sae.folded_encoder()
+
+    from emotiw.io.afew import list_splits
+
+    clips = list_splits(cfg.data.afew_root, SPLITS)
+    encodings, report = encode_clips([(c.clip_id, c.video_path) for c in clips], encoder, read_gray)
+
+    if partition.is_retrain:
+        bow = load_codebook(source / "codebook.npz")
+    else:
+        fit_blocks = np.concatenate([encodings[c.clip_id] for c in clips
+                                     if c.split in partition.fit and c.clip_id in encodings]).astype(np.float32)
+        rng = np.random.RandomState(cfg.seed)
+        rows = rng.choice(len(fit_blocks), size=min(len(fit_blocks), cfg.bow.codebook_blocks), replace=False)
+        bow = BagOfWords(n_words=cfg.bow.n_words, batch_size=cfg.bow.batch_size, max_iter=cfg.bow.max_iter,
+                         random_state=cfg.seed).fit(fit_blocks[rows])
+    if _is_rank_zero():
+        save_codebook(out_dir / "codebook.npz", bow)
+        if partition.is_retrain:
+            shutil.copyfile(source / "sae.ckpt", out_dir / "sae.ckpt")
+
+    datamodule = ClipFeaturesDataModule(batch_size=cfg.bow.get("serve_batch_size", 256))
+    datamodule.tables = {}
+    for split in SPLITS:
+        refs = [c for c in clips if c.split == split and c.clip_id in encodings]
+        hists = bow.histograms([encodings[c.clip_id].astype(np.float32) for c in refs])
+        datamodule.tables[split] = ClipFeatureDataset([c.clip_id for c in refs], np.array([c.label for c in refs]),
+                                                      split, hists.reshape(len(refs), bow.n_words))
+    counts = {f"activity/clips_{k}": float(v) for k, v in report.counts.items()}
+    counts["activity/clips_ok"] = float(len(encodings))
+    counts["activity/n_words"] = float(bow.n_words)
+    metrics.update(run_svm_stage(cfg, datamodule, cfg.task_name, estimator=cfg.svm, extra_callbacks=[LogCounts(counts)]))
+    return {**metrics, **counts}
