@@ -83,5 +83,9 @@ def test_ddp_two_processes_match_one(root, tmp_path):
     for split in ("Train", "Val", "Test"):
         with np.load(root / f"runs/single/features/{split}.npz") as a, np.load(root / f"runs/ddp/features/{split}.npz") as b:
             assert sorted(a.files) == sorted(b.files)
-            for key in a.files:
+            for key in ("clip_ids", "labels", "offsets", "frame_idx"):
                 np.testing.assert_array_equal(a[key], b[key], err_msg=f"{split}/{key}")
+            # Other batch compositions change float rounding only (BLAS blocking), not which frame is where.
+            np.testing.assert_allclose(a["logits"], b["logits"], rtol=1e-5, atol=1e-6, err_msg=f"{split}/logits")
+            np.testing.assert_allclose(a["feats"].astype(np.float32), b["feats"].astype(np.float32), rtol=2e-3,
+                                       atol=1e-3, err_msg=f"{split}/feats")
