@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -40,28 +40,12 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def map_items(fn: Callable[..., T], args: Sequence[tuple[Any, ...]], workers: int | None = None) -> list[T]:
-    """``[fn(*a) for a in args]``, on a process pool when worth it; results come back in input order."""
+def map_items(fn: Callable[..., T], args: Sequence[tuple[Any, ...]], workers: int | None = None,
+              *, min_items: int = 64) -> list[T]:
+    """``[fn(*a) for a in args]``, on a process pool when there are ``min_items`` or more; results in input order."""
     workers = default_workers() if workers is None else max(1, int(workers))
-    if workers == 1 or len(args) < 64:
+    if workers == 1 or len(args) < min_items:
         return [fn(*a) for a in args]
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     with ctx.Pool(workers) as pool:
-        return pool.starmap(fn, args, chunksize=max(1, len(args) // (workers * 8)))
-
-
-def iter_items(fn: Callable[..., T], args: Sequence[tuple[Any, ...]], workers: int | None = None) -> Iterable[T]:
-    """Like ``map_items`` but yields results in input order as they arrive (bounded memory for big items)."""
-    workers = default_workers() if workers is None else max(1, int(workers))
-    if workers == 1 or len(args) < 8:
-        for a in args:
-            yield fn(*a)
-        return
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers) as pool:
-        yield from pool.imap(_star, [(fn, a) for a in args], chunksize=1)
-
-
-def _star(job: tuple[Callable[..., T], tuple[Any, ...]]) -> T:
-    fn, a = job
-    return fn(*a)
+        return pool.starmap(fn, args, chunksize=max(1, len(args) // (workers * 32)))

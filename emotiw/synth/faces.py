@@ -116,7 +116,7 @@ def sample_identity(rng: np.random.Generator, *, resting_scale: float = 0.0, acc
         hair_tone=hair_tone,
         hairline=u(0.45, 0.7),
         glasses=bool(rng.random() < 0.15 * accessories),
-        beard=bool(rng.random() < 0.15 * accessories),
+        beard=bool(rng.random() < 0.1 * accessories),
         resting=resting,
     )
 
@@ -184,11 +184,21 @@ def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FaceRender:
-    """A rendered face layer: grey levels and coverage (alpha) over the output frame, and its 5 points."""
+    """A rendered face layer: grey levels and coverage (alpha) over ``roi`` of the frame, and its 5 points."""
 
-    grey: np.ndarray  # (H, W) float32, 0..255, meaningful where alpha > 0
-    alpha: np.ndarray  # (H, W) float32, 0..1
-    landmarks: np.ndarray  # (5, 2) float64, output pixel coordinates
+    grey: np.ndarray  # (y1-y0, x1-x0) float32, 0..255, meaningful where alpha > 0
+    alpha: np.ndarray  # same shape, float32, 0..1
+    landmarks: np.ndarray  # (5, 2) float64, output pixel coordinates (of the whole frame)
+    roi: tuple[int, int, int, int]  # x0, y0, x1, y1 in the frame (empty when the face is out of frame)
+
+    def full(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Grey and alpha over the whole (H, W) frame."""
+        grey = np.zeros(hw, np.float32)
+        alpha = np.zeros(hw, np.float32)
+        x0, y0, x1, y1 = self.roi
+        grey[y0:y1, x0:x1] = self.grey
+        alpha[y0:y1, x0:x1] = self.alpha
+        return grey, alpha
 
 
 # --------------------------------------------------------------------------------------------------------- geometry
@@ -313,8 +323,8 @@ def _au(aus: Mapping[int, float]):
 
 
 def _mouth_corners(idn: Identity, a) -> tuple[np.ndarray, np.ndarray, float]:
-    out = 1.3 * a(12) + 2.0 * a(20) - 1.3 * a(23) - 0.3 * a(15) - 0.6 * a(26)
-    up = 2.4 * a(12) - 2.0 * a(15) - 0.3 * a(20) - 0.6 * a(16) + 0.5 * a(10)
+    out = 1.8 * a(12) + 2.6 * a(20) - 1.8 * a(23) - 0.3 * a(15) - 0.6 * a(26)
+    up = 3.2 * a(12) - 2.8 * a(15) - 0.3 * a(20) - 0.6 * a(16) + 0.5 * a(10)
     hw = idn.mouth_hw + out
     y = idn.mouth_y - up
     return np.array([_CANON_CX - hw, y]), np.array([_CANON_CX + hw, y]), hw
@@ -346,17 +356,15 @@ def render_face(
     y0 = int(max(0, math.floor(box[:, 1].min()) - 2))
     x1 = int(min(w, math.ceil(box[:, 0].max()) + 2))
     y1 = int(min(h, math.ceil(box[:, 1].max()) + 2))
-    grey = np.zeros((h, w), np.float32)
-    alpha = np.zeros((h, w), np.float32)
     lm_c, lm_d = face_landmarks(idn, aus)
-    if x1 > x0 and y1 > y0:
-        cv = _Canvas(pose, (x0, y0, x1, y1), ss)
-        _draw(cv, idn, a, outline, body=body, shirt=shirt)
-        g, al = cv.render()
-        grey[y0:y1, x0:x1] = g
-        alpha[y0:y1, x0:x1] = al
     landmarks = _project_plain(pose, lm_c, lm_d)
-    return FaceRender(grey, alpha, landmarks)
+    if x1 <= x0 or y1 <= y0:
+        empty = np.zeros((0, 0), np.float32)
+        return FaceRender(empty, empty, landmarks, (0, 0, 0, 0))
+    cv = _Canvas(pose, (x0, y0, x1, y1), ss)
+    _draw(cv, idn, a, outline, body=body, shirt=shirt)
+    grey, alpha = cv.render()
+    return FaceRender(grey, alpha, landmarks, (x0, y0, x1, y1))
 
 
 def _project_plain(pose: Pose, pts: np.ndarray, depth: float | np.ndarray = 0.0) -> np.ndarray:
@@ -384,13 +392,11 @@ def _draw(cv: _Canvas, idn: Identity, a, outline: np.ndarray, *, body: bool, shi
     cv.fill(outline, skin, cover=True)
 
     if idn.beard:
-        t = np.linspace(0.15 * math.pi, 0.85 * math.pi, 20)
-        low = outline[(outline[:, 1] > idn.nose_y + 1.5)]
+        low = outline[(outline[:, 1] > idn.mouth_y - 1.0)]
         low = low[np.argsort(-low[:, 0])]
-        top = _bezier((cx - idn.mouth_hw - 2.5, idn.nose_y + 1.5), (cx, idn.nose_y + 2.5),
-                      (cx + idn.mouth_hw + 2.5, idn.nose_y + 1.5))
-        del t
-        cv.fill(np.vstack([top, low]), min(skin * 0.55, idn.hair_tone + 20), depth=_D_MOUTH - 3)
+        top = _bezier((cx - idn.mouth_hw - 2.5, idn.mouth_y - 1.0), (cx, idn.nose_y + 2.5),
+                      (cx + idn.mouth_hw + 2.5, idn.mouth_y - 1.0))
+        cv.fill(np.vstack([top, low]), skin * 0.78, depth=_D_MOUTH - 3)
 
     # Cheeks: raised and lit by AU6 (and a little by a broad smile).
     lift = a(6) + 0.3 * a(12)
@@ -421,7 +427,7 @@ def _draw(cv: _Canvas, idn: Identity, a, outline: np.ndarray, *, body: bool, shi
             p0 = (cx + s * (idn.nose_w + 0.8), idn.nose_y - 0.5)
             p2 = (corner[0] + s * 1.4, corner[1] + 1.0)
             mid = ((p0[0] + p2[0]) / 2 + s * 1.0, (p0[1] + p2[1]) / 2)
-            cv.line(_bezier(p0, mid, p2, 8), skin - (skin - dark) * min(1.0, fold), 0.45, depth=_D_CHEEK + 1)
+            cv.line(_bezier(p0, mid, p2, 8), skin - (skin - dark) * min(1.0, fold), 0.55, depth=_D_CHEEK + 1)
     if a(6) > 0.1:
         for s in (-1, 1):
             ex = cx + s * (idn.eye_dx + idn.eye_rx + 1.0)
@@ -440,24 +446,24 @@ def _draw(cv: _Canvas, idn: Identity, a, outline: np.ndarray, *, body: bool, shi
 def _draw_brows(cv: _Canvas, idn: Identity, a) -> None:
     cx = _CANON_CX
     by = idn.eye_y - idn.brow_gap
-    lower = 1.5 * a(4)
+    lower = 2.2 * a(4)
     for s in (-1, 1):
-        inner = np.array([cx + s * (idn.eye_dx - idn.eye_rx - 0.6 - 0.9 * a(4)), by + 0.2 + lower + 0.5 * a(4)
-                          - 2.2 * a(1)])
-        mid = np.array([cx + s * idn.eye_dx, by - idn.brow_arch + lower - 0.8 * a(1) - 1.3 * a(2)])
-        outer = np.array([cx + s * (idn.eye_dx + idn.eye_rx + 1.4), by + 0.5 + 0.6 * lower - 2.2 * a(2)])
+        inner = np.array([cx + s * (idn.eye_dx - idn.eye_rx - 0.6 - 1.3 * a(4)), by + 0.2 + lower + 0.5 * a(4)
+                          - 3.0 * a(1)])
+        mid = np.array([cx + s * idn.eye_dx, by - idn.brow_arch + lower - 1.0 * a(1) - 1.8 * a(2)])
+        outer = np.array([cx + s * (idn.eye_dx + idn.eye_rx + 1.4), by + 0.5 + 0.6 * lower - 3.0 * a(2)])
         cv.line(_bezier(inner, mid, outer, 10), idn.brow_tone, idn.brow_thick, depth=_D_BROW)
     if a(4) > 0.1:  # vertical furrows between the brows
         tone = idn.skin - (idn.skin - idn.skin * 0.6) * a(4)
         for s in (-1, 1):
             x = cx + s * 0.9
-            cv.line([(x, by - 0.5 + lower), (x + s * 0.3, by + 2.0 + lower)], tone, 0.35, depth=_D_BROW)
+            cv.line([(x, by - 0.5 + lower), (x + s * 0.3, by + 2.5 + lower)], tone, 0.5, depth=_D_BROW)
 
 
 def _draw_eyes(cv: _Canvas, idn: Identity, a) -> None:
     cx = _CANON_CX
-    upper = idn.eye_ry * max(0.15, 1 + 0.7 * a(5) - 0.5 * a(7) - 0.3 * a(6))
-    lower = idn.eye_ry * max(0.12, 0.8 + 0.2 * a(5) - 0.35 * a(6) - 0.35 * a(7))
+    upper = idn.eye_ry * max(0.15, 1 + 1.0 * a(5) - 0.55 * a(7) - 0.4 * a(6))
+    lower = idn.eye_ry * max(0.12, 0.8 + 0.25 * a(5) - 0.45 * a(6) - 0.4 * a(7))
     sclera = min(240.0, idn.skin + 55)
     for s in (-1, 1):
         ex, ey = cx + s * idn.eye_dx, idn.eye_y
@@ -488,16 +494,16 @@ def _draw_nose(cv: _Canvas, idn: Identity, a, dark: float) -> None:
         tone = idn.skin - (idn.skin - dark) * a(9)
         for k in range(3):
             y = idn.eye_y + 1.5 + 1.0 * k
-            cv.line([(cx - 1.5, y), (cx + 1.5, y - 0.2)], tone, 0.3, depth=_D_NOSE - 3)
+            cv.line([(cx - 1.8, y), (cx + 1.8, y - 0.2)], tone, 0.45, depth=_D_NOSE - 3)
 
 
 def _draw_mouth(cv: _Canvas, idn: Identity, a, dark: float) -> None:
     cx = _CANON_CX
     ml, mr, hw = _mouth_corners(idn, a)
     line_y = idn.mouth_y + 0.3 * a(12) - 0.4 * a(15)  # mid-line centre stays while the corners move
-    open_up = 0.9 * a(10) + 0.4 * a(26) + 0.15 * a(12)
-    open_dn = 3.6 * a(26) + 1.3 * a(16) + 0.4 * a(12) + 0.6 * a(20)
-    thin = max(0.35, 1 - 0.55 * a(23) - 0.35 * a(20))
+    open_up = 1.4 * a(10) + 0.4 * a(26) + 0.3 * a(12)
+    open_dn = 4.5 * a(26) + 1.6 * a(16) + 1.2 * a(12) + 0.8 * a(20)
+    thin = max(0.3, 1 - 0.6 * a(23) - 0.35 * a(20))
     tu = idn.lip_thick * thin
     tl = idn.lip_thick * 1.3 * thin
     up_outer = _bezier(ml, (cx, line_y - open_up - 2 * tu), mr, 14)
@@ -574,7 +580,7 @@ def render_still(
     size: int = 48,
     target: np.ndarray = FER_MEAN_SHAPE,
     style: StillStyle = StillStyle(),
-    ss: int = 4,
+    ss: int = 3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A loosely aligned grey still: the face's 5 points land near ``target`` (``size`` x ``size`` frame).
 
@@ -593,8 +599,9 @@ def render_still(
     recentre = np.array([[1.0, 0.0, _CANON_CX - c[0]], [0.0, 1.0, 27.0 - c[1]]])
     m = compose(jit.matrix, compose(recentre, align))
     face = render_face(idn, aus, Pose(m, yaw), (size, size), ss=ss)
+    grey, alpha = face.full((size, size))
     bg = smooth_texture(rng, (size, size), cells=3, lo=20, hi=235)
-    img = bg * (1 - face.alpha) + face.grey * face.alpha
+    img = bg * (1 - alpha) + grey * alpha
     img = img * light_gradient((size, size), rng.uniform(0, style.light), rng.uniform(0, 2 * math.pi))
     out = finish(img, rng, blur=rng.uniform(0, style.blur), noise=rng.uniform(*style.noise))
     return out, face.landmarks

@@ -51,12 +51,12 @@ DIFFICULTIES: dict[str, Difficulty] = {
     ),
     "paper": Difficulty(
         name="paper",
-        intensity=(0.2, 1.0),
-        faint=0.12,
-        au_jitter=0.35,
-        resting=0.35,
+        intensity=(0.3, 1.0),
+        faint=0.1,
+        au_jitter=0.3,
+        resting=0.25,
         label_noise=0.05,
-        still=StillStyle(shift=1.5, roll=6.0, yaw=12.0, scale=0.08, blur=0.9, noise=(1.0, 8.0), light=0.45),
+        still=StillStyle(shift=1.2, roll=5.0, yaw=10.0, scale=0.07, blur=0.8, noise=(1.0, 7.0), light=0.4),
         face_loss=0.35,
         pose_motion=1.0,
         audio_uninformative=0.25,
@@ -146,8 +146,8 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset("tiny", fer_per_class=30, tfd=100, tfd_labelled=0.7, afew_train=14, afew_val=14, afew_test=14,
                    afew_min_s=1.0, afew_max_s=2.0, afew_balance="uniform"),
     # For the demo: the paper CNN learns well above chance in minutes; generated in under a minute on 2 cores.
-    "demo": Preset("demo", fer_per_class=1500, tfd=1000, tfd_labelled=0.7, afew_train=210, afew_val=105,
-                   afew_test=105, afew_min_s=1.0, afew_max_s=6.0),
+    "demo": Preset("demo", fer_per_class=1500, tfd=1000, tfd_labelled=0.7, afew_train=168, afew_val=84,
+                   afew_test=84, afew_min_s=1.0, afew_max_s=6.0),
     # AFEW 5.0 sizes (paper §10); FER at about a third of the real 35,887.
     "paper": Preset("paper", fer_per_class=1700, tfd=4000, tfd_labelled=0.7, afew_train=723, afew_val=383,
                     afew_test=539, afew_min_s=1.0, afew_max_s=6.0),
