@@ -41,7 +41,7 @@ class AlignConfig:
 
     levels: int = 64
     seed: int = 0
-    version: int = 1
+    version: int = 2
 
     def key(self) -> str:
         payload = json.dumps(
@@ -53,8 +53,8 @@ class AlignConfig:
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (scale, rotation, translation; no reflection) mapping ``src`` points onto ``dst``.
 
-    Solves ``u = a x - b y + tx``, ``v = b x + a y + ty`` for (a, b, tx, ty), linear in the unknowns, so the
-    least-squares solution is exact and unique (MATLAB ``cp2tform(..., 'similarity')`` fits the same model).
+    Solves ``u = a x - b y + tx``, ``v = b x + a y + ty`` for (a, b, tx, ty) in the least-squares sense; the
+    problem is linear in the unknowns, so the solution is unique (MATLAB ``cp2tform(..., 'similarity')`` fits the same model).
 
     Returns:
         (2, 3) float64 matrix ``[[a, -b, tx], [b, a, ty]]`` for ``cv2.warpAffine``.
@@ -67,11 +67,14 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         raise ValueError(f"source points must be finite, got {src.tolist()}")
     if np.ptp(src, axis=0).max() < 1e-6:
         raise ValueError(f"degenerate source points (all at one place): {src.tolist()}")
-    x, y = src[:, 0], src[:, 1]
-    ones, zeros = np.ones_like(x), np.zeros_like(x)
-    design = np.concatenate([np.stack([x, -y, ones, zeros], 1), np.stack([y, x, zeros, ones], 1)])
-    target = np.concatenate([dst[:, 0], dst[:, 1]])
-    (a, b, tx, ty), *_ = np.linalg.lstsq(design, target, rcond=None)
+    # Closed form of that least-squares problem: centre both point sets, then a and b are the normalised dot and
+    # cross products (numerically the same as lstsq on the 2N x 4 system, ~10x faster per frame).
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    (x, y), (u, v) = (src - src_mean).T, (dst - dst_mean).T
+    norm = np.sum(x * x + y * y)
+    a = np.sum(x * u + y * v) / norm
+    b = np.sum(x * v - y * u) / norm
+    tx, ty = dst_mean - np.array([[a, -b], [b, a]]) @ src_mean
     if a * a + b * b < 1e-12:
         raise ValueError(f"degenerate fit: the points map to a zero scale: {src.tolist()}")
     return np.array([[a, -b, tx], [b, a, ty]])

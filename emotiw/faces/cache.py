@@ -19,6 +19,7 @@ import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,13 +207,20 @@ def load_afew_faces(
 
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
     if workers > 1 and len(todo) > 1:
-        ctx = multiprocessing.get_context("spawn")  # fork under torch/cv2 threads can deadlock
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
-            futures = {i: pool.submit(_build_and_save, refs[i], source, config, key, path) for i, key, path in todo}
-            for i, fut in futures.items():
-                entries[i] = fut.result()
-    else:
-        for i, key, path in todo:
+        # fork, as DataLoader workers do: the children only run numpy/cv2/PyAV (cv2 threads off), and unlike spawn
+        # it works from any __main__ (stdin, notebooks).
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        try:
+            with ProcessPoolExecutor(
+                max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context(method)
+            ) as pool:
+                futures = {i: pool.submit(_build_and_save, refs[i], source, config, key, path) for i, key, path in todo}
+                for i, fut in futures.items():
+                    entries[i] = fut.result()
+        except BrokenProcessPool as err:
+            log.warning("face workers died (%s); building the remaining %d clips in this process", err, len(todo))
+    for i, key, path in todo:
+        if i not in entries:
             entries[i] = _build_and_save(refs[i], source, config, key, path)
     report.cache_built = len(todo) - len(report.cache_rebuilt)
 

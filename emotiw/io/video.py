@@ -122,11 +122,13 @@ def read_video(path: str | os.PathLike, *, rgb: bool = False) -> DecodedVideo:
     with _open(path) as container:
         stream = container.streams.video[0]
         fps = _stream_fps(stream) or 0.0
+        # One reformatter per clip keeps its scaler context; a fresh one per frame costs ~3x the decode.
+        to_gray, to_rgb = av.video.reformatter.VideoReformatter(), av.video.reformatter.VideoReformatter()
         try:
             for frame in container.decode(stream):
-                grays.append(frame.to_ndarray(format="gray"))
+                grays.append(to_gray.reformat(frame, format="gray").to_ndarray())
                 if rgb:
-                    rgbs.append(frame.to_ndarray(format="rgb24"))
+                    rgbs.append(to_rgb.reformat(frame, format="rgb24").to_ndarray())
         except av.error.FFmpegError as err:
             raise VideoDecodeError(
                 f"{path}: corrupt or truncated video data after {len(grays)} decoded frames ({_short(err)})"
