@@ -63,6 +63,17 @@ def test_activity_stage_trains_the_sae_and_beats_chance(av_root):
     assert train.features.shape[1] == 16
     assert load_json(run_dir / "activity" / "chosen.json")["C"] == 100
     assert metrics["val/acc"] > 2 / 7
+    assert (run_dir / "activity" / "csv_sae" / "metrics.csv").is_file()  # the SAE fit's log survives the SVM's
+
+    # Retrain: the SAE and the codebook are reused, only the SVM is refitted on Train+Val with the frozen C.
+    run(["stage=activity", "experiment_name=act_r", "partition=retrain", "partition.from_run=act"], av_root)
+    retrain_dir = av_root / "runs" / "act_r" / "activity"
+    with np.load(run_dir / "activity" / "codebook.npz") as a, np.load(retrain_dir / "codebook.npz") as b:
+        np.testing.assert_array_equal(a["cluster_centers"], b["cluster_centers"])
+    assert not (retrain_dir / "checkpoints").exists()  # no SAE training under retrain
+    np.testing.assert_allclose(load_probs(av_root / "runs" / "act_r", "activity", "Val").features, val.features,
+                               atol=1e-6)
+    assert load_json(retrain_dir / "chosen.json")["n_fit"] == 35
 
 
 def test_audio_defaults_are_pinned(tmp_path):
@@ -71,3 +82,12 @@ def test_audio_defaults_are_pinned(tmp_path):
     assert cfg.data.missing_audio == "skip" and cfg.data.sample_rate == 16000
     assert list(cfg.svm.C_grid) == [1, 10, 100, 1000, 10000]
     assert list(cfg.svm.gamma_grid) == [1e-3, 1e-4, 1e-5] and list(cfg.svm.gamma_per_dim_grid) == []
+
+
+def test_audio_stage_on_the_generated_tiny_tree(tiny_root):
+    metrics = run(["stage=audio", "experiment_name=tiny"], tiny_root)
+    n_clips = sum(metrics[f"audio/clips_{k}"] for k in ("ok", "no_audio", "silent", "too_short", "unreadable"))
+    assert n_clips == 42
+    train = load_probs(tiny_root / "runs" / "tiny", "audio", "Train")
+    assert train.features.shape[1] == 10 and 0 < len(train.clip_ids) <= 14
+    assert np.isfinite(train.probs).all()
