@@ -1,0 +1,220 @@
+"""FER2013 (+ TFD) still faces for the frame-level CNN (paper-spec §1-§2).
+
+Train = FER2013 Training (+ labelled TFD); early-stopping set = the AFEW Train+Val face frames (the paper's choice,
+frame label = clip label) or a stratified hold-out slice of the training faces; test = FER2013 PublicTest.
+Every face is histogram-equalised once in ``setup``; the mean/std normaliser is fitted on the training faces and
+handed to the CNN (it stores it in its buffers). Cropping and flipping happen in the CNN, per batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from emotiw.io import FaceSet, read_fer_csv, read_fer_images, read_tfd_mat
+from emotiw.preprocess import MeanStdImage
+
+log = logging.getLogger(__name__)
+
+VAL_SOURCES = ("afew", "fer_holdout")
+FER_FORMATS = ("csv", "images")
+
+
+class FaceDataset(Dataset):
+    """In-memory faces; items are dicts so callbacks can de-duplicate by ``index`` after a gather."""
+
+    def __init__(self, faces: FaceSet) -> None:
+        self.images = torch.from_numpy(np.ascontiguousarray(faces.images))
+        self.labels = torch.from_numpy(faces.labels.astype(np.int64))
+        self.keys = faces.keys
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.images[i], "label": self.labels[i], "index": i}
+
+
+class FerTfdDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        *,
+        root: str,
+        fer_format: Literal["csv", "images"] = "csv",
+        csv_name: str = "fer2013.csv",
+        resize: bool = False,
+        tfd_mat: str | None = None,
+        val_source: Literal["afew", "fer_holdout"] = "afew",
+        afew_root: str | None = None,
+        afew_splits: tuple[str, ...] = ("Train", "Val"),
+        holdout_fraction: float = 0.1,
+        histeq_levels: int | None = 64,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        seed: int = 1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.batch_size_per_device = batch_size
+        self.normaliser: MeanStdImage | None = None
+        self.data: dict[str, FaceSet] = {}
+
+    # ----------------------------------------------------------------- sources
+    def _check_config(self) -> None:
+        hp = self.hparams
+        if hp.fer_format not in FER_FORMATS:
+            raise ValueError(f"data.fer_format={hp.fer_format!r}; expected one of {FER_FORMATS}")
+        if hp.val_source not in VAL_SOURCES:
+            raise ValueError(f"data.val_source={hp.val_source!r}; expected one of {VAL_SOURCES}")
+        if not 0 < hp.holdout_fraction < 1:
+            raise ValueError(f"data.holdout_fraction={hp.holdout_fraction} must be in (0, 1)")
+        missing = []
+        fer = self._fer_path()
+        if not fer.exists():
+            missing.append(f"data.root: {fer} ({'fer2013.csv' if hp.fer_format == 'csv' else '<root>/{train,test}/<emotion>/'} expected)")
+        if hp.tfd_mat and not Path(hp.tfd_mat).is_file():
+            missing.append(f"data.tfd_mat: {hp.tfd_mat}")
+        if hp.val_source == "afew" and not (hp.afew_root and Path(hp.afew_root).is_dir()):
+            missing.append(f"data.afew_root: {hp.afew_root} (needed by val_source=afew; use val_source=fer_holdout without AFEW)")
+        if missing:
+            raise FileNotFoundError("missing input(s): " + "; ".join(missing))
+
+    def _fer_path(self) -> Path:
+        root = Path(self.hparams.root)
+        return root / self.hparams.csv_name if self.hparams.fer_format == "csv" else root
+
+    def _source_files(self) -> list[Path]:
+        hp = self.hparams
+        files = [self._fer_path()]
+        if hp.fer_format == "images":
+            files = sorted(p for split in ("train", "test") for p in (files[0] / split).rglob("*") if p.is_file())
+        if hp.tfd_mat:
+            files.append(Path(hp.tfd_mat))
+        return files
+
+    def data_hash(self) -> str:
+        """Hash of the source file list with sizes and mtimes, plus the preprocessing that changes pixels."""
+        h = hashlib.sha256()
+        h.update(repr((self.hparams.histeq_levels, self.hparams.resize, self.hparams.val_source)).encode())
+        for p in self._source_files():
+            st = p.stat()
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+
+    def _read(self) -> dict[str, FaceSet]:
+        hp = self.hparams
+        if hp.fer_format == "csv":
+            sets = read_fer_csv(self._fer_path(), usages=("Training", "PublicTest"))
+            train, test = sets["Training"], sets["PublicTest"]
+        else:
+            train = read_fer_images(hp.root, "train", resize=hp.resize)
+            test = read_fer_images(hp.root, "test", resize=hp.resize)
+        if hp.tfd_mat:
+            train = FaceSet.concat([train, read_tfd_mat(hp.tfd_mat)])
+        if hp.val_source == "fer_holdout":
+            from sklearn.model_selection import train_test_split
+
+            idx = np.arange(len(train))
+            fit_idx, val_idx = train_test_split(
+                idx, test_size=hp.holdout_fraction, stratify=train.labels, random_state=hp.seed
+            )
+            val = train.subset(np.sort(val_idx))
+            train = train.subset(np.sort(fit_idx))
+        else:
+            val = self._read_afew()
+        return {"train": train, "val": val, "test": test}
+
+    def _read_afew(self) -> FaceSet:
+        try:
+            from emotiw.faces import load_afew_faces
+        except ImportError as err:
+            raise ImportError(f"val_source=afew needs emotiw.faces.load_afew_faces ({err}); use val_source=fer_holdout") from err
+        hp = self.hparams
+        clips = load_afew_faces(hp.afew_root, splits=tuple(hp.afew_splits), cache_dir=hp.cache_dir)
+        clips = clips[0] if isinstance(clips, tuple) else clips  # (clips, FaceReport) or clips
+        sets = [
+            FaceSet(
+                np.asarray(c.faces, np.uint8),
+                np.full(len(c.faces), c.label, np.int64),
+                np.array([f"{c.split}/{c.clip_id}:{int(f)}" for f in c.frame_idx], dtype=str),
+            )
+            for c in clips
+            if len(c.faces) and c.label >= 0
+        ]
+        if not sets:
+            raise ValueError(f"{hp.afew_root}: no labelled AFEW face frames in splits {list(hp.afew_splits)}")
+        return FaceSet.concat(sets)
+
+    def _equalise(self, faces: FaceSet) -> FaceSet:
+        if not self.hparams.histeq_levels:
+            return faces
+        from emotiw.faces.histeq import equalize_hist
+
+        levels = int(self.hparams.histeq_levels)
+        images = np.stack([equalize_hist(img, levels) for img in faces.images]) if len(faces) else faces.images
+        return FaceSet(images, faces.labels, faces.keys)
+
+    def _load_cached(self) -> dict[str, FaceSet]:
+        """Read + equalise every split, through an ``.npz`` cache keyed by ``data_hash`` when ``cache_dir`` is set."""
+        cache = Path(self.hparams.cache_dir) / "fer_tfd" / f"{self.data_hash()}.npz" if self.hparams.cache_dir else None
+        if cache is not None and cache.is_file():
+            with np.load(cache, allow_pickle=False) as z:
+                return {s: FaceSet(z[f"{s}_images"], z[f"{s}_labels"], z[f"{s}_keys"]) for s in ("train", "val", "test")}
+        data = {split: self._equalise(faces) for split, faces in self._read().items()}
+        if cache is not None:
+            from emotiw.artifacts import save_npz
+
+            arrays = {}
+            for s, f in data.items():
+                arrays.update({f"{s}_images": f.images, f"{s}_labels": f.labels, f"{s}_keys": f.keys})
+            if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+                save_npz(cache, **arrays)
+        return data
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            world = self.trainer.world_size
+            if self.hparams.batch_size % world != 0:
+                raise RuntimeError(
+                    f"data.batch_size={self.hparams.batch_size} is not divisible by the number of devices ({world})"
+                )
+            self.batch_size_per_device = self.hparams.batch_size // world
+        if self.data:
+            return
+        self._check_config()
+        self.data = self._load_cached()
+        for split, faces in self.data.items():
+            if len(faces) == 0:
+                raise ValueError(f"split {split!r} is empty (data.root={self.hparams.root})")
+        self.normaliser = MeanStdImage().fit(self.data["train"].images)
+        log.info("faces: %s", {s: len(f) for s, f in self.data.items()})
+
+    def _dataloader(self, split: str) -> DataLoader:
+        train = split == "train"
+        return DataLoader(
+            FaceDataset(self.data[split]),
+            batch_size=self.batch_size_per_device,
+            shuffle=train,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._dataloader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._dataloader("test")

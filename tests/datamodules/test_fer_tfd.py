@@ -1,0 +1,124 @@
+"""FerTfdDataModule on FER/TFD files written by the generator's writers."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.fer_tfd import FerTfdDataModule
+from emotiw.faces.histeq import equalize_hist
+from tests.fer_stills import usage_count, write_face_root
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    return write_face_root(tmp_path_factory.mktemp("fer_dm"), per_class=12, tfd=40)
+
+
+def _dm(faces, **kw):
+    gen = faces["gen"]
+    args = dict(root=str(gen / "fer2013"), fer_format="csv", tfd_mat=str(gen / "tfd" / "TFD_48x48.mat"),
+                val_source="fer_holdout", afew_root=None, holdout_fraction=0.25, batch_size=16)
+    args.update(kw)
+    return FerTfdDataModule(**args)
+
+
+def test_splits_sizes_and_stratified_holdout(faces):
+    dm = _dm(faces)
+    dm.setup("fit")
+    fer, tfd = faces["fer"], faces["tfd"]
+    n_train = usage_count(fer, "Training") + int((tfd.labels >= 0).sum())
+    assert len(dm.data["train"]) + len(dm.data["val"]) == n_train
+    assert len(dm.data["test"]) == usage_count(fer, "PublicTest")
+    assert abs(len(dm.data["val"]) - 0.25 * n_train) <= 1
+    # stratified: every class keeps about its share in the hold-out slice
+    all_labels = np.concatenate([dm.data["train"].labels, dm.data["val"].labels])
+    for c in range(7):
+        share = (all_labels == c).sum() * 0.25
+        assert abs((dm.data["val"].labels == c).sum() - share) <= 1.5
+    assert not set(dm.data["train"].keys) & set(dm.data["val"].keys)
+
+
+def test_histeq_then_normaliser_fitted_on_train_only(faces):
+    dm = _dm(faces, histeq_levels=64)
+    dm.setup("fit")
+    raw = _dm(faces, histeq_levels=None)
+    raw.setup("fit")
+    # same split (seeded), images equalised one by one to 64 levels
+    np.testing.assert_array_equal(dm.data["train"].keys, raw.data["train"].keys)
+    expected = np.stack([equalize_hist(im, 64) for im in raw.data["train"].images])
+    np.testing.assert_array_equal(dm.data["train"].images, expected)
+    assert all(len(np.unique(im)) <= 64 for im in dm.data["train"].images[:10])
+    np.testing.assert_allclose(dm.normaliser.mean_, dm.data["train"].images.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(dm.normaliser.std_, np.maximum(dm.data["train"].images.std(0), 1.0), rtol=1e-5)
+
+
+def test_image_folder_source(faces):
+    dm = _dm(faces, root=str(faces["gen"] / "fer2013" / "images"), fer_format="images", tfd_mat=None)
+    dm.setup("fit")
+    fer = faces["fer"]
+    assert len(dm.data["train"]) + len(dm.data["val"]) == usage_count(fer, "Training")
+    assert len(dm.data["test"]) == usage_count(fer, "PublicTest")
+    assert dm.data["test"].keys[0].startswith("test/")
+
+
+def test_batches_are_dicts(faces):
+    dm = _dm(faces)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"image", "label", "index"}
+    assert batch["image"].shape == (16, 48, 48) and batch["image"].dtype == torch.uint8
+    assert batch["label"].dtype == torch.int64 and batch["index"].shape == (16,)
+    test_batch = next(iter(dm.test_dataloader()))
+    assert test_batch["index"].tolist() == list(range(len(test_batch["index"])))  # unshuffled
+
+
+def test_batch_size_divided_by_world_size(faces):
+    dm = _dm(faces, batch_size=16)
+    dm.trainer = SimpleNamespace(world_size=2)
+    dm.setup("fit")
+    assert dm.batch_size_per_device == 8
+    bad = _dm(faces, batch_size=16)
+    bad.trainer = SimpleNamespace(world_size=3)
+    with pytest.raises(RuntimeError, match=r"batch_size=16 is not divisible by the number of devices \(3\)"):
+        bad.setup("fit")
+
+
+def test_missing_inputs_named_before_training(faces, tmp_path):
+    dm = _dm(faces, root=str(tmp_path / "nowhere"), tfd_mat=str(tmp_path / "no.mat"))
+    with pytest.raises(FileNotFoundError, match=r"data.root: .*nowhere.*fer2013.csv.*data.tfd_mat: .*no.mat"):
+        dm.setup("fit")
+    afew = _dm(faces, val_source="afew", afew_root=str(tmp_path / "no_afew"))
+    with pytest.raises(FileNotFoundError, match=r"data.afew_root: .*no_afew \(needed by val_source=afew"):
+        afew.setup("fit")
+    with pytest.raises(ValueError, match=r"data.val_source='clips'"):
+        _dm(faces, val_source="clips").setup("fit")
+
+
+def test_data_hash_tracks_files_and_preprocessing(faces, tmp_path):
+    dm = _dm(faces)
+    h = dm.data_hash()
+    assert h == _dm(faces).data_hash()
+    assert h != _dm(faces, histeq_levels=256).data_hash()
+    mat = faces["gen"] / "tfd" / "TFD_48x48.mat"
+    st = mat.stat()
+    os.utime(mat, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        assert _dm(faces).data_hash() != h
+    finally:
+        os.utime(mat, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_cache_round_trip(faces, tmp_path):
+    dm = _dm(faces, cache_dir=str(tmp_path))
+    dm.setup("fit")
+    assert len(list((tmp_path / "fer_tfd").glob("*.npz"))) == 1
+    again = _dm(faces, cache_dir=str(tmp_path))
+    again.setup("fit")
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(again.data[split].images, dm.data[split].images)
+        np.testing.assert_array_equal(again.data[split].keys, dm.data[split].keys)
