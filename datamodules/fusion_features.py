@@ -105,6 +105,9 @@ class FusionFeaturesDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        # plain containers, so checkpoints that carry these hparams load with weights_only=True
+        models, fit_splits, tune_splits = list(models), list(fit_splits), list(tune_splits or [])
+        in_dims = None if in_dims is None else [int(d) for d in in_dims]
         self.save_hyperparameters(logger=False)
         self.data: dict[str, FusedSplit] = {}
         self.batch_size_per_device = batch_size

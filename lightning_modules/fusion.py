@@ -33,8 +33,11 @@ class FusionModule(L.LightningModule):
         reg_lambda: float = 3e-5,
         fusion_reg: str = "code_bug",
         max_epochs: int = 500,
+        variant: str = "fusion",
     ) -> None:
         super().__init__()
+        # plain lists, so the checkpoint's hparams need no omegaconf types (weights_only loading)
+        in_dims, hidden_dims = [int(d) for d in in_dims], [int(d) for d in hidden_dims]
         if fusion_reg not in FUSION_REGULARISERS:
             raise ValueError(f"fusion_reg={fusion_reg!r} must be one of {', '.join(FUSION_REGULARISERS)}")
         self.save_hyperparameters()

@@ -58,7 +58,33 @@ def _epoch_of(ckpt_path: str) -> int:
     return int(torch.load(ckpt_path, map_location="cpu", weights_only=False)["epoch"]) + 1
 
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def apply_variant(cfg: DictConfig) -> DictConfig:
+    """Experiments choose the fusion preset with a top-level ``fusion_variant`` (``fusion``: lr 0.1, the paper's first
+    setting; ``fusion_stable``: lr 0.001 + momentum 0.9). The model group is the stages' own choice (cnn, irnn,
+    fusion ...), so an experiment cannot override it for one stage; this merges ``conf/model/<variant>.yaml`` instead.
+    ``stage=all`` composes ``model=<variant>`` directly, so nothing is merged there."""
+    variant = cfg.get("fusion_variant")
+    if not variant or variant == cfg.model.get("variant"):
+        return cfg
+    path = CONF_DIR / "model" / f"{variant}.yaml"
+    if not path.is_file():
+        raise ValueError(f"fusion_variant={variant!r}: no {path}; expected fusion or fusion_stable")
+    preset = OmegaConf.load(path)
+    with open_dict(cfg):
+        for base in preset.pop("defaults", []):
+            if base not in ("_self_", cfg.model.get("variant")):
+                cfg.model = OmegaConf.merge(cfg.model, OmegaConf.load(CONF_DIR / "model" / f"{base}.yaml"))
+        cfg.model = OmegaConf.merge(cfg.model, preset)
+    log.info("fusion_variant=%s: model lr=%s momentum=%s max_epochs=%s", variant, cfg.model.lr, cfg.model.momentum,
+             cfg.model.max_epochs)
+    return cfg
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
+    cfg = apply_variant(cfg.copy())
     partition = Partition.from_config(cfg.partition)
     frozen = frozen_choice(partition, cfg.paths.runs_dir, "fusion")
     out = Path(cfg.paths.output_dir)
@@ -87,7 +113,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and frozen is None else ""
     if ckpt:
-        best_model = type(model).load_from_checkpoint(ckpt, map_location="cpu")
+        # our own checkpoint, written a moment ago: full unpickling is safe
+        best_model = type(model).load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
         best_epoch = _epoch_of(ckpt)
     else:
         best_model = model.cpu()
@@ -108,7 +135,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             save_probs(cfg.paths.run_dir, "fusion", split,
                        ClipProbs(data.clip_ids, data.labels, probs.astype(np.float32)))
     if trainer.is_global_zero:
-        chosen = {"best_epoch": best_epoch, "lr": float(cfg.model.lr), "momentum": float(cfg.model.momentum),
+        chosen = {"best_epoch": best_epoch, "variant": str(cfg.model.get("variant", "")), "lr": float(cfg.model.lr), "momentum": float(cfg.model.momentum),
                   "fusion_reg": str(cfg.model.fusion_reg), "missing": str(cfg.data.missing)}
         if frozen is not None:
             chosen["frozen_from"] = partition.from_run

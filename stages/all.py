@@ -1,0 +1,141 @@
+"""stage=all: run the whole pipeline of the current experiment, in order, skipping stages that are current.
+
+Each stage is composed with Hydra's compose API from the user's own overrides plus ``stage=<name>`` and run
+in-process through :func:`stages.runtime.run_stage`, exactly as ``python train.py stage=<name> <overrides>`` would.
+
+A stage is *current*, and skipped, when its ``<run_dir>/<stage>/metrics.json`` exists, is newer than the
+``metrics.json`` of every stage before it in this run, and its saved ``resolved_config.yaml`` equals the config just
+composed (so a changed hyperparameter reruns that stage and, by the time rule, everything after it).
+
+Shared stages: the face CNN is never retrained in the paper (it is trained on FER+TFD), and faces/features only
+depend on it and on the clips. With ``all.reuse_from=<experiment>`` (submissions 2-6 name ``submission1``) the stages in
+``all.shared_stages`` are not run here: their folders in the base run are linked into this run's directory (the base
+run is completed first if needed, with the same overrides and ``experiment_name`` pointing at it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from stages.runtime import run_stage
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+PIPELINE = ("make_data", "cnn", "faces", "features", "irnn", "aggcnn", "audio", "activity", "fusion", "combine",
+            "report")
+
+
+def user_overrides(cfg: DictConfig) -> list[str]:
+    """The overrides this run was started with (command line or tests), minus the stage choice."""
+    overrides: list[str] = []
+    if HydraConfig.initialized():
+        overrides = list(HydraConfig.get().overrides.task)
+    overrides += list(cfg.get("all", {}).get("overrides") or [])
+    return [o for o in overrides if not o.lstrip("+~").startswith("stage=")]
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    # inside `python train.py` Hydra is initialised and compose() reuses it; from tests it is not
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="train", overrides=overrides)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def compose_stage(name: str, overrides: list[str]) -> DictConfig:
+    """``train.yaml`` with ``overrides`` and ``stage=name``; the fusion stage also gets ``model=<fusion_variant>``."""
+    full = [*overrides, f"stage={name}"]
+    cfg = _compose(full)
+    if name == "fusion" and cfg.get("fusion_variant") and not any(o.startswith("model=") for o in overrides):
+        cfg = _compose([*full, f"model={cfg.fusion_variant}"])
+    return cfg
+
+
+def _resolved(cfg: DictConfig) -> Any:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # a required value missing: never "current"
+        return None
+
+
+def is_current(cfg: DictConfig, upstream: list[Path]) -> bool:
+    out = Path(cfg.paths.output_dir)
+    metrics, saved = out / "metrics.json", out / "resolved_config.yaml"
+    if not metrics.is_file() or not saved.is_file():
+        return False
+    newest_input = max((p.stat().st_mtime for p in upstream if p.is_file()), default=0.0)
+    if metrics.stat().st_mtime < newest_input:
+        return False
+    return _resolved(OmegaConf.load(saved)) == _resolved(cfg)
+
+
+def link_shared(stage: str, base_run: Path, run_dir: Path) -> Path:
+    """Link ``<base_run>/<stage>`` as ``<run_dir>/<stage>`` (relative link; a stale folder is left alone)."""
+    target, link = base_run / stage, run_dir / stage
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and Path(os.readlink(link)) == Path(os.path.relpath(target, run_dir)):
+        return link
+    if link.exists() or link.is_symlink():
+        if link.is_symlink():
+            link.unlink()
+        else:
+            log.warning("all: %s exists as a folder; keeping it instead of linking %s", link, target)
+            return link
+    link.symlink_to(os.path.relpath(target, run_dir), target_is_directory=True)
+    return link
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    conf = cfg.get("all") or {}
+    stages = list(conf.get("stages") or PIPELINE)
+    unknown = [s for s in stages if s not in PIPELINE]
+    if unknown:
+        raise ValueError(f"all.stages names unknown stages {unknown}; the pipeline is {list(PIPELINE)}")
+    overrides = user_overrides(cfg)
+    # pin the root so that every composed stage resolves the same paths as this run
+    overrides = [o for o in overrides if not o.startswith("paths.root_dir=")] + [f"paths.root_dir={cfg.paths.root_dir}"]
+    run_dir = Path(cfg.paths.run_dir)
+    reuse_from = conf.get("reuse_from")
+    shared = set(conf.get("shared_stages") or ()) if reuse_from and reuse_from != cfg.experiment_name else set()
+
+    summary: dict[str, Any] = {}
+    done: list[Path] = []
+    for name in stages:
+        if name in shared:
+            base_overrides = [o for o in overrides if not o.startswith(("experiment_name=", "experiment="))]
+            base_cfg = compose_stage(name, [*base_overrides, f"experiment_name={reuse_from}"])
+            if not is_current(base_cfg, []):
+                log.info("all: shared stage %s not current in base run %s; running it there", name, reuse_from)
+                _run(base_cfg)
+            link_shared(name, Path(base_cfg.paths.run_dir), run_dir)
+            summary[f"{name}/status"] = f"linked:{reuse_from}"
+            done.append(Path(base_cfg.paths.output_dir) / "metrics.json")
+            continue
+        stage_cfg = compose_stage(name, overrides)
+        if is_current(stage_cfg, done):
+            log.info("all: stage %s is current, skipped", name)
+            summary[f"{name}/status"] = "current"
+        else:
+            log.info("all: running stage %s", name)
+            metrics = _run(stage_cfg)
+            summary[f"{name}/status"] = "ran"
+            for key in ("val/acc", "test/acc"):
+                if key in metrics:
+                    summary[f"{name}/{key}"] = metrics[key]
+        done.append(Path(stage_cfg.paths.output_dir) / "metrics.json")
+    return summary
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return run_stage(cfg)

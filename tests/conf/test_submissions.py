@@ -1,0 +1,74 @@
+"""Every submission of Table 2 composes, with the partition, fusion preset and sources the paper describes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stages.all import PIPELINE, compose_stage
+from tests.helpers import compose_cfg
+
+EXPECTED = {
+    1: ("standard", ["Train"], ["Val"], "fusion", None),
+    2: ("standard", ["Train"], ["Val"], "fusion_stable", None),
+    3: ("retrain", ["Train", "Val"], [], "fusion_stable", "submission2"),
+    4: ("swapped", ["Val"], ["Train"], "fusion", None),
+    5: ("swapped", ["Val"], ["Train"], "fusion_stable", None),
+    6: ("retrain", ["Train", "Val"], [], "fusion", "submission4"),
+}
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_submission_runs_the_whole_pipeline_by_default(n: int, tmp_path: Path) -> None:
+    cfg = compose_cfg([f"experiment=submission{n}"], tmp_path)
+    assert cfg.experiment_name == f"submission{n}"
+    assert cfg.runner == "stages.all.run" and cfg.task_name == "all"
+    assert Path(cfg.paths.run_dir) == tmp_path / "runs" / f"submission{n}"
+
+
+@pytest.mark.parametrize("n", sorted(EXPECTED))
+def test_submission_partition_and_fusion_preset(n: int, tmp_path: Path) -> None:
+    name, fit, tune, variant, from_run = EXPECTED[n]
+    cfg = compose_cfg([f"experiment=submission{n}", "stage=fusion"], tmp_path)
+    assert cfg.task_name == "fusion"  # a stage on the command line beats the experiment's stage=all
+    assert (cfg.partition.name, list(cfg.partition.fit), list(cfg.partition.tune)) == (name, fit, tune)
+    assert cfg.partition.get("from_run") == from_run if from_run else True
+    assert cfg.fusion_variant == variant
+    # what stage=all composes for the fusion stage: the preset's values
+    fusion = compose_stage("fusion", [f"experiment=submission{n}", f"paths.root_dir={tmp_path}"])
+    lr, momentum, epochs = (0.001, 0.9, 5000) if variant == "fusion_stable" else (0.1, 0.0, 500)
+    assert (fusion.model.lr, fusion.model.momentum, fusion.trainer.max_epochs) == (lr, momentum, epochs)
+    assert fusion.model.variant == variant
+    if n > 1:
+        top = compose_cfg([f"experiment=submission{n}"], tmp_path)
+        assert top.all.reuse_from == "submission1" and "cnn" in top.all.shared_stages
+
+
+def test_submission7_combines_the_retrained_runs_on_train_and_val(tmp_path: Path) -> None:
+    cfg = compose_cfg(["experiment=submission7", "stage=combine"], tmp_path)
+    assert list(cfg.combine.sources) == ["submission3/combine", "submission6/combine"]
+    assert list(cfg.combine.search_splits) == ["Train", "Val"]
+    assert cfg.combine.estimator.n_samples == 100_000
+    top = compose_cfg(["experiment=submission7"], tmp_path)
+    assert list(top.all.stages) == ["combine", "report"]
+
+
+def test_stage_defaults_pin_the_paper(tmp_path: Path) -> None:
+    est = compose_cfg(["stage=combine"], tmp_path).combine.estimator
+    assert (est.n_samples, est.sigma0, est.decay, est.sigma_min, est.min_models, est.random_state) == (
+        100_000, 0.5, 0.9, 1e-4, 2, 1)
+    assert est.search_subsets is True
+    assert list(compose_cfg(["stage=combine"], tmp_path).combine.sources) == [
+        "aggcnn", "audio", "irnn", "activity", "fusion"]
+    assert PIPELINE == ("make_data", "cnn", "faces", "features", "irnn", "aggcnn", "audio", "activity", "fusion",
+                        "combine", "report")
+
+
+def test_fusion_variant_preset_applies_outside_stage_all(tmp_path: Path) -> None:
+    from stages.fusion import apply_variant
+
+    cfg = compose_cfg(["experiment=submission5", "stage=fusion"], tmp_path)
+    assert cfg.model.lr == 0.1  # the stage's own model choice ...
+    cfg = apply_variant(cfg)
+    assert (cfg.model.lr, cfg.model.momentum, cfg.trainer.max_epochs) == (0.001, 0.9, 5000)  # ... then the preset
