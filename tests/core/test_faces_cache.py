@@ -133,3 +133,39 @@ def test_bad_arguments_named(tree):
         load_afew_faces(root, ["Val"], cache, on_missing="drop")
     with pytest.raises(ValueError, match="face_source='dlib'"):
         load_afew_faces(root, ["Val"], cache, face_source="dlib")
+
+
+def test_centerface_source_through_the_cache(tmp_path):
+    """A clip of a packaged photo (matplotlib's sample image) aligned with the detector instead of landmark files."""
+    import os
+
+    import av
+    import cv2
+    import matplotlib
+
+    from emotiw.faces.detect import CenterFaceSource
+    from emotiw.io.afew import ClipRef
+
+    photo = cv2.imread(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"))
+    photo = cv2.cvtColor(cv2.resize(photo, (256, 300)), cv2.COLOR_BGR2RGB)
+    path = tmp_path / "Test" / "400000001.avi"
+    path.parent.mkdir()
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 256, 300, "yuv420p"
+        for img in (photo, np.full_like(photo, 128), photo):  # the middle frame shows no face
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    refs = [ClipRef("400000001", "Test", -1, path, None)]
+    clips, report = load_afew_faces(tmp_path, ["Test"], tmp_path / "cache", face_source=CenterFaceSource(), refs=refs,
+                                    num_workers=0)
+    assert report.with_faces == 1
+    np.testing.assert_array_equal(clips[0].frame_idx, [0, 2])
+    # Aligned like FER: the eyes (dark) sit on the mean-shape eye row, darker than the forehead above them.
+    face = clips[0].faces[0].astype(float)
+    assert face[15:19, 11:17].mean() < face[4:8, 11:17].mean()
+    _, again = load_afew_faces(tmp_path, ["Test"], tmp_path / "cache", face_source=CenterFaceSource(), refs=refs,
+                               num_workers=0)
+    assert again.cache_hits == 1
