@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from emotiw.artifacts import SPLITS
-from emotiw.faces import ClipFaces, FaceReport, load_afew_faces
+from emotiw.faces import AlignConfig, ClipFaces, FaceReport, load_afew_faces
 from emotiw.partitions import Partition
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class AfewFramesDataModule(L.LightningDataModule):
         predict_splits: splits served by ``predict_dataloader``, one loader each.
         face_source, on_missing, min_frames, face_workers: passed to ``load_afew_faces`` (``face_workers`` is its
             ``num_workers``).
+        histeq_levels, noise_seed: the alignment's histogram levels and noise-border seed (``AlignConfig``).
         batch_size: items per batch on each process (prediction results do not depend on it).
         num_workers: DataLoader workers.
     """
@@ -112,6 +113,8 @@ class AfewFramesDataModule(L.LightningDataModule):
         on_missing: str = "skip",
         min_frames: int = 1,
         face_workers: int | None = None,
+        histeq_levels: int = 64,
+        noise_seed: int = 0,
         batch_size: int = 256,
         num_workers: int = 0,
     ) -> None:
@@ -145,6 +148,7 @@ class AfewFramesDataModule(L.LightningDataModule):
             on_missing=hp.on_missing,
             min_frames=hp.min_frames,
             num_workers=hp.face_workers,
+            config=AlignConfig(levels=hp.histeq_levels, seed=hp.noise_seed),
         )
 
     def prepare_data(self) -> None:

@@ -33,8 +33,21 @@ def _overrides(root: Path) -> list[str]:
             "trainer.accelerator=cpu"]
 
 
+def test_config_pins_paper_values(tmp_path):
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg(["stage=features"], tmp_path)
+    assert cfg.data.histeq_levels == 64  # MATLAB histeq default (paper-spec §1)
+    assert cfg.data.min_frames == 1  # every clip with an aligned face (paper-spec §3)
+    assert cfg.data.face_source == "landmarks" and cfg.data.on_missing == "skip"
+    assert cfg.cnn_ckpt == str(tmp_path / "runs" / "default" / "cnn" / "best.ckpt")
+    assert compose_cfg(["stage=faces"], tmp_path).data._target_ == "datamodules.afew_frames.AfewFramesDataModule"
+
+
 def test_faces_stage_writes_report(root):
     metrics = run(["stage=faces", "data.face_workers=0"], root)
+    # Another histeq setting is another cache entry for every clip.
+    assert run(["stage=faces", "data.face_workers=0", "data.histeq_levels=256"], root)["cache_built"] == 8
     assert metrics["clips"] == 8 and metrics["clips_with_faces"] == 6 and metrics["clips_without_faces"] == 2
     report = json.loads((root / "runs" / "default" / "faces" / "face_report.json").read_text())
     assert set(report["without_faces"]) == {"100000004", "200000002"}
