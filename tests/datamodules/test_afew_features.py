@@ -23,15 +23,17 @@ def write_fake_features(
     dim: int = 3872,
     lengths: tuple[int, int] = (3, 20),
     signal: float = 1.0,
+    logit_signal: float | None = None,
     seed: int = 0,
     empty_clips: int = 0,
 ) -> Path:
     """Write ``<run_dir>/features/{Train,Val,Test}.npz`` where every frame carries its clip's class.
 
-    Frame features are N(0, 1) plus ``signal`` times a per-class direction; logits are N(0, 1) plus ``signal`` on
-    the clip's class. Test labels are -1. ``empty_clips`` Train clips have no frames (no face found).
+    Frame features are N(0, 1) plus ``signal`` times a per-class direction; logits are N(0, 1) plus ``logit_signal``
+    (default ``signal``) on the clip's class. Test labels are -1. ``empty_clips`` Train clips have no frames (no face found).
     """
     rng = np.random.default_rng(seed)
+    logit_signal = signal if logit_signal is None else logit_signal
     directions = rng.normal(size=(7, dim)).astype(np.float32)
     clip_no = 0
     for split in ("Train", "Val", "Test"):
@@ -42,7 +44,7 @@ def write_fake_features(
                 n = 0
             feats.append(rng.normal(size=(n, dim)).astype(np.float32) + signal * directions[c])
             lg = rng.normal(size=(n, 7)).astype(np.float32)
-            lg[:, c] += signal
+            lg[:, c] += logit_signal
             logits.append(lg)
             ids.append(f"{clip_no:09d}")
             labels.append(c if split != "Test" else -1)
