@@ -52,26 +52,38 @@ def main() -> None:
             root = tmp / "gen" / "afew"
         print(f"machine: {_machine()}; data: {root}")
 
-        (clips, rep), serial = _timed(load_afew_faces, root, ["Train", "Val", "Test"], tmp / "c1", num_workers=0)
-        (_, _), pooled = _timed(load_afew_faces, root, ["Train", "Val", "Test"], tmp / "c2", num_workers=args.workers)
+        (clips, rep), serial = _timed(
+            load_afew_faces, root, ["Train", "Val", "Test"], tmp / "c1", num_workers=0
+        )
+        (_, _), pooled = _timed(
+            load_afew_faces, root, ["Train", "Val", "Test"], tmp / "c2", num_workers=args.workers
+        )
         (_, hit), cached = _timed(load_afew_faces, root, ["Train", "Val", "Test"], tmp / "c2", num_workers=0)
         print(f"faces: {rep.summary()}")
-        print(f"decode+align, 1 process:   {rep.frames / serial:8.0f} faces/s  {rep.clips / serial:6.1f} clips/s")
-        print(f"decode+align, {args.workers} processes: {rep.frames / pooled:8.0f} faces/s  "
-              f"{rep.clips / pooled:6.1f} clips/s  (x{serial / pooled:.2f} vs 1 process)")
+        print(
+            f"decode+align, 1 process:   {rep.frames / serial:8.0f} faces/s  {rep.clips / serial:6.1f} clips/s"
+        )
+        print(
+            f"decode+align, {args.workers} processes: {rep.frames / pooled:8.0f} faces/s  "
+            f"{rep.clips / pooled:6.1f} clips/s  (x{serial / pooled:.2f} vs 1 process)"
+        )
         print(f"cache hits:                {rep.frames / cached:8.0f} faces/s  ({hit.cache_hits} hits)")
 
         img = np.random.default_rng(0).integers(0, 256, (128, 128), dtype=np.uint8)
         _, ours = _timed(lambda: [equalize_hist(img) for _ in range(2000)])
         _, ocv = _timed(lambda: [cv2.equalizeHist(img) for _ in range(2000)])
-        print(f"histeq 128x128: 64-level {2000 / ours:8.0f}/s, cv2 256-level {2000 / ocv:8.0f}/s (x{ocv / ours:.2f})")
+        print(
+            f"histeq 128x128: 64-level {2000 / ours:8.0f}/s, cv2 256-level {2000 / ocv:8.0f}/s (x{ocv / ours:.2f})"
+        )
 
         ref = list_splits(root, ["Train"])[0]
         video = read_video(ref.video_path, rgb=True)
         source = CenterFaceSource()
         source.detect(video.rgb[0], bgr=False)
         _, det = _timed(source.clip_points, ref, video.rgb)
-        print(f"CenterFace (cv2.dnn) {video.rgb.shape[2]}x{video.rgb.shape[1]}: {len(video.rgb) / det:6.1f} frames/s")
+        print(
+            f"CenterFace (cv2.dnn) {video.rgb.shape[2]}x{video.rgb.shape[1]}: {len(video.rgb) / det:6.1f} frames/s"
+        )
 
         try:
             from lightning_modules.cnn import CNNModule

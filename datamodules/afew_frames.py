@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from emotiw.artifacts import SPLITS
 from emotiw.faces import AlignConfig, ClipFaces, FaceReport, load_afew_faces
@@ -44,7 +43,9 @@ class AfewFrameDataset(Dataset):
         self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         empty = np.zeros((0, 48, 48), np.uint8)
         self.faces = np.concatenate([c.faces for c in self.clips]) if self.clips else empty
-        self.frame_idx = np.concatenate([c.frame_idx for c in self.clips]) if self.clips else np.zeros(0, np.int64)
+        self.frame_idx = (
+            np.concatenate([c.frame_idx for c in self.clips]) if self.clips else np.zeros(0, np.int64)
+        )
         self.clip_of = np.repeat(np.arange(len(self.clips)), lengths)
 
     def __len__(self) -> int:

@@ -21,7 +21,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         report.save(Path(cfg.paths.output_dir) / "face_report.json")
         print(f"[faces] {report.summary()} in {seconds:.1f} s")
         for split, counts in report.per_split.items():
-            print(f"[faces] {split}: {counts['with_faces']}/{counts['clips']} clips with faces, {counts['frames']} frames")
+            print(
+                f"[faces] {split}: {counts['with_faces']}/{counts['clips']} clips with faces, {counts['frames']} frames"
+            )
         for clip_id, message in {**report.decode_errors, **report.without_faces}.items():
             print(f"[faces] skipped {clip_id}: {message}")
     built = report.cache_built + len(report.cache_rebuilt)

@@ -40,10 +40,14 @@ class FrameEmbedder(L.LightningModule):
         super().__init__()
         self.cnn = cnn
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
         logits, feature = self.cnn.embed(batch["face"])
         if feature.shape[1:] != (FEATURE_DIM,):
-            raise ValueError(f"the CNN's embed gave features of shape {tuple(feature.shape)}, expected (B, {FEATURE_DIM})")
+            raise ValueError(
+                f"the CNN's embed gave features of shape {tuple(feature.shape)}, expected (B, {FEATURE_DIM})"
+            )
         return {"logits": logits.float(), "feature": feature.float()}
 
 
@@ -59,7 +63,9 @@ class FeatureShardWriter(BasePredictionWriter):
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._buffers = {i: [] for i in range(len(self.splits))}
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ):
         self._buffers[dataloader_idx].append(
             (
                 np.asarray(batch_indices, dtype=np.int64),
@@ -78,7 +84,9 @@ class FeatureShardWriter(BasePredictionWriter):
                 self._shard(split, trainer.global_rank),
                 index=np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64),
                 logits=np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 7), np.float32),
-                feats=np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, FEATURE_DIM), np.float16),
+                feats=np.concatenate([p[2] for p in parts])
+                if parts
+                else np.zeros((0, FEATURE_DIM), np.float16),
             )
         trainer.strategy.barrier("feature shards written")
         if trainer.is_global_zero:
@@ -102,7 +110,9 @@ def merge_shards(shards: Sequence[Path], dataset, out_path: Path) -> Path:
     uniq, first = np.unique(index_all, return_index=True)  # DistributedSampler repeats a few samples
     n = len(dataset)
     if not np.array_equal(uniq, np.arange(n)):
-        raise RuntimeError(f"{out_path}: the shards cover {len(uniq)} of {n} frames; prediction was incomplete")
+        raise RuntimeError(
+            f"{out_path}: the shards cover {len(uniq)} of {n} frames; prediction was incomplete"
+        )
     return save_npz(
         out_path,
         clip_ids=np.array([c.clip_id for c in dataset.clips], dtype=str),
@@ -139,7 +149,9 @@ def split_accuracies(path: str | Path) -> dict[str, float]:
 def load_cnn(cls_path: str, ckpt: str | Path) -> torch.nn.Module:
     ckpt = Path(ckpt)
     if not ckpt.is_file():
-        raise FileNotFoundError(f"cnn_ckpt={ckpt}: no face CNN checkpoint; run stage=cnn first (or set cnn_ckpt=...)")
+        raise FileNotFoundError(
+            f"cnn_ckpt={ckpt}: no face CNN checkpoint; run stage=cnn first (or set cnn_ckpt=...)"
+        )
     module_name, _, attr = cls_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), attr)
     return cls.load_from_checkpoint(str(ckpt), map_location="cpu")

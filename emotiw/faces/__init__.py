@@ -3,7 +3,14 @@
 The single entry point for AFEW faces is :func:`load_afew_faces`.
 """
 
-from emotiw.faces.align import FACE_SIZE, FER_MEAN_SHAPE_48, AlignConfig, align_clip, align_face, similarity_transform
+from emotiw.faces.align import (
+    FACE_SIZE,
+    FER_MEAN_SHAPE_48,
+    AlignConfig,
+    align_clip,
+    align_face,
+    similarity_transform,
+)
 from emotiw.faces.cache import ClipFaces, FaceReport, load_afew_faces
 from emotiw.faces.detect import CenterFaceSource, Face, FaceSource, LandmarkFileSource, make_face_source
 from emotiw.faces.histeq import equalize_hist

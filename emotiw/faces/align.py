@@ -30,9 +30,12 @@ __all__ = [
 
 FACE_SIZE = 48
 # Mean 5-point shape of FER2013 (the authors' FER_48x48_points_avg.mat), MATLAB 1-based values minus 1.
-FER_MEAN_SHAPE_48 = np.array(
-    [[14.99, 17.41], [34.20, 17.17], [24.56, 28.36], [16.80, 38.15], [32.73, 38.01]], dtype=np.float64
-) - 1.0
+FER_MEAN_SHAPE_48 = (
+    np.array(
+        [[14.99, 17.41], [34.20, 17.17], [24.56, 28.36], [16.80, 38.15], [32.73, 38.01]], dtype=np.float64
+    )
+    - 1.0
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ class AlignConfig:
 
     def key(self) -> str:
         payload = json.dumps(
-            {**asdict(self), "mean_shape": FER_MEAN_SHAPE_48.round(4).tolist(), "size": FACE_SIZE}, sort_keys=True
+            {**asdict(self), "mean_shape": FER_MEAN_SHAPE_48.round(4).tolist(), "size": FACE_SIZE},
+            sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -80,7 +84,9 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.array([[a, -b, tx], [b, a, ty]])
 
 
-def align_face(gray_frame: np.ndarray, points5: np.ndarray, rng: np.random.Generator, *, levels: int = 64) -> np.ndarray:
+def align_face(
+    gray_frame: np.ndarray, points5: np.ndarray, rng: np.random.Generator, *, levels: int = 64
+) -> np.ndarray:
     """One aligned, equalised (48, 48) uint8 face from a grey frame and its 5 points (pixel coordinates)."""
     gray_frame = np.asarray(gray_frame)
     if gray_frame.dtype != np.uint8 or gray_frame.ndim != 2:
@@ -122,6 +128,6 @@ def align_clip(
     keep = (frame_idx >= 0) & (frame_idx < len(gray))
     frame_idx, points = frame_idx[keep], np.asarray(points)[keep]
     faces = np.empty((len(frame_idx), FACE_SIZE, FACE_SIZE), np.uint8)
-    for i, (t, pts) in enumerate(zip(frame_idx, points)):
+    for i, (t, pts) in enumerate(zip(frame_idx, points, strict=True)):
         faces[i] = align_face(gray[t], pts, rng, levels=levels)
     return faces, frame_idx

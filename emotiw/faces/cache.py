@@ -143,8 +143,15 @@ def _read_entry(path: Path, key: str) -> dict[str, np.ndarray]:
     faces, idx = entry["faces"], entry["frame_idx"]
     if str(entry["key"]) != key:
         raise ValueError(f"{path}: cache file holds key {str(entry['key'])[:12]}..., expected {key[:12]}...")
-    if faces.dtype != np.uint8 or faces.ndim != 3 or faces.shape[1:] != (FACE_SIZE, FACE_SIZE) or len(idx) != len(faces):
-        raise ValueError(f"{path}: cache file has faces {faces.dtype} {faces.shape} and {len(idx)} frame indices")
+    if (
+        faces.dtype != np.uint8
+        or faces.ndim != 3
+        or faces.shape[1:] != (FACE_SIZE, FACE_SIZE)
+        or len(idx) != len(faces)
+    ):
+        raise ValueError(
+            f"{path}: cache file has faces {faces.dtype} {faces.shape} and {len(idx)} frame indices"
+        )
     return entry
 
 
@@ -214,11 +221,16 @@ def load_afew_faces(
             with ProcessPoolExecutor(
                 max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context(method)
             ) as pool:
-                futures = {i: pool.submit(_build_and_save, refs[i], source, config, key, path) for i, key, path in todo}
+                futures = {
+                    i: pool.submit(_build_and_save, refs[i], source, config, key, path)
+                    for i, key, path in todo
+                }
                 for i, fut in futures.items():
                     entries[i] = fut.result()
         except BrokenProcessPool as err:
-            log.warning("face workers died (%s); building the remaining %d clips in this process", err, len(todo))
+            log.warning(
+                "face workers died (%s); building the remaining %d clips in this process", err, len(todo)
+            )
     for i, key, path in todo:
         if i not in entries:
             entries[i] = _build_and_save(refs[i], source, config, key, path)

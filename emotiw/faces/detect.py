@@ -113,8 +113,12 @@ def decode_centerface(
     lm = landmarks[0][:, ys, xs]  # (10, n)
     px = lm[1::2] * w + x1
     py = lm[0::2] * h + y1
-    rects = [[float(a), float(b), float(c - a), float(d - b)] for a, b, c, d in zip(x1, y1, x2, y2)]
-    keep = np.asarray(cv2.dnn.NMSBoxes(rects, score.tolist(), threshold, nms_threshold), dtype=int).reshape(-1)
+    rects = [
+        [float(a), float(b), float(c - a), float(d - b)] for a, b, c, d in zip(x1, y1, x2, y2, strict=True)
+    ]
+    keep = np.asarray(cv2.dnn.NMSBoxes(rects, score.tolist(), threshold, nms_threshold), dtype=int).reshape(
+        -1
+    )
     keep = keep[np.argsort(-score[keep], kind="stable")]
     return [
         Face(
@@ -151,7 +155,12 @@ class CenterFaceSource:
     reads_landmarks = False
 
     def __init__(
-        self, *, threshold: float = 0.5, nms_threshold: float = 0.3, max_side: int = 640, model_path: str | None = None
+        self,
+        *,
+        threshold: float = 0.5,
+        nms_threshold: float = 0.3,
+        max_side: int = 640,
+        model_path: str | None = None,
     ) -> None:
         if not 0 < threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -198,7 +207,13 @@ class CenterFaceSource:
         self.net.setInput(blob)
         heatmap, scale, offset, lms = self.net.forward(["537", "538", "539", "540"])
         faces = decode_centerface(
-            heatmap, scale, offset, lms, (in_h, in_w), threshold=self.threshold, nms_threshold=self.nms_threshold
+            heatmap,
+            scale,
+            offset,
+            lms,
+            (in_h, in_w),
+            threshold=self.threshold,
+            nms_threshold=self.nms_threshold,
         )
         sx, sy = w / in_w, h / in_h
         return [

@@ -31,7 +31,9 @@ def equalize_hist(img: np.ndarray, levels: int = 64) -> np.ndarray:
     """
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim != 2:
-        raise ValueError(f"equalize_hist: img must be a 2-D uint8 array, got dtype={img.dtype} shape={img.shape}")
+        raise ValueError(
+            f"equalize_hist: img must be a 2-D uint8 array, got dtype={img.dtype} shape={img.shape}"
+        )
     if not isinstance(levels, (int, np.integer)) or not 2 <= levels <= 256:
         raise ValueError(f"equalize_hist: levels must be an int in 2..256, got {levels!r}")
     if img.size == 0:

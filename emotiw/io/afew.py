@@ -122,7 +122,9 @@ def list_clips(root: str | os.PathLike, split: str, *, test_labels: bool = True)
         csv_path = root / "Test_labels.csv"
         if csv_path.is_file():
             known = read_test_labels(csv_path)
-            found = [(cid, known.get(cid, lab) if lab == labels.UNLABELLED else lab, p) for cid, lab, p in found]
+            found = [
+                (cid, known.get(cid, lab) if lab == labels.UNLABELLED else lab, p) for cid, lab, p in found
+            ]
 
     seen: dict[str, Path] = {}
     for cid, _, path in found:
@@ -188,12 +190,16 @@ def read_landmarks(path: str | os.PathLike) -> Landmarks:
     rows = csv.reader(text.splitlines())
     header = next(rows, None)
     if header is None or tuple(h.strip() for h in header) != LANDMARK_COLUMNS:
-        raise LandmarkFormatError(f"{path} line 1: expected header {','.join(LANDMARK_COLUMNS)!r}, got {header!r}")
+        raise LandmarkFormatError(
+            f"{path} line 1: expected header {','.join(LANDMARK_COLUMNS)!r}, got {header!r}"
+        )
     for line, row in enumerate(rows, start=2):
         if not row or all(not f.strip() for f in row):
             continue
         if len(row) != len(LANDMARK_COLUMNS):
-            raise LandmarkFormatError(f"{path} line {line}: expected {len(LANDMARK_COLUMNS)} fields, got {len(row)}")
+            raise LandmarkFormatError(
+                f"{path} line {line}: expected {len(LANDMARK_COLUMNS)} fields, got {len(row)}"
+            )
         try:
             frame = int(row[0])
         except ValueError:
@@ -205,7 +211,9 @@ def read_landmarks(path: str | os.PathLike) -> Landmarks:
         try:
             coords = [float(v) for v in row[1:]]
         except ValueError:
-            raise LandmarkFormatError(f"{path} line {line}: a coordinate is not a number: {row[1:]!r}") from None
+            raise LandmarkFormatError(
+                f"{path} line {line}: a coordinate is not a number: {row[1:]!r}"
+            ) from None
         if not all(np.isfinite(coords)):
             raise LandmarkFormatError(f"{path} line {line}: coordinates must be finite, got {row[1:]!r}")
         frames.append(frame)

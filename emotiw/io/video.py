@@ -66,7 +66,9 @@ def _check_declared_size(path: Path) -> None:
         if head[:4] in (b"RIFF", b"RF64") and head[4:8] != b"\xff\xff\xff\xff":
             declared = 8 + int.from_bytes(head[4:8], "little")
             if declared > size:
-                raise VideoDecodeError(f"{path}: truncated file ({size} bytes, the AVI header declares {declared})")
+                raise VideoDecodeError(
+                    f"{path}: truncated file ({size} bytes, the AVI header declares {declared})"
+                )
         elif head[4:8] == b"ftyp":
             offset = 0
             while offset + 8 <= size:

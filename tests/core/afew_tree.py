@@ -21,8 +21,13 @@ LANDMARK_HEADER = (
 def face_points(cx: float, cy: float, s: float) -> np.ndarray:
     """5 points (image-left eye first) of a face centred at (cx, cy) with inter-ocular distance 2*s."""
     return np.array(
-        [[cx - s, cy - 0.6 * s], [cx + s, cy - 0.6 * s], [cx, cy + 0.3 * s], [cx - 0.8 * s, cy + 1.1 * s],
-         [cx + 0.8 * s, cy + 1.1 * s]],
+        [
+            [cx - s, cy - 0.6 * s],
+            [cx + s, cy - 0.6 * s],
+            [cx, cy + 0.3 * s],
+            [cx - 0.8 * s, cy + 1.1 * s],
+            [cx + 0.8 * s, cy + 1.1 * s],
+        ],
         dtype=np.float64,
     )
 
@@ -38,7 +43,12 @@ def draw_face(img: np.ndarray, pts: np.ndarray, shade: int) -> None:
 
 
 def write_clip(
-    path: Path, n_frames: int, *, face_frames: set[int] | None = None, seed: int = 0, size: tuple[int, int] = (96, 80)
+    path: Path,
+    n_frames: int,
+    *,
+    face_frames: set[int] | None = None,
+    seed: int = 0,
+    size: tuple[int, int] = (96, 80),
 ) -> dict[int, np.ndarray]:
     """Write an mpeg4 .avi at 25 fps; returns {frame: 5 points} for the frames that show a face."""
     rng = np.random.default_rng(seed)

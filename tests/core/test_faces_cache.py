@@ -29,7 +29,9 @@ def test_loads_aligned_faces_and_reports(tree):
     assert set(report.without_faces) == {"100000004", "200000002"}
     assert "landmarks/100000004.csv" in report.without_faces["100000004"]
     assert "200000002.avi: no frame with a face" in report.without_faces["200000002"]
-    np.testing.assert_array_equal(by_id["100000002"].frame_idx, [0, 1, 2, 5, 6])  # frames without points dropped
+    np.testing.assert_array_equal(
+        by_id["100000002"].frame_idx, [0, 1, 2, 5, 6]
+    )  # frames without points dropped
     assert by_id["100000003"].faces.shape == (1, 48, 48)  # 1-frame clip
     assert by_id["100000001"].faces.shape == (12, 48, 48) and by_id["100000001"].faces.dtype == np.uint8
     assert by_id["300000002"].label == 6  # from Test_labels.csv
@@ -56,7 +58,7 @@ def test_second_call_hits_cache_without_decoding(tree, monkeypatch):
     monkeypatch.setattr(cache_mod, "read_video", fail)
     second, report = load_afew_faces(root, ["Train"], cache, num_workers=0)
     assert report.cache_hits == 4 and report.cache_built == 0
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a.faces, b.faces)
 
 
@@ -105,7 +107,9 @@ def test_decode_error_reported_and_on_missing_error(tree):
     bad.write_bytes(bad.read_bytes()[:200])
     clips, report = load_afew_faces(root, ["Val"], cache, num_workers=0)
     assert clips == [] and "200000001.avi: truncated file" in report.decode_errors["200000001"]
-    with pytest.raises(ValueError, match=r"2 clip\(s\) without a usable face.*200000001.avi: truncated.*200000002"):
+    with pytest.raises(
+        ValueError, match=r"2 clip\(s\) without a usable face.*200000001.avi: truncated.*200000002"
+    ):
         load_afew_faces(root, ["Val"], cache, num_workers=0, on_missing="error")
 
 
@@ -121,7 +125,7 @@ def test_process_pool_gives_same_faces_and_report_json(tree, tmp_path):
     serial, _ = load_afew_faces(root, ["Train", "Val"], cache, num_workers=0)
     pooled, report = load_afew_faces(root, ["Train", "Val"], tmp_path / "cache2", num_workers=2)
     assert report.cache_built == 6
-    for a, b in zip(serial, pooled):
+    for a, b in zip(serial, pooled, strict=True):
         np.testing.assert_array_equal(a.faces, b.faces)
     path = report.save(tmp_path / "report.json")
     assert '"with_faces": 4' in path.read_text()
@@ -159,13 +163,15 @@ def test_centerface_source_through_the_cache(tmp_path):
         for packet in stream.encode():
             container.mux(packet)
     refs = [ClipRef("400000001", "Test", -1, path, None)]
-    clips, report = load_afew_faces(tmp_path, ["Test"], tmp_path / "cache", face_source=CenterFaceSource(), refs=refs,
-                                    num_workers=0)
+    clips, report = load_afew_faces(
+        tmp_path, ["Test"], tmp_path / "cache", face_source=CenterFaceSource(), refs=refs, num_workers=0
+    )
     assert report.with_faces == 1
     np.testing.assert_array_equal(clips[0].frame_idx, [0, 2])
     # Aligned like FER: the eyes (dark) sit on the mean-shape eye row, darker than the forehead above them.
     face = clips[0].faces[0].astype(float)
     assert face[15:19, 11:17].mean() < face[4:8, 11:17].mean()
-    _, again = load_afew_faces(tmp_path, ["Test"], tmp_path / "cache", face_source=CenterFaceSource(), refs=refs,
-                               num_workers=0)
+    _, again = load_afew_faces(
+        tmp_path, ["Test"], tmp_path / "cache", face_source=CenterFaceSource(), refs=refs, num_workers=0
+    )
     assert again.cache_hits == 1

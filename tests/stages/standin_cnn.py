@@ -35,8 +35,11 @@ def save_standin_ckpt(path: Path, seed: int = 0) -> Path:
     model = StandInCNN(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
-        {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-         "pytorch-lightning_version": L.__version__},
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": L.__version__,
+        },
         path,
     )
     return path

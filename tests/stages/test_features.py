@@ -29,8 +29,13 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _overrides(root: Path) -> list[str]:
-    return [f"cnn_ckpt={root / 'standin.ckpt'}", f"cnn_class={STANDIN}", "data.face_workers=0", "data.batch_size=4",
-            "trainer.accelerator=cpu"]
+    return [
+        f"cnn_ckpt={root / 'standin.ckpt'}",
+        f"cnn_class={STANDIN}",
+        "data.face_workers=0",
+        "data.batch_size=4",
+        "trainer.accelerator=cpu",
+    ]
 
 
 def test_config_pins_paper_values(tmp_path):
@@ -41,7 +46,9 @@ def test_config_pins_paper_values(tmp_path):
     assert cfg.data.min_frames == 1  # every clip with an aligned face (paper-spec §3)
     assert cfg.data.face_source == "landmarks" and cfg.data.on_missing == "skip"
     assert cfg.cnn_ckpt == str(tmp_path / "runs" / "default" / "cnn" / "best.ckpt")
-    assert compose_cfg(["stage=faces"], tmp_path).data._target_ == "datamodules.afew_frames.AfewFramesDataModule"
+    assert (
+        compose_cfg(["stage=faces"], tmp_path).data._target_ == "datamodules.afew_frames.AfewFramesDataModule"
+    )
 
 
 def test_faces_stage_writes_report(root):
@@ -89,16 +96,36 @@ def test_missing_checkpoint_says_run_cnn(root):
 def test_ddp_two_processes_match_one(root, tmp_path):
     """trainer=ddp_sim (2 CPU processes, gloo): the merged files equal the 1-process ones."""
     run(["stage=features", *_overrides(root), "experiment_name=single"], root)
-    cmd = [sys.executable, "train.py", "stage=features", *_overrides(root), "trainer=ddp_sim",
-           "experiment_name=ddp", "logger=csv", f"paths.root_dir={root}"]
-    out = subprocess.run(cmd, cwd=REPO, env=env_for_subprocess(root), capture_output=True, text=True, timeout=600)
+    cmd = [
+        sys.executable,
+        "train.py",
+        "stage=features",
+        *_overrides(root),
+        "trainer=ddp_sim",
+        "experiment_name=ddp",
+        "logger=csv",
+        f"paths.root_dir={root}",
+    ]
+    out = subprocess.run(
+        cmd, cwd=REPO, env=env_for_subprocess(root), capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     for split in ("Train", "Val", "Test"):
-        with np.load(root / f"runs/single/features/{split}.npz") as a, np.load(root / f"runs/ddp/features/{split}.npz") as b:
+        with (
+            np.load(root / f"runs/single/features/{split}.npz") as a,
+            np.load(root / f"runs/ddp/features/{split}.npz") as b,
+        ):
             assert sorted(a.files) == sorted(b.files)
             for key in ("clip_ids", "labels", "offsets", "frame_idx"):
                 np.testing.assert_array_equal(a[key], b[key], err_msg=f"{split}/{key}")
             # Other batch compositions change float rounding only (BLAS blocking), not which frame is where.
-            np.testing.assert_allclose(a["logits"], b["logits"], rtol=1e-5, atol=1e-6, err_msg=f"{split}/logits")
-            np.testing.assert_allclose(a["feats"].astype(np.float32), b["feats"].astype(np.float32), rtol=2e-3,
-                                       atol=1e-3, err_msg=f"{split}/feats")
+            np.testing.assert_allclose(
+                a["logits"], b["logits"], rtol=1e-5, atol=1e-6, err_msg=f"{split}/logits"
+            )
+            np.testing.assert_allclose(
+                a["feats"].astype(np.float32),
+                b["feats"].astype(np.float32),
+                rtol=2e-3,
+                atol=1e-3,
+                err_msg=f"{split}/feats",
+            )
