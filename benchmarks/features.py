@@ -29,13 +29,19 @@ def _machine() -> str:
 
 
 def _write_clips(out: Path, n: int, seconds: float) -> list[tuple[str, Path]]:
-    from tests.core.audio_clips import moving_frames, voiced, write_avi
+    """Clips with a harmonic voice under a syllable-rate envelope (what IS10 spends its time on) and grey frames."""
+    from emotiw.synth import write_avi
 
+    rng = np.random.default_rng(0)
+    t = np.arange(int(16000 * seconds)) / 16000
     clips = []
     for i in range(n):
+        phase = 2 * np.pi * (100 + 15 * i) * t
+        voice = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 2
+        audio = (0.2 * voice + 0.005 * rng.standard_normal(t.size)).astype(np.float32)
+        frames = rng.integers(0, 255, size=(int(25 * seconds), 48, 64), dtype=np.uint8)
         path = out / f"{i:09d}.avi"
-        write_avi(path, moving_frames(int(25 * seconds), size=(48, 64), seed=i),
-                  audio=voiced(seconds, 100 + 15 * i, seed=i), sample_rate=16000)
+        write_avi(path, frames, audio=audio, sample_rate=16000)
         clips.append((f"{i:09d}", path))
     return clips
 

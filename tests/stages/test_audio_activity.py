@@ -91,3 +91,25 @@ def test_audio_stage_on_the_generated_tiny_tree(tiny_root):
     train = load_probs(tiny_root / "runs" / "tiny", "audio", "Train")
     assert train.features.shape[1] == 10 and 0 < len(train.clip_ids) <= 14
     assert np.isfinite(train.probs).all()
+
+
+@pytest.mark.slow
+def test_audio_stage_under_two_process_ddp_matches_one_process(av_root):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers import env_for_subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "train.py", "stage=audio", "trainer=ddp_sim", "logger=csv", f"paths.root_dir={av_root}",
+           "experiment_name=ddp"]
+    done = subprocess.run(cmd, cwd=repo, env=env_for_subprocess(av_root), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run(["stage=audio", "experiment_name=single"], av_root)
+    for split in ("Train", "Val", "Test"):
+        a = load_probs(av_root / "runs" / "ddp", "audio", split)
+        b = load_probs(av_root / "runs" / "single", "audio", split)
+        np.testing.assert_array_equal(a.clip_ids, b.clip_ids)  # every clip once: padding de-duplicated
+        np.testing.assert_allclose(a.features, b.features, atol=1e-5)
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
