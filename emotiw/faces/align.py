@@ -44,7 +44,7 @@ class AlignConfig:
 
     levels: int = 64
     seed: int = 0
-    version: int = 2
+    version: int = 3
 
     def key(self) -> str:
         payload = json.dumps(
@@ -98,12 +98,15 @@ def align_face(
     src = (corners - shift) @ np.linalg.inv(lin).T
     x0, y0 = np.floor(src.min(0)).astype(int) - 1
     x1, y1 = np.ceil(src.max(0)).astype(int) + 1
-    canvas = rng.integers(0, 256, size=(y1 - y0 + 1, x1 - x0 + 1), dtype=np.uint8)
     h, w = gray_frame.shape
     fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)
-    if fx0 <= fx1 and fy0 <= fy1:
-        patch = gray_frame[fy0 : fy1 + 1, fx0 : fx1 + 1]
-        canvas[fy0 - y0 : fy1 - y0 + 1, fx0 - x0 : fx1 - x0 + 1] = equalize_hist(patch, levels)
+    if (fx0, fy0, fx1, fy1) == (x0, y0, x1, y1):
+        canvas = equalize_hist(gray_frame[y0 : y1 + 1, x0 : x1 + 1], levels)
+    else:  # noise only where the window leaves the frame; the rng is drawn only then
+        canvas = rng.integers(0, 256, size=(y1 - y0 + 1, x1 - x0 + 1), dtype=np.uint8)
+        if fx0 <= fx1 and fy0 <= fy1:
+            patch = gray_frame[fy0 : fy1 + 1, fx0 : fx1 + 1]
+            canvas[fy0 - y0 : fy1 - y0 + 1, fx0 - x0 : fx1 - x0 + 1] = equalize_hist(patch, levels)
     local = m.copy()
     local[:, 2] = shift + lin @ np.array([x0, y0], dtype=np.float64)
     return cv2.warpAffine(

@@ -40,13 +40,13 @@ def equalize_hist(img: np.ndarray, levels: int = 64) -> np.ndarray:
         raise ValueError("equalize_hist: img is empty")
     if levels == 256:
         return cv2.equalizeHist(np.ascontiguousarray(img))
-    return _matlab_lut(img, int(levels))[img]
+    return cv2.LUT(img, _matlab_lut(img, int(levels)))
 
 
 def _matlab_lut(img: np.ndarray, levels: int) -> np.ndarray:
     """The 256-entry lookup table of MATLAB ``histeq(img, levels)``."""
     n = float(img.size)
-    hist = np.bincount(img.ravel(), minlength=256).astype(np.float64)
+    hist = cv2.calcHist([img], [0], None, [256], [0, 256]).ravel().astype(np.float64)
     cum_src = np.cumsum(hist)
     tol = hist / 2.0
     tol[0] = tol[-1] = 0.0
