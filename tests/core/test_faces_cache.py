@@ -175,3 +175,25 @@ def test_centerface_source_through_the_cache(tmp_path):
         tmp_path, ["Test"], tmp_path / "cache", face_source=CenterFaceSource(), refs=refs, num_workers=0
     )
     assert again.cache_hits == 1
+
+
+def test_generated_tree_round_trip(tiny_root):
+    """The generator's tiny AFEW tree: every landmark row within the decoded frames becomes one aligned face."""
+    from emotiw.io.afew import list_splits, read_landmarks
+    from emotiw.io.video import read_video
+
+    afew = tiny_root / "data" / "generated" / "afew"
+    refs = list_splits(afew)
+    clips, report = load_afew_faces(afew, ["Train", "Val", "Test"], tiny_root / "cache", num_workers=0)
+    assert report.clips == len(refs) and not report.decode_errors
+    by_id = {c.clip_id: c for c in clips}
+    for ref in refs[:: max(1, len(refs) // 6)]:
+        n_frames = read_video(ref.video_path).num_frames
+        rows = read_landmarks(ref.landmarks_path).frame_idx if ref.landmarks_path else np.zeros(0, int)
+        expected = rows[rows < n_frames]
+        if len(expected):
+            np.testing.assert_array_equal(by_id[ref.clip_id].frame_idx, expected)
+            assert by_id[ref.clip_id].label == ref.label
+        else:
+            assert ref.clip_id in report.without_faces
+    assert {c.split for c in clips} == {"Train", "Val", "Test"}
