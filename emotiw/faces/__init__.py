@@ -12,7 +12,14 @@ from emotiw.faces.align import (
     similarity_transform,
 )
 from emotiw.faces.cache import ClipFaces, FaceReport, load_afew_faces
-from emotiw.faces.detect import CenterFaceSource, Face, FaceSource, LandmarkFileSource, make_face_source
+from emotiw.faces.detect import (
+    CenterFaceSource,
+    Face,
+    FaceSource,
+    LandmarkFileSource,
+    align_largest_face,
+    make_face_source,
+)
 from emotiw.faces.histeq import equalize_hist
 
 __all__ = [
@@ -27,6 +34,7 @@ __all__ = [
     "LandmarkFileSource",
     "align_clip",
     "align_face",
+    "align_largest_face",
     "equalize_hist",
     "load_afew_faces",
     "make_face_source",

@@ -20,6 +20,7 @@ from emotiw.io.afew import ClipRef, read_landmarks
 
 __all__ = [
     "CenterFaceSource",
+    "align_largest_face",
     "Face",
     "FaceSource",
     "LandmarkFileSource",
@@ -239,3 +240,28 @@ def make_face_source(spec: str | FaceSource) -> FaceSource:
     if spec == "centerface":
         return CenterFaceSource()
     raise ValueError(f"face_source={spec!r}: expected 'landmarks' or 'centerface'")
+
+
+def align_largest_face(
+    image: np.ndarray,
+    source: CenterFaceSource | None = None,
+    *,
+    bgr: bool = True,
+    rng: np.random.Generator | None = None,
+    levels: int = 64,
+) -> np.ndarray | None:
+    """The largest detected face of a still (grey, or colour in BGR unless ``bgr=False``), aligned to 48x48 uint8
+    exactly as the AFEW frames are (equalised, FER mean shape); None when no face is found."""
+    from emotiw.faces.align import align_face
+
+    source = source or CenterFaceSource()
+    faces = source.detect(image, bgr=bgr)
+    if not faces:
+        return None
+    image = np.asarray(image)
+    if image.ndim == 2:
+        gray = image
+    else:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)
+    largest = max(faces, key=lambda f: f.area)
+    return align_face(gray, largest.points5, rng or np.random.default_rng(0), levels=levels)

@@ -71,6 +71,19 @@ def test_centerface_finds_the_face_in_a_packaged_photo(centerface):
     assert len(grey) == 1 and np.abs(grey[0].points5 - pts).max() < 10
 
 
+def test_align_largest_face_on_a_still(centerface):
+    import matplotlib
+
+    from emotiw.faces import align_largest_face
+
+    img = cv2.imread(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"))
+    face = align_largest_face(img, centerface)
+    assert face.shape == (48, 48) and face.dtype == np.uint8
+    # FER framing: the eye row (mean shape y ~16) is darker than the forehead above it.
+    assert face[15:19, 11:17].mean() < face[4:8, 11:17].mean() - 50
+    assert align_largest_face(np.full((100, 100), 128, np.uint8), centerface) is None
+
+
 def test_centerface_blank_image_and_clip_points(centerface):
     blank = np.full((120, 160, 3), 128, np.uint8)
     assert centerface.detect(blank) == []
