@@ -115,10 +115,13 @@ def generate(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
+        timings: dict[str, float] = {}
+        summary = _write_tree(tmp, p, int(seed), d, workers, timings)
         start = time.perf_counter()
-        summary = _write_tree(tmp, p, int(seed), d, workers)
-        marker = {**_spec(p, seed, d), "counts": summary, "sha256": content_hash(tmp),
-                  "seconds": round(time.perf_counter() - start, 2)}
+        digest = content_hash(tmp)
+        timings["hash"] = time.perf_counter() - start
+        marker = {**_spec(p, seed, d), "counts": summary, "sha256": digest,
+                  "seconds": {k: round(v, 2) for k, v in timings.items()}}
         save_json(tmp / COMPLETE, marker)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -133,16 +136,21 @@ def generate(
     return out
 
 
-def _write_tree(root: Path, p: Preset, seed: int, d: Difficulty, workers: int | None) -> dict[str, Any]:
-    fer = make_fer(p.fer_counts(), seed=seed, difficulty=d, workers=workers)
-    write_fer_csv(root / "fer2013" / "fer2013.csv", fer)
-    write_fer_images(root / "fer2013" / "images", fer)
-    tfd = make_tfd(p.tfd, labelled=p.tfd_labelled, seed=seed, difficulty=d, workers=workers)
-    write_tfd_mat(root / "tfd" / "TFD_48x48.mat", tfd)
-
+def _write_tree(root: Path, p: Preset, seed: int, d: Difficulty, workers: int | None,
+                timings: dict[str, float]) -> dict[str, Any]:
     from emotiw.synth.afew import write_afew
 
+    t0 = time.perf_counter()
+    fer = make_fer(p.fer_counts(), seed=seed, difficulty=d, workers=workers)
+    t1 = time.perf_counter()
+    write_fer_csv(root / "fer2013" / "fer2013.csv", fer)
+    write_fer_images(root / "fer2013" / "images", fer)
+    t2 = time.perf_counter()
+    tfd = make_tfd(p.tfd, labelled=p.tfd_labelled, seed=seed, difficulty=d, workers=workers)
+    write_tfd_mat(root / "tfd" / "TFD_48x48.mat", tfd)
+    t3 = time.perf_counter()
     afew = write_afew(root / "afew", p, seed=seed, difficulty=d, workers=workers)
+    timings.update(fer_render=t1 - t0, fer_write=t2 - t1, tfd=t3 - t2, afew=time.perf_counter() - t3)
 
     def per_class(labels) -> dict[str, int]:
         return {e: int((labels == i).sum()) for i, e in enumerate(EMOTIONS)}

@@ -76,8 +76,11 @@ def make_fer(per_class: int | list[int] = 30, *, seed: int = 0, difficulty: str 
     return StillSet(images, labels_arr, usage_arr, np.asarray([str(int(i)) for i in ids]))
 
 
+_DECIMAL = np.array([str(i) for i in range(256)], dtype=object)  # grey level -> text, looked up in one go
+
+
 def _pixels_line(img: np.ndarray) -> str:
-    return " ".join(map(str, img.ravel().tolist()))
+    return " ".join(_DECIMAL[img.ravel()].tolist())
 
 
 def write_fer_csv(path: str | os.PathLike, data: StillSet | None = None, **make_kwargs) -> StillSet:

@@ -343,3 +343,19 @@ def test_cli_writes_a_tree_and_rejects_bad_arguments(tmp_path: Path, capsys) -> 
     assert "out=DIR is required" in capsys.readouterr().err
     assert main([f"out={tmp_path / 'x'}", "preset=tiny", "afew_trian=3"]) == 2
     assert "afew_trian" in capsys.readouterr().err
+
+
+def test_the_project_readers_load_the_generated_tree(tiny: Path) -> None:
+    from emotiw.io import afew, audio, fer, tfd, video
+
+    sets = fer.read_fer_csv(tiny / "fer2013" / "fer2013.csv")
+    assert sets["Training"].images.shape[1:] == (48, 48)
+    assert len(fer.read_fer_images(tiny / "fer2013" / "images", "train").images) == len(sets["Training"].images)
+    assert len(tfd.read_tfd_mat(tiny / "tfd" / "TFD_48x48.mat").images) == 70
+    refs = afew.list_splits(tiny / "afew")
+    assert len(refs) == 42 and all(r.landmarks_path is not None for r in refs)
+    ref = refs[0]
+    decoded = video.read_video(ref.video_path)
+    marks = afew.read_landmarks(ref.landmarks_path)
+    assert decoded.fps == FPS and marks.frame_idx.max() < decoded.num_frames
+    assert len(audio.read_audio(ref.video_path)) == decoded.num_frames * SAMPLE_RATE // FPS
