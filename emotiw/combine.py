@@ -25,6 +25,7 @@ for every class and so is predicted as class 0, the tie rule.
 from __future__ import annotations
 
 import itertools
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -130,12 +131,21 @@ class _ScoreTable:
         if (~complete).any():
             self.parts.append((t(pt[:, :, ~complete]), t(y[~complete], torch.int64), t(present[:, ~complete])))
         self.score = _scorer(backend)
+        self.backend = backend
 
     def correct(self, wt: torch.Tensor) -> torch.Tensor:
         """Number of correctly classified clips (K,) for each candidate ``wt`` (C, K, m)."""
         total = None
         for pt, y, mask in self.parts:
-            n = self.score(wt, pt, y, mask)
+            try:
+                n = self.score(wt, pt, y, mask)
+            except Exception as err:  # e.g. no C++ compiler for torch.compile: same numbers, slower
+                if self.backend != "compiled":
+                    raise
+                warnings.warn(f"torch.compile of the combiner's scorer failed ({type(err).__name__}: {err}); "
+                              "falling back to backend='fused'", RuntimeWarning, stacklevel=2)
+                self.score, self.backend = _fused_correct, "fused"
+                n = self.score(wt, pt, y, mask)
             total = n if total is None else total + n
         return total
 
@@ -164,7 +174,7 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
     chunk_size : int
         Candidates scored per batched matmul; bounds memory at about ``chunk_size * N * n_classes * 4`` bytes.
     device : str
-        Torch device of the search (``"cpu"``, ``"cuda"``). The sampled candidates depend on the device's generator,
+        Torch device of the search (``"cpu"``, ``"cuda"``, ``"auto"`` = CUDA when available). The sampled candidates depend on the device's generator,
         so results are reproducible per device (and backend, whose float summation order may break near-ties
         differently).
     backend : {"auto", "bmm", "fused", "compiled"}
@@ -316,7 +326,8 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
         m = probs.shape[0]
         if m < self.min_models:
             raise ValueError(f"n_models={m} is smaller than min_models={self.min_models}")
-        device = torch.device(self.device)
+        device = torch.device(self.device if self.device != "auto" else
+                              ("cuda" if torch.cuda.is_available() else "cpu"))
         backend = self.backend if self.backend != "auto" else ("compiled" if device.type == "cpu" else "bmm")
         subsets = model_subsets(m, self.min_models) if self.search_subsets else [tuple(range(m))]
 

@@ -135,7 +135,7 @@ def plot_confusions(run_dir: str | Path, out: Path, split: str = "Val") -> Path 
 
     fig, axes = plt.subplots(1, len(mats), figsize=(4.2 * len(mats), 4.2), squeeze=False)
     short = [e[:2].capitalize() for e in EMOTIONS]
-    for ax, (model, cm) in zip(axes[0], mats.items()):
+    for ax, (model, cm) in zip(axes[0], mats.items(), strict=True):
         ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
         ax.set_title(f"{MODEL_TITLES[model]} ({split})")
         ax.set_xticks(range(len(EMOTIONS)), short)
@@ -162,7 +162,7 @@ def plot_learning_curves(curve_files: dict[str, Path], out: Path) -> Path | None
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
-    for ax, (label, rows) in zip(axes[0], curves.items()):
+    for ax, (label, rows) in zip(axes[0], curves.items(), strict=True):
         epochs = [r["epoch"] for r in rows]
         for key, name in (("train/acc", "train"), ("val/acc", "validation")):
             values = [r.get(key) for r in rows]

@@ -40,7 +40,7 @@ def user_overrides(cfg: DictConfig) -> list[str]:
     if HydraConfig.initialized():
         overrides = list(HydraConfig.get().overrides.task)
     overrides += list(cfg.get("all", {}).get("overrides") or [])
-    return [o for o in overrides if not o.lstrip("+~").startswith("stage=")]
+    return [o for o in overrides if not o.lstrip("+~").startswith(("stage=", "all."))]
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -120,7 +120,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             summary[f"{name}/status"] = f"linked:{reuse_from}"
             done.append(Path(base_cfg.paths.output_dir) / "metrics.json")
             continue
-        stage_cfg = compose_stage(name, overrides)
+        stage_cfg = compose_stage(name, [*overrides, *(conf.get("stage_overrides") or {}).get(name, [])])
         if is_current(stage_cfg, done):
             log.info("all: stage %s is current, skipped", name)
             summary[f"{name}/status"] = "current"

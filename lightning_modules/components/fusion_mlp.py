@@ -37,7 +37,7 @@ class FusionMLP(nn.Module):
             raise ValueError(f"in_dims={list(in_dims)} and hidden_dims={list(hidden_dims)} must have one entry per "
                              "modality")
         self.in_dims = tuple(int(d) for d in in_dims)
-        self.modality = nn.ModuleList(nn.Linear(i, h) for i, h in zip(self.in_dims, hidden_dims))
+        self.modality = nn.ModuleList(nn.Linear(i, h) for i, h in zip(self.in_dims, hidden_dims, strict=True))
         self.shared = nn.Linear(sum(hidden_dims), shared_dim)
         self.out = nn.Linear(shared_dim, n_classes)
         self.act = RectTanh()
@@ -50,7 +50,7 @@ class FusionMLP(nn.Module):
             raise ValueError(f"fusion input has {x.shape[-1]} features, expected {sum(self.in_dims)} "
                              f"(modalities {list(self.in_dims)})")
         parts = torch.split(x, self.in_dims, dim=-1)
-        h = torch.cat([self.act(layer(p)) for layer, p in zip(self.modality, parts)], dim=-1)
+        h = torch.cat([self.act(layer(p)) for layer, p in zip(self.modality, parts, strict=True)], dim=-1)
         return self.out(self.dropout(self.act(self.shared(h))))
 
     def weight_matrices(self) -> list[torch.Tensor]:

@@ -117,3 +117,47 @@ def test_config_defaults_pin_the_paper(tmp_path: Path) -> None:
     assert (stable.model.lr, stable.model.momentum, stable.model.max_epochs, stable.trainer.max_epochs) == (
         0.001, 0.9, 5000, 5000)
     assert stable.model.dropout == 0.3 and stable.model.fusion_reg == "code_bug"
+
+
+def test_fusion_beats_each_modality_when_each_knows_different_classes() -> None:
+    """Three modalities, each carrying the class only for its own classes: the fused net must beat every modality's
+    own best linear read-out (a logistic regression on that modality alone)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    owner = {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 2, 6: 2}
+    dims = (105, 10, 200)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 7, n)
+        parts = []
+        for m, d in enumerate(dims):
+            x = rng.normal(size=(n, d))
+            for i, c in enumerate(y):
+                if owner[c] == m:
+                    x[i, c % d] += 4.0
+            parts.append(x)
+        return np.hstack(parts).astype(np.float32), y
+
+    Xtr, ytr = make(600)
+    Xva, yva = make(300)
+    singles = []
+    for m in range(3):
+        lo, hi = sum(dims[:m]), sum(dims[: m + 1])
+        clf = LogisticRegression(max_iter=500).fit(Xtr[:, lo:hi], ytr)
+        singles.append(clf.score(Xva[:, lo:hi], yva))
+    torch.manual_seed(0)
+    module = FusionModule()
+    opt = module.configure_optimizers()
+    X, y = torch.as_tensor(Xtr), torch.as_tensor(ytr)
+    for _ in range(30):
+        for idx in torch.randperm(len(y)).split(128):
+            ce, _, _ = module.model_step({"features": X[idx], "label": y[idx]})
+            loss = ce + module.hparams.reg_lambda * module.penalty()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 10.0)
+            opt.step()
+    acc = float((module.predict_proba(torch.as_tensor(Xva)).argmax(1).numpy() == yva).mean())
+    print(f"fusion val acc {acc:.3f}; single modalities {[round(a, 3) for a in singles]}")
+    assert acc > max(singles) + 0.1, (acc, singles)
