@@ -15,21 +15,23 @@ def test_paper_init_and_size():
     torch.manual_seed(0)
     net = IRNN()
     assert torch.equal(net.rnn.weight_hh_l0, torch.eye(200))
-    w_in = net.rnn.weight_ih_l0
+    w_in = net.input_proj.weight
     assert w_in.shape == (200, 3872)
     assert w_in.mean().abs() < 1e-4 and w_in.std().item() == pytest.approx(0.001, rel=0.02)
     assert net.out.weight.abs().max() <= 0.01 and net.out.weight.abs().max() > 0.009
     assert not net.out.bias.any()
-    assert net.rnn.bias is False and net.rnn.nonlinearity == "relu"
-    # 3872*200 + 200^2 + 200*7 + 7 (paper-spec §3)
-    assert sum(p.numel() for p in net.parameters()) == 815_807
+    assert net.rnn.bias is False and net.rnn.nonlinearity == "relu" and net.input_proj.bias is None
+    # the RNN's own input matrix is a frozen identity (the projection is input_proj)
+    assert torch.equal(net.rnn.weight_ih_l0, torch.eye(200)) and not net.rnn.weight_ih_l0.requires_grad
+    # trainable: 3872*200 + 200^2 + 200*7 + 7 (paper-spec §3)
+    assert sum(p.numel() for p in net.parameters() if p.requires_grad) == 815_807
     assert torch.equal(IRNN(input_size=4, hidden_size=3, rec_init_scale=0.5).rnn.weight_hh_l0, 0.5 * torch.eye(3))
 
 
 def hand_module() -> IRNNModule:
     m = IRNNModule(input_size=2, hidden_size=2, num_classes=3)
     with torch.no_grad():
-        m.net.rnn.weight_ih_l0.copy_(torch.tensor([[1.0, 0.0], [0.5, -1.0]]))
+        m.net.input_proj.weight.copy_(torch.tensor([[1.0, 0.0], [0.5, -1.0]]))
         m.net.rnn.weight_hh_l0.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
         m.net.out.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
         m.net.out.bias.copy_(torch.tensor([0.0, 0.5, -1.0]))
@@ -87,11 +89,19 @@ def test_padding_does_not_change_outputs_at_the_last_real_frame():
     assert torch.allclose(net(garbage, lengths)[0], alone, atol=1e-6)
     # and the reference recurrence agrees
     with torch.no_grad():
-        w_in, w_rec = net.rnn.weight_ih_l0.numpy(), net.rnn.weight_hh_l0.numpy()
+        w_in, w_rec = net.input_proj.weight.numpy(), net.rnn.weight_hh_l0.numpy()
         h = np.zeros(5)
         for x in clips[2].numpy():
             h = np.maximum(w_in @ x + w_rec @ h, 0)
         assert np.allclose(net.out.weight.numpy() @ h + net.out.bias.numpy(), alone[2].numpy(), atol=1e-5)
+
+
+def test_frozen_identity_gets_no_gradient_and_the_rest_do():
+    m = IRNNModule(input_size=4, hidden_size=3)
+    frames, lengths = torch.randn(2, 5, 4), torch.tensor([5, 2])
+    m.loss(m(frames, lengths)[0], torch.tensor([0, 1]), 5).backward()
+    assert m.net.rnn.weight_ih_l0.grad is None
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
 
 
 def test_bad_lengths_are_named():
