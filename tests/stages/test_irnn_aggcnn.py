@@ -107,3 +107,18 @@ def test_aggcnn_ddp_sim_equals_one_process(tmp_path):
         one, two = (load_probs(tmp_path / "runs" / n, "aggcnn", split) for n in ("one", "two"))
         assert list(one.clip_ids) == list(two.clip_ids) and len(one.clip_ids) == 35
         assert np.array_equal(one.probs, two.probs) and np.array_equal(one.features, two.features)
+
+
+@pytest.mark.slow
+def test_irnn_ddp_sim_writes_every_clip_once(tmp_path):
+    write_fake_features(tmp_path / "runs" / "default", n_per_class=3, dim=DIM, seed=4)  # 21 clips: odd per rank
+    cmd = [sys.executable, "train.py", "stage=irnn", "logger=csv", "trainer=ddp_sim", f"model.input_size={DIM}",
+           "trainer.max_epochs=2", "data.batch_size=8", "+trainer.enable_progress_bar=false"]
+    subprocess.run(cmd, cwd=REPO, env=env_for_subprocess(tmp_path), check=True, timeout=400, capture_output=True)
+    run_dir = tmp_path / "runs" / "default"
+    assert 1 <= load_json(run_dir / "irnn" / "chosen.json")["best_epoch"] <= 2
+    for split in ("Train", "Val", "Test"):
+        p = load_probs(run_dir, "irnn", split)
+        assert len(p.clip_ids) == 21 and p.features.shape == (21, 200)
+    metrics = load_json(run_dir / "irnn" / "metrics.json")
+    assert 0 <= metrics["val/acc"] <= 1 and metrics["best_epoch"] >= 1
