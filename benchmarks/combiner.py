@@ -79,7 +79,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch threads {torch.get_num_threads()}, torch {torch.__version__}")
+          f"torch threads {torch.get_num_threads()}, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f} (others' processes slow every figure; the ratios share the load)")
     X, y = paper_sized_problem()
     est = RandomSearchCombiner(backend=args.backend, chunk_size=args.chunk_size)
     per_subset = est.n_evaluations_per_subset
@@ -90,7 +91,7 @@ def main() -> None:
     print(f"numpy loop: {loop * 1e6:.1f} us/candidate (slice of {args.loop_slice}) "
           f"-> {loop * per_subset:.0f} s per 5-model subset (extrapolated)")
     for backend in ("bmm", args.backend):
-        t = backend_seconds_per_candidate(X, y, backend, 20 * args.chunk_size, args.chunk_size)
+        t = backend_seconds_per_candidate(X, y, backend, 10 * args.chunk_size, args.chunk_size)
         print(f"{backend:>8}: {t * 1e6:.3f} us/candidate (chunk {args.chunk_size}) -> "
               f"{t * per_subset:.1f} s per 5-model subset, {loop / t:.0f}x the loop")
         if backend == args.backend:

@@ -76,13 +76,19 @@ def _fused_correct(wt: torch.Tensor, pt: torch.Tensor, y: torch.Tensor, mask: to
     ``mask`` (m, N) marks the models present per clip; the class score is then renormalised over them.
     """
     best = idx = None
+    n_models = wt.shape[2]
     for c in range(wt.shape[0]):
-        w = wt[c].unsqueeze(2)  # (K, m, 1)
-        s = (w * pt[c].unsqueeze(0)).sum(1)  # (K, N)
+        # unrolled over the (at most 5) models: plain multiply-adds that the compiler vectorises over (K, N)
+        s = wt[c, :, 0:1] * pt[c, 0:1]
+        for j in range(1, n_models):
+            s = s + wt[c, :, j : j + 1] * pt[c, j : j + 1]
         if mask is not None:
-            s = s / (w * mask.unsqueeze(0)).sum(1).clamp_min(_ZERO_COLUMN)
+            den = wt[c, :, 0:1] * mask[0:1]
+            for j in range(1, n_models):
+                den = den + wt[c, :, j : j + 1] * mask[j : j + 1]
+            s = s / den.clamp_min(_ZERO_COLUMN)
         if best is None:
-            best, idx = s, torch.zeros_like(s, dtype=torch.int64)
+            best, idx = s, torch.zeros_like(s, dtype=torch.int32)
         else:
             gt = s > best
             best = torch.where(gt, s, best)

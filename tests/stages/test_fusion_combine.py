@@ -145,10 +145,11 @@ def test_pipeline_fusion_beats_every_single_model_on_generated_val(tiny_root: Pa
     assert accs["fusion"] > max(accs[m] for m in ("aggcnn", "audio", "irnn")), accs
 
 
+@pytest.mark.slow
 def test_stage_all_runs_in_order_then_skips_current_stages(tmp_path: Path) -> None:
     write_fake_run(tmp_path / "runs" / "allexp", sizes={"Train": 70, "Val": 35, "Test": 35})
-    per_stage = ("all.stage_overrides={fusion: [trainer.max_epochs=2], combine: ["
-                 + ", ".join(SMALL_SEARCH) + "]}")
+    per_stage = ("all.stage_overrides={fusion: ['trainer.max_epochs=2'], combine: ["
+                 + ", ".join(f"'{o}'" for o in SMALL_SEARCH) + "]}")
     args = ["stage=all", "experiment_name=allexp", "all.stages=[fusion,combine,report]", per_stage]
     first = run(args, tmp_path)
     assert [first[f"{s}/status"] for s in ("fusion", "combine", "report")] == ["ran", "ran", "ran"]
