@@ -99,8 +99,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_rounds(steps: dict[str, Callable[[], None]], device: torch.device, rounds: int, per_round: int,
-                warmup: int) -> dict[str, float]:
+def time_rounds(
+    steps: dict[str, Callable[[], None]], device: torch.device, rounds: int, per_round: int, warmup: int
+) -> dict[str, float]:
     """Median seconds per step of each method over interleaved rounds."""
     for step in steps.values():
         for _ in range(warmup):
@@ -129,8 +130,10 @@ def cpu_name() -> str:
 
 
 def machine_info(device: torch.device) -> str:
-    info = (f"machine: {platform.machine()} {cpu_name()}; cores: {os.cpu_count()}; "
-            f"torch threads: {torch.get_num_threads()}; torch {torch.__version__}; python {platform.python_version()}")
+    info = (
+        f"machine: {platform.machine()} {cpu_name()}; cores: {os.cpu_count()}; "
+        f"torch threads: {torch.get_num_threads()}; torch {torch.__version__}; python {platform.python_version()}"
+    )
     if device.type == "cuda":
         info += f"; GPU: {torch.cuda.get_device_name(device)}"
     return info
@@ -169,14 +172,18 @@ def main() -> None:
     steps = {
         "fused": train_step_fn(fused, frames, lengths, labels),
         "cell_loop": train_step_fn(cell, frames, lengths, labels),
-        "plain_rnn": train_step_fn(PlainRNNIRNN(args.features, args.hidden, 7).to(device), frames, lengths, labels),
+        "plain_rnn": train_step_fn(
+            PlainRNNIRNN(args.features, args.hidden, 7).to(device), frames, lengths, labels
+        ),
         "floor": floor_step_fn(frames, args.hidden),
     }
     sec = time_rounds(steps, device, args.rounds, args.per_round, args.warmup)
 
     print(machine_info(device))
-    print(f"sizes: batch {args.batch}, frames {args.frames}, features {args.features}, hidden {args.hidden}; "
-          f"fused and cell loop agree: {same}")
+    print(
+        f"sizes: batch {args.batch}, frames {args.frames}, features {args.features}, hidden {args.hidden}; "
+        f"fused and cell loop agree: {same}"
+    )
     for name, s in sec.items():
         print(f"{name:>10}: {1 / s:8.2f} steps/s  ({1000 * s:8.2f} ms/step)")
     print(f"fused / floor      = {sec['fused'] / sec['floor']:.2f}x  (goal on CPU: <= 1.3x)")

@@ -61,7 +61,9 @@ def build_estimator(estimator: Any) -> GridSearchSVM:
         import hydra
 
         return hydra.utils.instantiate(estimator, _convert_="all")
-    raise ValueError(f"estimator must be an sklearn estimator or a config with _target_, got {type(estimator).__name__}")
+    raise ValueError(
+        f"estimator must be an sklearn estimator or a config with _target_, got {type(estimator).__name__}"
+    )
 
 
 class ClipTable:
@@ -90,8 +92,10 @@ class ClipTable:
     def arrays(self) -> dict[str, np.ndarray]:
         if not self.parts["clip_id"]:
             return {"clip_id": np.array([], dtype=str)}
-        return {k: np.asarray(v, dtype=str) if k in ("clip_id", "split") else np.concatenate(v)
-                for k, v in self.parts.items()}
+        return {
+            k: np.asarray(v, dtype=str) if k in ("clip_id", "split") else np.concatenate(v)
+            for k, v in self.parts.items()
+        }
 
     @staticmethod
     def merge(shards: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -135,33 +139,54 @@ def fit_and_write(
 
     frozen = frozen_choice(partition, runs_dir, model_name)
     if frozen is not None:
-        estimator.fit_fixed(X[fit_rows], y[fit_rows], C=frozen["C"], gamma=frozen.get("gamma"), clip_ids=ids[fit_rows])
+        estimator.fit_fixed(
+            X[fit_rows], y[fit_rows], C=frozen["C"], gamma=frozen.get("gamma"), clip_ids=ids[fit_rows]
+        )
     elif tune_rows.any():
-        estimator.fit(X[fit_rows], y[fit_rows], X[tune_rows], y[tune_rows],
-                      clip_ids=ids[fit_rows], tune_clip_ids=ids[tune_rows])
+        estimator.fit(
+            X[fit_rows],
+            y[fit_rows],
+            X[tune_rows],
+            y[tune_rows],
+            clip_ids=ids[fit_rows],
+            tune_clip_ids=ids[tune_rows],
+        )
     else:
-        log.warning("%s: no clip of the tune splits %s; choosing (C, gamma) by CV", model_name, list(partition.tune))
+        log.warning(
+            "%s: no clip of the tune splits %s; choosing (C, gamma) by CV", model_name, list(partition.tune)
+        )
         estimator.fit(X[fit_rows], y[fit_rows], clip_ids=ids[fit_rows])
 
     out_dir = Path(run_dir) / model_name
     chosen = estimator.decision_summary()
-    chosen.update(partition=partition.name, fit=list(partition.fit), tune=list(partition.tune),
-                  n_fit=int(fit_rows.sum()), n_tune=int(tune_rows.sum()))
+    chosen.update(
+        partition=partition.name,
+        fit=list(partition.fit),
+        tune=list(partition.tune),
+        n_fit=int(fit_rows.sum()),
+        n_tune=int(tune_rows.sum()),
+    )
     save_json(chosen_path(run_dir, model_name), chosen)
     save_svm(estimator, out_dir / "svm.skops")
 
     metrics: dict[str, float] = {
         f"{model_name}/C": float(chosen["C"]),
         f"{model_name}/gamma": float("nan") if chosen["gamma"] is None else float(chosen["gamma"]),
-        f"{model_name}/tune_score": float("nan") if chosen["tune_score"] is None else float(chosen["tune_score"]),
+        f"{model_name}/tune_score": float("nan")
+        if chosen["tune_score"] is None
+        else float(chosen["tune_score"]),
     }
     for name in SPLITS:
         rows = split == name
         if not rows.any():
             continue
         probs = estimator.predict_proba(X[rows], clip_ids=ids[rows])
-        save_probs(run_dir, model_name, name, ClipProbs(ids[rows], y[rows], probs.astype(np.float32),
-                                                         fusion_features[rows]))
+        save_probs(
+            run_dir,
+            model_name,
+            name,
+            ClipProbs(ids[rows], y[rows], probs.astype(np.float32), fusion_features[rows]),
+        )
         labelled = y[rows] != UNLABELLED
         if labelled.any():
             metrics[f"{name.lower()}/acc"] = float(np.mean(probs[labelled].argmax(1) == y[rows][labelled]))
@@ -201,8 +226,9 @@ class FitSVMOnFeatures(Callback):
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._table = ClipTable()
 
-    def on_predict_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int,
-                             dataloader_idx: int = 0) -> None:
+    def on_predict_batch_end(
+        self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._table.add(outputs if isinstance(outputs, dict) else batch)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -216,8 +242,14 @@ class FitSVMOnFeatures(Callback):
                 estimator = build_estimator(self.estimator)
                 if trainer.fast_dev_run:
                     estimator = _smallest_grid(estimator)
-                _, metrics = fit_and_write(table, model_name=self.model_name, estimator=estimator,
-                                           run_dir=self.run_dir, partition=self.partition, runs_dir=self.runs_dir)
+                _, metrics = fit_and_write(
+                    table,
+                    model_name=self.model_name,
+                    estimator=estimator,
+                    run_dir=self.run_dir,
+                    partition=self.partition,
+                    runs_dir=self.runs_dir,
+                )
             except Exception as err:  # re-raised on every rank below, so no rank waits forever at the barrier
                 error = f"{type(err).__name__}: {err}"
                 log.exception("%s: SVM fit failed", self.model_name)

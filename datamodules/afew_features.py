@@ -48,7 +48,9 @@ class FeatureFile:
     def __init__(self, path: str | Path, split: str) -> None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no per-frame features for split {split!r}; run stage=features first")
+            raise FileNotFoundError(
+                f"{path}: no per-frame features for split {split!r}; run stage=features first"
+            )
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in FILE_KEYS if k not in z.files]
             if missing:
@@ -57,18 +59,24 @@ class FeatureFile:
             feats, logits = z["feats"], z["logits"]
         n = len(clip_ids)
         if labels.shape != (n,) or offsets.shape != (n + 1,):
-            raise ValueError(f"{path}: {n} clip ids but labels {labels.shape} and offsets {offsets.shape} "
-                             f"(expected ({n},) and ({n + 1},))")
+            raise ValueError(
+                f"{path}: {n} clip ids but labels {labels.shape} and offsets {offsets.shape} "
+                f"(expected ({n},) and ({n + 1},))"
+            )
         if offsets[0] != 0 or offsets[-1] != len(feats) or np.any(np.diff(offsets) < 0):
-            raise ValueError(f"{path}: offsets must rise from 0 to the {len(feats)} frames, got "
-                             f"{offsets[0]}..{offsets[-1]}")
+            raise ValueError(
+                f"{path}: offsets must rise from 0 to the {len(feats)} frames, got "
+                f"{offsets[0]}..{offsets[-1]}"
+            )
         if len(logits) != len(feats):
             raise ValueError(f"{path}: {len(feats)} feature rows but {len(logits)} logit rows")
         bad_frames = np.flatnonzero(~(np.isfinite(feats).all(1) & np.isfinite(logits).all(1)))
         if len(bad_frames):
             bad_clips = np.unique(clip_ids[np.searchsorted(offsets, bad_frames, side="right") - 1]).tolist()
-            raise ValueError(f"{path}: {len(bad_frames)} frames of {len(bad_clips)} clips contain NaN or inf "
-                             f"(clip ids: {', '.join(bad_clips[:10])})")
+            raise ValueError(
+                f"{path}: {len(bad_frames)} frames of {len(bad_clips)} clips contain NaN or inf "
+                f"(clip ids: {', '.join(bad_clips[:10])})"
+            )
         lengths = np.diff(offsets)
         keep = lengths > 0
         self.path, self.split = path, split
@@ -97,32 +105,49 @@ class SequenceDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         f = self.file
-        return {"clip_id": str(f.clip_ids[i]), "label": int(f.labels[i]), "split": f.split,
-                "frames": torch.from_numpy(np.asarray(f.frames(i), dtype=np.float32)), "norm_len": self.norm_len}
+        return {
+            "clip_id": str(f.clip_ids[i]),
+            "label": int(f.labels[i]),
+            "split": f.split,
+            "frames": torch.from_numpy(np.asarray(f.frames(i), dtype=np.float32)),
+            "norm_len": self.norm_len,
+        }
 
 
 def collate_sequences(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Zero-pad at the end to the batch's longest clip."""
     lengths = torch.tensor([len(it["frames"]) for it in items], dtype=torch.long)
     frames = torch.nn.utils.rnn.pad_sequence([it["frames"] for it in items], batch_first=True)
-    return {"clip_id": [it["clip_id"] for it in items], "label": torch.tensor([it["label"] for it in items]),
-            "split": [it["split"] for it in items], "frames": frames, "lengths": lengths,
-            "norm_len": torch.tensor([it["norm_len"] for it in items], dtype=torch.long)}
+    return {
+        "clip_id": [it["clip_id"] for it in items],
+        "label": torch.tensor([it["label"] for it in items]),
+        "split": [it["split"] for it in items],
+        "frames": frames,
+        "lengths": lengths,
+        "norm_len": torch.tensor([it["norm_len"] for it in items], dtype=torch.long),
+    }
 
 
 class PooledDataset(Dataset):
     def __init__(self, file: FeatureFile, k: int) -> None:
         self.file = file
-        self.features = np.stack([k_average_pool(file.frame_logits(i), k) for i in range(len(file))]).astype(
-            np.float32) if len(file) else np.zeros((0, k * file.logits.shape[1]), np.float32)
+        self.features = (
+            np.stack([k_average_pool(file.frame_logits(i), k) for i in range(len(file))]).astype(np.float32)
+            if len(file)
+            else np.zeros((0, k * file.logits.shape[1]), np.float32)
+        )
 
     def __len__(self) -> int:
         return len(self.file)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         f = self.file
-        return {"clip_id": str(f.clip_ids[i]), "label": int(f.labels[i]), "split": f.split,
-                "features": torch.from_numpy(self.features[i])}
+        return {
+            "clip_id": str(f.clip_ids[i]),
+            "label": int(f.labels[i]),
+            "split": f.split,
+            "features": torch.from_numpy(self.features[i]),
+        }
 
 
 class AfewFeaturesDataModule(L.LightningDataModule):
@@ -178,7 +203,9 @@ class AfewFeaturesDataModule(L.LightningDataModule):
         self.files = {s: FeatureFile(Path(self.features_dir) / f"{s}.npz", s) for s in needed}
         self.skipped = {s: f.skipped for s, f in self.files.items() if f.skipped}
         for s, ids in self.skipped.items():
-            log.warning("%s: %d clips have no frames (no face) and are left out: %s", s, len(ids), ", ".join(ids[:5]))
+            log.warning(
+                "%s: %d clips have no frames (no face) and are left out: %s", s, len(ids), ", ".join(ids[:5])
+            )
 
     def _dataset(self, splits: tuple[str, ...] | list[str], norm_len: int | None = None) -> Dataset:
         if self.representation == "pooled":
@@ -189,8 +216,13 @@ class AfewFeaturesDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         collate = collate_sequences if self.representation == "sequence" else None
-        return DataLoader(dataset, batch_size=self.batch_size_per_device, shuffle=shuffle,
-                          num_workers=self.num_workers, collate_fn=collate)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size_per_device,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+        )
 
     def fit_norm_len(self) -> int:
         """The longest clip of the fit splits (the authors' padded length, the loss normaliser)."""
@@ -204,7 +236,9 @@ class AfewFeaturesDataModule(L.LightningDataModule):
         return self._loader(self._dataset(tune), shuffle=False) if tune else []
 
     def predict_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self._dataset([s]), shuffle=False) for s in self.predict_splits if len(self.files[s])]
+        return [
+            self._loader(self._dataset([s]), shuffle=False) for s in self.predict_splits if len(self.files[s])
+        ]
 
     def input_dim(self) -> int:
         f = next(iter(self.files.values()))

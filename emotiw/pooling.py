@@ -107,6 +107,8 @@ class KAveragePooling(TransformerMixin, BaseEstimator):
         for i, clip in enumerate(clips):
             clip = np.asarray(clip)
             if clip.ndim != 2 or clip.shape[1] != self.n_features_in_:
-                raise ValueError(f"clip {i} has shape {clip.shape}, expected (n_frames, {self.n_features_in_})")
+                raise ValueError(
+                    f"clip {i} has shape {clip.shape}, expected (n_frames, {self.n_features_in_})"
+                )
             out.append(k_average_pool(clip, self.k))
         return np.stack(out) if out else np.zeros((0, self.k * self.n_features_in_))

@@ -202,7 +202,9 @@ class GridSearchSVM(ClassifierMixin, BaseEstimator):
         Xt = self._transform(X)
         if self.kernel == "chi2":
             if (Xt < 0).any():
-                raise ValueError("kernel='chi2' needs non-negative features (histograms); set standardize=False")
+                raise ValueError(
+                    "kernel='chi2' needs non-negative features (histograms); set standardize=False"
+                )
             self.chi2_scale_ = chi2_mean_distance(Xt)
             if not self.chi2_scale_ > 0:
                 raise ValueError("kernel='chi2': all training rows are identical (mean chi2 distance 0)")
@@ -220,7 +222,9 @@ class GridSearchSVM(ClassifierMixin, BaseEstimator):
         counts = np.bincount(y, minlength=NUM_CLASSES)
         n_splits = int(min(self.cv, counts.max()))
         if n_splits < 2:
-            raise ValueError(f"cross-validation needs a class with at least 2 clips; class counts are {counts.tolist()}")
+            raise ValueError(
+                f"cross-validation needs a class with at least 2 clips; class counts are {counts.tolist()}"
+            )
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
 
@@ -235,7 +239,9 @@ class GridSearchSVM(ClassifierMixin, BaseEstimator):
                     with warnings.catch_warnings():
                         warnings.filterwarnings("ignore", message="The least populated class")
                         for tr, te in self._folds(y).split(X, y):
-                            fold_scores.append(self._fit_svc(self._svc(float(C), gamma), X[tr], y[tr]).score(X[te], y[te]))
+                            fold_scores.append(
+                                self._fit_svc(self._svc(float(C), gamma), X[tr], y[tr]).score(X[te], y[te])
+                            )
                     score = float(np.mean(fold_scores))
                 scores.append({"C": float(C), "gamma": gamma, "score": float(score)})
         return scores
@@ -260,7 +266,9 @@ class GridSearchSVM(ClassifierMixin, BaseEstimator):
         if n_splits >= 2:
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-            self.model_ = CalibratedClassifierCV(self._svc(C, gamma), method="sigmoid", cv=folds, ensemble=False)
+            self.model_ = CalibratedClassifierCV(
+                self._svc(C, gamma), method="sigmoid", cv=folds, ensemble=False
+            )
             self.prob_method_ = "calibrated"
         else:
             # A class with a single clip: no calibration folds possible; softmax of the one-vs-rest decision values.
@@ -278,7 +286,9 @@ class GridSearchSVM(ClassifierMixin, BaseEstimator):
         Xt = self._prepare_fit_data(X)
         Xtune = None
         if X_tune is not None:
-            X_tune, y_tune = _validate_xy(X_tune, y_tune, name="X_tune", clip_ids=tune_clip_ids, n_features=X.shape[1])
+            X_tune, y_tune = _validate_xy(
+                X_tune, y_tune, name="X_tune", clip_ids=tune_clip_ids, n_features=X.shape[1]
+            )
             Xtune = self._transform(X_tune)
         self.grid_scores_ = self._score_grid(Xt, y, Xtune, y_tune)
         best = max(self.grid_scores_, key=lambda s: s["score"])  # max keeps the first of equal scores
@@ -331,8 +341,12 @@ class GridSearchSVM(ClassifierMixin, BaseEstimator):
     def decision_summary(self) -> dict[str, Any]:
         """What a stage writes to ``chosen.json``."""
         check_is_fitted(self, "model_")
-        out = {"C": self.best_params_["C"], "gamma": self.best_params_["gamma"], "kernel": self.kernel,
-               "tune_score": None if math.isnan(self.tune_score_) else self.tune_score_}
+        out = {
+            "C": self.best_params_["C"],
+            "gamma": self.best_params_["gamma"],
+            "kernel": self.kernel,
+            "tune_score": None if math.isnan(self.tune_score_) else self.tune_score_,
+        }
         if self.kernel == "chi2":
             out["chi2_scale"] = self.chi2_scale_
         return out

@@ -39,7 +39,9 @@ class IRNNModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if loss_normalization not in LOSS_NORMALIZATIONS:
-            raise ValueError(f"loss_normalization={loss_normalization!r} must be one of {LOSS_NORMALIZATIONS}")
+            raise ValueError(
+                f"loss_normalization={loss_normalization!r} must be one of {LOSS_NORMALIZATIONS}"
+            )
         self.save_hyperparameters()
         self.net = IRNN(input_size, hidden_size, num_classes, rec_init_scale, in_init_std, out_init_range)
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -89,8 +91,13 @@ class IRNNModule(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         logits, hidden = self(batch["frames"], batch["lengths"])
-        return {"clip_id": batch["clip_id"], "label": batch["label"], "split": batch["split"],
-                "probs": logits.float().softmax(1), "features": hidden.float()}
+        return {
+            "clip_id": batch["clip_id"],
+            "label": batch["label"],
+            "split": batch["split"],
+            "probs": logits.float().softmax(1),
+            "features": hidden.float(),
+        }
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)

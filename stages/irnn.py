@@ -61,7 +61,12 @@ class WriteClipProbs(Callback):
                     continue
                 probs, labels = table["probs"][rows], table["label"][rows]
                 feats = table["features"][rows] if "features" in table else None
-                save_probs(self.run_dir, self.model_name, split, ClipProbs(table["clip_id"][rows], labels, probs, feats))
+                save_probs(
+                    self.run_dir,
+                    self.model_name,
+                    split,
+                    ClipProbs(table["clip_id"][rows], labels, probs, feats),
+                )
                 known = labels != UNLABELLED
                 if known.any():
                     metrics[f"{split.lower()}/acc"] = float(np.mean(probs[known].argmax(1) == labels[known]))
@@ -90,14 +95,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         # Retrain: no tune split, so no best-epoch selection; train exactly the tuned run's epoch count.
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         callbacks.append(ModelCheckpoint(dirpath=Path(cfg.paths.output_dir) / "checkpoints", save_last=True))
-        trainer_overrides = {"max_epochs": int(frozen["best_epoch"]), "min_epochs": int(frozen["best_epoch"]),
-                             "limit_val_batches": 0, "num_sanity_val_steps": 0}
-        log.info("irnn retrain: %d epochs on %s (frozen from run %s)", frozen["best_epoch"], partition.fit,
-                 partition.from_run)
+        trainer_overrides = {
+            "max_epochs": int(frozen["best_epoch"]),
+            "min_epochs": int(frozen["best_epoch"]),
+            "limit_val_batches": 0,
+            "num_sanity_val_steps": 0,
+        }
+        log.info(
+            "irnn retrain: %d epochs on %s (frozen from run %s)",
+            frozen["best_epoch"],
+            partition.fit,
+            partition.from_run,
+        )
     writer = WriteClipProbs(cfg.task_name, cfg.paths.run_dir)
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[*callbacks, writer],
-                                                 logger=instantiate_loggers(cfg.get("logger")) or False,
-                                                 **trainer_overrides)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=[*callbacks, writer],
+        logger=instantiate_loggers(cfg.get("logger")) or False,
+        **trainer_overrides,
+    )
     log_hyperparameters(cfg, {"trainer": trainer, "model": model})
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}

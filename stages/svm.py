@@ -72,9 +72,16 @@ def run_svm_stage(
     model_name = model_name or cfg.task_name
     estimator = estimator if estimator is not None else cfg.get("svm")
     if estimator is None:
-        raise ValueError(f"stage {model_name!r}: no SVM given; add `- /svm: rbf` (or chi2) to the stage defaults")
-    callback = FitSVMOnFeatures(model_name=model_name, estimator=estimator, run_dir=cfg.paths.run_dir,
-                                partition=cfg.partition, runs_dir=cfg.paths.runs_dir)
+        raise ValueError(
+            f"stage {model_name!r}: no SVM given; add `- /svm: rbf` (or chi2) to the stage defaults"
+        )
+    callback = FitSVMOnFeatures(
+        model_name=model_name,
+        estimator=estimator,
+        run_dir=cfg.paths.run_dir,
+        partition=cfg.partition,
+        runs_dir=cfg.paths.runs_dir,
+    )
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=[callback, *(extra_callbacks or [])], logger=loggers or False

@@ -28,7 +28,9 @@ class IRNN(nn.Module):
     ) -> None:
         super().__init__()
         self.input_proj = nn.Linear(input_size, hidden_size, bias=False)  # W_in
-        self.rnn = nn.RNN(hidden_size, hidden_size, nonlinearity="relu", bias=False, batch_first=True)  # W_rec
+        self.rnn = nn.RNN(
+            hidden_size, hidden_size, nonlinearity="relu", bias=False, batch_first=True
+        )  # W_rec
         self.out = nn.Linear(hidden_size, num_classes)
         with torch.no_grad():
             self.input_proj.weight.normal_(0.0, in_init_std)

@@ -25,8 +25,14 @@ def make_clips(n_per_class: int = 6, dim: int = 8, seed: int = 0) -> list[dict]:
     for split in ("Train", "Val", "Test"):
         for c in range(7):
             for _ in range(n_per_class):
-                clips.append({"clip_id": f"{k:09d}", "split": split, "label": c if split != "Test" else -1,
-                              "features": (centres[c] + rng.normal(size=dim)).astype(np.float32)})
+                clips.append(
+                    {
+                        "clip_id": f"{k:09d}",
+                        "split": split,
+                        "label": c if split != "Test" else -1,
+                        "features": (centres[c] + rng.normal(size=dim)).astype(np.float32),
+                    }
+                )
                 k += 1
     return clips
 
@@ -40,8 +46,12 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, i):
         c = self.clips[i]
-        return {"clip_id": c["clip_id"], "split": c["split"], "label": torch.tensor(c["label"]),
-                "features": torch.from_numpy(c["features"])}
+        return {
+            "clip_id": c["clip_id"],
+            "split": c["split"],
+            "label": torch.tensor(c["label"]),
+            "features": torch.from_numpy(c["features"]),
+        }
 
 
 class ClipDataModule(L.LightningDataModule):
@@ -50,8 +60,10 @@ class ClipDataModule(L.LightningDataModule):
         self.clips, self.batch_size = clips, batch_size
 
     def predict_dataloader(self):
-        return [DataLoader(ClipDataset([c for c in self.clips if c["split"] == s]), batch_size=self.batch_size)
-                for s in ("Train", "Val", "Test")]
+        return [
+            DataLoader(ClipDataset([c for c in self.clips if c["split"] == s]), batch_size=self.batch_size)
+            for s in ("Train", "Val", "Test")
+        ]
 
 
 def small_svm():
@@ -60,8 +72,9 @@ def small_svm():
 
 def predict(run_dir, clips, partition=STANDARD, **trainer_kw):
     cb = FitSVMOnFeatures("aggcnn", small_svm(), run_dir=run_dir, partition=partition)
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[cb], enable_progress_bar=False,
-                        **trainer_kw)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, callbacks=[cb], enable_progress_bar=False, **trainer_kw
+    )
     trainer.predict(FeaturePassThrough(), datamodule=ClipDataModule(clips), return_predictions=False)
     return cb, trainer
 
@@ -121,10 +134,22 @@ def test_fast_dev_run_is_cheap_and_still_writes(tmp_path):
 
 def test_merge_deduplicates_padded_clips():
     a, b = ClipTable(), ClipTable()
-    a.add({"clip_id": ["2", "1"], "label": torch.tensor([0, 1]), "split": ["Train"] * 2,
-           "features": torch.tensor([[2.0], [1.0]])})
-    b.add({"clip_id": ["3", "2"], "label": torch.tensor([2, 0]), "split": ["Train"] * 2,
-           "features": torch.tensor([[3.0], [2.0]])})
+    a.add(
+        {
+            "clip_id": ["2", "1"],
+            "label": torch.tensor([0, 1]),
+            "split": ["Train"] * 2,
+            "features": torch.tensor([[2.0], [1.0]]),
+        }
+    )
+    b.add(
+        {
+            "clip_id": ["3", "2"],
+            "label": torch.tensor([2, 0]),
+            "split": ["Train"] * 2,
+            "features": torch.tensor([[3.0], [2.0]]),
+        }
+    )
     merged = ClipTable.merge([a.arrays(), b.arrays()])
     assert merged["clip_id"].tolist() == ["1", "2", "3"]
     assert merged["features"][:, 0].tolist() == [1.0, 2.0, 3.0]
@@ -137,11 +162,22 @@ def test_two_process_gather_equals_one_process(tmp_path):
     clips = make_clips(n_per_class=5)  # 35 clips per split: odd, so DistributedSampler pads a duplicate
     predict(tmp_path / "one", clips)
     cb = FitSVMOnFeatures("aggcnn", small_svm(), run_dir=tmp_path / "two", partition=STANDARD)
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, callbacks=[cb],
-                        enable_progress_bar=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        logger=False,
+        callbacks=[cb],
+        enable_progress_bar=False,
+    )
     trainer.predict(FeaturePassThrough(), datamodule=ClipDataModule(clips), return_predictions=False)
-    assert load_json(tmp_path / "one" / "aggcnn" / "chosen.json") == load_json(tmp_path / "two" / "aggcnn" / "chosen.json")
+    assert load_json(tmp_path / "one" / "aggcnn" / "chosen.json") == load_json(
+        tmp_path / "two" / "aggcnn" / "chosen.json"
+    )
     for split in ("Train", "Val", "Test"):
-        one, two = load_probs(tmp_path / "one", "aggcnn", split), load_probs(tmp_path / "two", "aggcnn", split)
+        one, two = (
+            load_probs(tmp_path / "one", "aggcnn", split),
+            load_probs(tmp_path / "two", "aggcnn", split),
+        )
         assert list(one.clip_ids) == list(two.clip_ids) and len(one.clip_ids) == 35
         assert np.array_equal(one.probs, two.probs) and np.array_equal(one.features, two.features)

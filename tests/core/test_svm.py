@@ -119,7 +119,9 @@ def test_nan_rows_are_rejected_with_clip_ids():
     X, y = blobs(3)
     X[[2, 5]] = np.nan
     ids = np.array([f"{i:09d}" for i in range(len(X))])
-    with pytest.raises(ValueError, match=r"X: 2 of 21 rows contain NaN or inf \(clip ids: 000000002, 000000005\)"):
+    with pytest.raises(
+        ValueError, match=r"X: 2 of 21 rows contain NaN or inf \(clip ids: 000000002, 000000005\)"
+    ):
         GridSearchSVM().fit(X, y, clip_ids=ids)
 
 
@@ -152,8 +154,10 @@ def test_bad_labels_and_shapes_are_named():
 
 def test_skops_round_trip(tmp_path):
     X, y = blobs(4)
-    for svm in (GridSearchSVM(C_grid=(10,), gamma_grid=(0.1,), gamma_per_dim_grid=()),
-                GridSearchSVM(kernel="chi2", C_grid=(100,), standardize=False)):
+    for svm in (
+        GridSearchSVM(C_grid=(10,), gamma_grid=(0.1,), gamma_per_dim_grid=()),
+        GridSearchSVM(kernel="chi2", C_grid=(100,), standardize=False),
+    ):
         svm.fit(np.abs(X), y)
         save_svm(svm, tmp_path / "svm.skops")
         again = load_svm(tmp_path / "svm.skops")

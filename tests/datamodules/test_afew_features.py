@@ -51,9 +51,15 @@ def write_fake_features(
             offsets.append(offsets[-1] + n)
             clip_no += 1
         feats_all = np.concatenate(feats)
-        save_npz(run_dir / "features" / f"{split}.npz", clip_ids=np.array(ids), labels=np.array(labels, np.int64),
-                 offsets=np.array(offsets, np.int64), feats=feats_all.astype(np.float16),
-                 logits=np.concatenate(logits), frame_idx=np.arange(len(feats_all), dtype=np.int64))
+        save_npz(
+            run_dir / "features" / f"{split}.npz",
+            clip_ids=np.array(ids),
+            labels=np.array(labels, np.int64),
+            offsets=np.array(offsets, np.int64),
+            feats=feats_all.astype(np.float16),
+            logits=np.concatenate(logits),
+            frame_idx=np.arange(len(feats_all), dtype=np.int64),
+        )
     return run_dir / "features"
 
 
@@ -80,7 +86,9 @@ def test_sequence_batches_are_padded_with_lengths(features_dir):
         i = list(ids).index(cid)
         n = offsets[i + 1] - offsets[i]
         assert batch["lengths"][b] == n
-        assert np.array_equal(batch["frames"][b, :n].numpy(), feats[offsets[i] : offsets[i + 1]].astype(np.float32))
+        assert np.array_equal(
+            batch["frames"][b, :n].numpy(), feats[offsets[i] : offsets[i + 1]].astype(np.float32)
+        )
         assert not batch["frames"][b, n:].any()
     assert batch["split"] == ["Val"] * 8
     assert int(batch["norm_len"][0]) == int(np.diff(offsets).max())
@@ -140,8 +148,10 @@ def test_bad_offsets_and_batch_size_are_named(tmp_path):
 
 
 def test_collate_pads_to_the_batch_longest():
-    items = [{"clip_id": "a", "label": 1, "split": "Train", "frames": torch.ones(2, 3), "norm_len": 9},
-             {"clip_id": "b", "label": 2, "split": "Train", "frames": torch.ones(4, 3), "norm_len": 9}]
+    items = [
+        {"clip_id": "a", "label": 1, "split": "Train", "frames": torch.ones(2, 3), "norm_len": 9},
+        {"clip_id": "b", "label": 2, "split": "Train", "frames": torch.ones(4, 3), "norm_len": 9},
+    ]
     batch = collate_sequences(items)
     assert batch["frames"].shape == (2, 4, 3) and batch["lengths"].tolist() == [2, 4]
     assert batch["frames"][0, 2:].abs().sum() == 0

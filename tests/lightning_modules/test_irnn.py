@@ -25,7 +25,9 @@ def test_paper_init_and_size():
     assert torch.equal(net.rnn.weight_ih_l0, torch.eye(200)) and not net.rnn.weight_ih_l0.requires_grad
     # trainable: 3872*200 + 200^2 + 200*7 + 7 (paper-spec §3)
     assert sum(p.numel() for p in net.parameters() if p.requires_grad) == 815_807
-    assert torch.equal(IRNN(input_size=4, hidden_size=3, rec_init_scale=0.5).rnn.weight_hh_l0, 0.5 * torch.eye(3))
+    assert torch.equal(
+        IRNN(input_size=4, hidden_size=3, rec_init_scale=0.5).rnn.weight_hh_l0, 0.5 * torch.eye(3)
+    )
 
 
 def hand_module() -> IRNNModule:
@@ -44,7 +46,7 @@ def numpy_reference(frames: np.ndarray, lengths: list[int]) -> np.ndarray:
     w_out = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     b_out = np.array([0.0, 0.5, -1.0])
     out = []
-    for clip, n in zip(frames, lengths):
+    for clip, n in zip(frames, lengths, strict=True):
         h = np.zeros(2)
         for t in range(n):
             h = np.maximum(w_in @ clip[t] + h, 0.0)
@@ -55,8 +57,7 @@ def numpy_reference(frames: np.ndarray, lengths: list[int]) -> np.ndarray:
 def test_last_real_frame_loss_matches_hand_computation():
     m = hand_module()
     # clip 0: 3 real frames; clip 1: 1 real frame then padding (T_max of the batch = 3)
-    frames = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, -1.0]],
-                           [[1.0, -2.0], [0.0, 0.0], [0.0, 0.0]]])
+    frames = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, -1.0]], [[1.0, -2.0], [0.0, 0.0], [0.0, 0.0]]])
     lengths, labels = torch.tensor([3, 1]), torch.tensor([2, 1])
     # By hand: clip 0: h1 = relu([1, .5]) = [1, .5]; h2 = relu([0, -1] + h1) = [1, 0]; h3 = relu([2, 2] + h2) = [3, 2]
     #   logits = [3, 2.5, 4]; clip 1: h1 = relu([1, 2.5]) -> logits = [1, 3, 2.5]
@@ -122,10 +123,22 @@ def test_paper_defaults_are_pinned_in_the_config(tmp_path):
     assert cfg.data.batch_size == 64 and cfg.data.representation == "sequence"
     assert cfg.trainer.max_epochs == 1000
     assert (cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm) == (1.0, "norm")
-    assert cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.callbacks.model_checkpoint.mode == "max"
+    assert (
+        cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.callbacks.model_checkpoint.mode == "max"
+    )
     # the class defaults equal the config (load_from_checkpoint needs no Hydra)
     module = IRNNModule()
-    for key in ("input_size", "hidden_size", "rec_init_scale", "in_init_std", "out_init_range", "lr", "momentum"):
+    for key in (
+        "input_size",
+        "hidden_size",
+        "rec_init_scale",
+        "in_init_std",
+        "out_init_range",
+        "lr",
+        "momentum",
+    ):
         assert module.hparams[key] == m[key]
     opt = module.configure_optimizers()
-    assert isinstance(opt, torch.optim.SGD) and opt.defaults["lr"] == 0.005 and opt.defaults["momentum"] == 0.0
+    assert (
+        isinstance(opt, torch.optim.SGD) and opt.defaults["lr"] == 0.005 and opt.defaults["momentum"] == 0.0
+    )

@@ -26,12 +26,23 @@ def root(tmp_path_factory) -> Path:
     """A root with fake features in runs/default/features: 6 clips per class per split, 3-20 frames of 512 dims
     (the paper's 3872 only in the fast_dev_run tests, to keep CPU time low), weak class signal on every frame."""
     root = tmp_path_factory.mktemp("root")
-    write_fake_features(root / "runs" / "default", n_per_class=6, dim=DIM, signal=0.3, logit_signal=0.7, seed=0)
+    write_fake_features(
+        root / "runs" / "default", n_per_class=6, dim=DIM, signal=0.3, logit_signal=0.7, seed=0
+    )
     return root
 
 
 def test_irnn_learns_and_writes_probs_and_best_epoch(root):
-    metrics = run(["stage=irnn", f"model.input_size={DIM}", "trainer.max_epochs=6", "data.batch_size=8", "+trainer.enable_progress_bar=false"], root)
+    metrics = run(
+        [
+            "stage=irnn",
+            f"model.input_size={DIM}",
+            "trainer.max_epochs=6",
+            "data.batch_size=8",
+            "+trainer.enable_progress_bar=false",
+        ],
+        root,
+    )
     run_dir = root / "runs" / "default"
     chosen = load_json(run_dir / "irnn" / "chosen.json")
     assert 1 <= chosen["best_epoch"] <= 6
@@ -50,8 +61,17 @@ def test_irnn_retrain_trains_exactly_best_epoch_on_train_and_val(root):
     (root / "runs" / "tuned" / "irnn").mkdir(parents=True, exist_ok=True)
     (root / "runs" / "tuned" / "irnn" / "chosen.json").write_text('{"best_epoch": 2}')
     write_fake_features(root / "runs" / "final", n_per_class=2, dim=DIM, seed=1)
-    run(["stage=irnn", f"model.input_size={DIM}", "experiment_name=final", "partition=retrain", "partition.from_run=tuned",
-         "+trainer.enable_progress_bar=false"], root)
+    run(
+        [
+            "stage=irnn",
+            f"model.input_size={DIM}",
+            "experiment_name=final",
+            "partition=retrain",
+            "partition.from_run=tuned",
+            "+trainer.enable_progress_bar=false",
+        ],
+        root,
+    )
     final = root / "runs" / "final" / "irnn"
     assert load_json(final / "chosen.json")["best_epoch"] == 2
     last = torch.load(final / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -99,10 +119,17 @@ def test_aggcnn_ddp_sim_equals_one_process(tmp_path):
     base = [sys.executable, "train.py", "stage=aggcnn", "logger=csv", "+trainer.enable_progress_bar=false"]
     env = env_for_subprocess(tmp_path)
     for name, trainer in (("one", "trainer=cpu"), ("two", "trainer=ddp_sim")):
-        subprocess.run([*base, trainer, f"experiment_name={name}"], cwd=REPO, env=env, check=True, timeout=300,
-                       capture_output=True)
+        subprocess.run(
+            [*base, trainer, f"experiment_name={name}"],
+            cwd=REPO,
+            env=env,
+            check=True,
+            timeout=300,
+            capture_output=True,
+        )
     assert load_json(tmp_path / "runs" / "one" / "aggcnn" / "chosen.json") == load_json(
-        tmp_path / "runs" / "two" / "aggcnn" / "chosen.json")
+        tmp_path / "runs" / "two" / "aggcnn" / "chosen.json"
+    )
     for split in ("Train", "Val", "Test"):
         one, two = (load_probs(tmp_path / "runs" / n, "aggcnn", split) for n in ("one", "two"))
         assert list(one.clip_ids) == list(two.clip_ids) and len(one.clip_ids) == 35
@@ -111,10 +138,23 @@ def test_aggcnn_ddp_sim_equals_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_irnn_ddp_sim_writes_every_clip_once(tmp_path):
-    write_fake_features(tmp_path / "runs" / "default", n_per_class=3, dim=DIM, seed=4)  # 21 clips: odd per rank
-    cmd = [sys.executable, "train.py", "stage=irnn", "logger=csv", "trainer=ddp_sim", f"model.input_size={DIM}",
-           "trainer.max_epochs=2", "data.batch_size=8", "+trainer.enable_progress_bar=false"]
-    subprocess.run(cmd, cwd=REPO, env=env_for_subprocess(tmp_path), check=True, timeout=400, capture_output=True)
+    write_fake_features(
+        tmp_path / "runs" / "default", n_per_class=3, dim=DIM, seed=4
+    )  # 21 clips: odd per rank
+    cmd = [
+        sys.executable,
+        "train.py",
+        "stage=irnn",
+        "logger=csv",
+        "trainer=ddp_sim",
+        f"model.input_size={DIM}",
+        "trainer.max_epochs=2",
+        "data.batch_size=8",
+        "+trainer.enable_progress_bar=false",
+    ]
+    subprocess.run(
+        cmd, cwd=REPO, env=env_for_subprocess(tmp_path), check=True, timeout=400, capture_output=True
+    )
     run_dir = tmp_path / "runs" / "default"
     assert 1 <= load_json(run_dir / "irnn" / "chosen.json")["best_epoch"] <= 2
     for split in ("Train", "Val", "Test"):
