@@ -47,7 +47,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from emotiw.labels import NUM_CLASSES
 
@@ -106,19 +107,23 @@ def check_finite_rows(X: np.ndarray, *, name: str = "X", clip_ids: Sequence[str]
 
 
 def _validate_xy(X: Any, y: Any, *, name: str, clip_ids: Sequence[str] | None, n_features: int | None = None):
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_clips, n_features), got shape {X.shape}")
-    if len(X) == 0:
-        raise ValueError(f"{name} has no rows")
+    # sklearn's checks give the standard messages for sparse, complex, object, 1-D and empty input.
+    X = check_array(X, dtype=np.float64, ensure_all_finite=False, input_name=name)
     if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(f"{name} has {X.shape[1]} features, but the SVM is fitted on {n_features}")
+        raise ValueError(
+            f"{name} has {X.shape[1]} features, but GridSearchSVM is expecting {n_features} features as input"
+        )
     check_finite_rows(X, name=name, clip_ids=clip_ids)
     if y is None:
         return X, None
     y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = column_or_1d(y, warn=True)
     if y.shape != (len(X),):
         raise ValueError(f"{name} has {len(X)} rows, but its labels have shape {y.shape}")
+    check_classification_targets(y)  # "Unknown label type" for continuous or object targets
+    if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"labels for {name} must be integers in 0..{NUM_CLASSES - 1}, got dtype {y.dtype}")
     bad = (y < 0) | (y >= NUM_CLASSES)
@@ -280,9 +285,13 @@ class GridSearchSVM(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, X_tune=None, y_tune=None, *, clip_ids=None, tune_clip_ids=None) -> GridSearchSVM:
         """Pick (C, gamma) by accuracy on ``(X_tune, y_tune)`` (or by stratified CV when absent); refit on X."""
         self._check_params()
+        if y is None:
+            raise ValueError("GridSearchSVM requires y to be passed, but the target y is None")
         X, y = _validate_xy(X, y, name="X", clip_ids=clip_ids)
         if (X_tune is None) != (y_tune is None):
             raise ValueError("give both X_tune and y_tune, or neither")
+        if len(X) < 2:
+            raise ValueError(f"GridSearchSVM needs at least 2 clips to fit, got n_samples={len(X)}")
         Xt = self._prepare_fit_data(X)
         Xtune = None
         if X_tune is not None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from emotiw.svm import (
     PAPER_C_GRID,
@@ -148,7 +150,9 @@ def test_bad_labels_and_shapes_are_named():
     with pytest.raises(ValueError, match="21 rows, but its labels have shape"):
         GridSearchSVM().fit(X, y[:-1])
     svm = GridSearchSVM(C_grid=(1,), gamma_grid=(1e-3,), gamma_per_dim_grid=()).fit(X, y)
-    with pytest.raises(ValueError, match="X has 5 features, but the SVM is fitted on 6"):
+    with pytest.raises(
+        ValueError, match="X has 5 features, but GridSearchSVM is expecting 6 features as input"
+    ):
         svm.predict_proba(X[:, :5])
 
 
@@ -162,3 +166,22 @@ def test_skops_round_trip(tmp_path):
         save_svm(svm, tmp_path / "svm.skops")
         again = load_svm(tmp_path / "svm.skops")
         assert np.allclose(again.predict_proba(np.abs(X)), svm.predict_proba(np.abs(X)))
+
+
+# Genuine departures from a generic sklearn classifier: labels are the canonical emotion indices 0..6 and
+# ``classes_`` is always all 7 of them, so fusion sees the same columns from every model.
+EXPECTED_FAILED = {
+    "check_classifiers_classes": "labels must be the emotion indices 0..6; string labels are rejected",
+    "check_classifiers_train": "classes_ is always 0..6, not the labels seen in fit",
+}
+
+
+@pytest.mark.slow  # ~50 sklearn checks, ~20 s of CPU
+@parametrize_with_checks(
+    [GridSearchSVM(C_grid=(1.0,), gamma_grid=(0.1,), gamma_per_dim_grid=())],
+    expected_failed_checks=lambda est: EXPECTED_FAILED,
+)
+def test_sklearn_contract(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        check(estimator)
