@@ -73,3 +73,19 @@ def test_table2_skips_missing_runs(tmp_path: Path) -> None:
     rep = build_report(tmp_path / "runs" / "empty", tmp_path / "runs")
     assert rep.table1 == [] and rep.figures == {}
     assert "No per-model probabilities" in rep.markdown
+
+
+@pytest.mark.slow
+def test_report_stage_logs_tables_and_images_to_offline_wandb(tmp_path: Path) -> None:
+    from tests.helpers import run
+
+    run_dir = tmp_path / "runs" / "rep"
+    for model in ("aggcnn", "irnn", "fusion"):
+        for split in ("Train", "Val", "Test"):
+            write(run_dir, model, split, [0, 1, 2, 3], [0, 1, 1, 3])
+    metrics = run(["stage=report", "experiment_name=rep", "logger=wandb"], tmp_path)
+    assert metrics["report/wandb"] is True and metrics["irnn/val_acc"] == pytest.approx(0.75)
+    offline = list((run_dir / "report" / "wandb").glob("offline-run-*"))
+    assert offline and any(p.suffix == ".wandb" for p in offline[0].iterdir())
+    media = list((offline[0] / "files" / "media").rglob("*"))
+    assert any(p.suffix == ".png" for p in media) and any(p.name.endswith(".table.json") for p in media)
