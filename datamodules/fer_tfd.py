@@ -17,6 +17,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from emotiw.io import FaceSet, read_fer_csv, read_fer_images, read_tfd_mat
@@ -64,6 +65,10 @@ class FerTfdDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
+        # Plain containers only: checkpoints must load with torch.load(weights_only=True), which refuses OmegaConf types.
+        for key, value in self.hparams.items():
+            if isinstance(value, (ListConfig, DictConfig)):
+                self.hparams[key] = OmegaConf.to_container(value)
         self.batch_size_per_device = batch_size
         self.normaliser: MeanStdImage | None = None
         self.data: dict[str, FaceSet] = {}

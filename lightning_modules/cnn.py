@@ -1,0 +1,270 @@
+"""The frame-level face CNN as a LightningModule (paper-spec §2).
+
+The module owns everything between an aligned, hist-equalised uint8 face and the logits: the normaliser (training
+mean and std image, buffers saved in the checkpoint), the crop (random 44x44 in training, centre at eval) and the
+horizontal flip. Built from primitive hparams, so ``CNNModule.load_from_checkpoint(path)`` needs no Hydra.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from lightning_modules.components.cnn_deep import DeepCNN
+from lightning_modules.components.cnn_paper import PaperCNN
+
+IMAGE_SIZE = 48
+
+
+class CNNModule(L.LightningModule):
+    def __init__(
+        self,
+        *,
+        arch: Literal["paper", "deep"] = "paper",
+        channels: Sequence[int] = (32, 32, 64),
+        kernels: Sequence[int] = (9, 5, 5),
+        dropout: float = 0.25,
+        deep_widths: Sequence[int] = (64, 128, 256, 512),
+        num_classes: int = 7,
+        crop_size: int = 44,
+        crop_per_batch: bool = True,
+        flip_p: float = 0.5,
+        tta_flip: bool = False,
+        lr: float = 0.001,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        lr_schedule: Literal["constant", "onecycle"] = "constant",
+        max_lr: float = 0.05,
+        prob_clip: float = 1e-6,
+        label_smoothing: float = 0.0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        # Plain containers only: checkpoints must load with torch.load(weights_only=True), which refuses OmegaConf types.
+        for key, value in self.hparams.items():
+            if isinstance(value, (ListConfig, DictConfig)):
+                self.hparams[key] = OmegaConf.to_container(value)
+        if not 0 < crop_size <= IMAGE_SIZE:
+            raise ValueError(f"crop_size must be in 1..{IMAGE_SIZE}, got {crop_size}")
+        if lr_schedule not in ("constant", "onecycle"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'onecycle', got {lr_schedule!r}")
+        if arch == "paper":
+            self.net = PaperCNN(
+                in_size=crop_size, channels=tuple(channels), kernels=tuple(kernels), dropout=dropout,
+                num_classes=num_classes,
+            )
+        elif arch == "deep":
+            self.net = DeepCNN(widths=tuple(deep_widths), dropout=dropout, num_classes=num_classes)
+        else:
+            raise ValueError(f"arch must be 'paper' or 'deep', got {arch!r}")
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        # Identity until the datamodule's training statistics are copied in (set_normaliser).
+        self.register_buffer("norm_mean", torch.zeros(IMAGE_SIZE, IMAGE_SIZE))
+        self.register_buffer("norm_std", torch.ones(IMAGE_SIZE, IMAGE_SIZE))
+        self.register_buffer("norm_fitted", torch.tensor(False))
+
+        self.train_loss = MeanMetric()
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc_best = MaxMetric()
+        self.val_confmat = MulticlassConfusionMatrix(num_classes=num_classes)
+        self.test_confmat = MulticlassConfusionMatrix(num_classes=num_classes)
+
+    # ----------------------------------------------------------------- normaliser and crop
+    def set_normaliser(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        if mean.shape != (IMAGE_SIZE, IMAGE_SIZE) or std.shape != mean.shape:
+            raise ValueError(f"normaliser images must be {IMAGE_SIZE}x{IMAGE_SIZE}, got {tuple(mean.shape)}, {tuple(std.shape)}")
+        self.norm_mean.copy_(mean)
+        self.norm_std.copy_(std)
+        self.norm_fitted.fill_(True)
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        stats = getattr(dm, "normaliser", None)
+        if stage == "fit" and stats is not None:
+            self.set_normaliser(torch.from_numpy(stats.mean_), torch.from_numpy(stats.std_))
+
+    def preprocess(self, faces: torch.Tensor, *, train: bool) -> torch.Tensor:
+        """uint8 (B,48,48) faces -> z-scored, cropped (and in training flipped) float (B,1,c,c)."""
+        if faces.ndim != 3 or faces.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(f"faces must be (B, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(faces.shape)}")
+        x = ((faces.float() - self.norm_mean) / self.norm_std).unsqueeze(1)
+        c, span = self.hparams.crop_size, IMAGE_SIZE - self.hparams.crop_size
+        if train and span > 0:
+            b = x.shape[0]
+            if self.hparams.crop_per_batch:  # the authors' quirk: one offset for the whole minibatch
+                oy, ox = (int(v) for v in torch.randint(0, span + 1, (2,)))
+                x = x[:, :, oy : oy + c, ox : ox + c]
+            else:
+                oy, ox = torch.randint(0, span + 1, (2, b), device=x.device)
+                rows = (oy[:, None] + torch.arange(c, device=x.device))[:, :, None]
+                cols = (ox[:, None] + torch.arange(c, device=x.device))[:, None, :]
+                x = x[torch.arange(b, device=x.device)[:, None, None], 0, rows, cols].unsqueeze(1)
+        else:
+            o = span // 2
+            x = x[:, :, o : o + c, o : o + c]
+        if train and self.hparams.flip_p > 0:
+            flip = torch.rand(x.shape[0], device=x.device) < self.hparams.flip_p
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous() if not self.hparams.channels_last else x
+
+    # ----------------------------------------------------------------- inference
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Preprocessed input (B,1,c,c) -> (logits (B,7), feature (B,D))."""
+        return self.net(x)
+
+    def _eval_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, feature = self(x)
+        if self.hparams.tta_flip:  # beyond the paper: average with the mirrored face
+            logits = 0.5 * (logits + self(x.flip(-1))[0])
+        return logits, feature
+
+    @torch.no_grad()
+    def embed(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Aligned uint8 faces (B,48,48) -> (logits (B,7), feature (B,D)) in eval mode with the centre crop."""
+        was_training = self.training
+        self.eval()
+        try:
+            logits, feature = self._eval_logits(self.preprocess(faces.to(self.norm_mean.device), train=False))
+        finally:
+            self.train(was_training)
+        return logits.float(), feature.float()
+
+    # ----------------------------------------------------------------- training
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.hparams.prob_clip > 0:
+            # The authors' loss: cross-entropy on probabilities clipped to [eps, 1 - eps].
+            eps = self.hparams.prob_clip
+            probs = logits.softmax(-1).clamp(eps, 1 - eps)
+            if self.hparams.label_smoothing > 0:
+                k = probs.shape[-1]
+                soft = torch.full_like(probs, self.hparams.label_smoothing / k)
+                soft.scatter_add_(1, target[:, None], torch.full_like(probs[:, :1], 1 - self.hparams.label_smoothing))
+                return -(soft * probs.log()).sum(-1).mean()
+            return -probs.gather(1, target[:, None]).log().mean()
+        return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+
+    def on_train_start(self) -> None:
+        # The sanity check must not leak into the best-so-far value.
+        self.val_acc.reset()
+        self.val_acc_best.reset()
+        # Resume: continue the random streams (shuffling, crops, flips, dropout) where the saved run left them, after
+        # the sanity check has drawn from them, so that a resumed run repeats an uninterrupted one exactly.
+        states = getattr(self, "_resume_rng_states", None)
+        if states is not None:
+            torch.set_rng_state(states["torch"])
+            name, keys, pos, has_gauss, gauss = states["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            random.setstate(states["python"])
+            self._resume_rng_states = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        # Tensors and plain Python values only, so the checkpoint still loads with torch.load(weights_only=True).
+        numpy_state = (str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resume_rng_states = checkpoint.get("rng_states")
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        x = self.preprocess(batch["image"], train=True)
+        logits, _ = self(x)
+        loss = self.loss(logits, batch["label"])
+        self.train_loss(loss)
+        self.train_acc(logits.argmax(-1), batch["label"])
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_confmat.reset()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits, _ = self._eval_logits(self.preprocess(batch["image"], train=False))
+        preds = logits.argmax(-1)
+        self.val_acc(preds, batch["label"])
+        self.val_confmat(preds, batch["label"])
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confmat.reset()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits, _ = self._eval_logits(self.preprocess(batch["image"], train=False))
+        preds = logits.argmax(-1)
+        self.test_acc(preds, batch["label"])
+        self.test_confmat(preds, batch["label"])
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        logits, feature = self._eval_logits(self.preprocess(batch["image"], train=False))
+        return {"logits": logits.float(), "feature": feature.float(), "index": batch["index"]}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        opt = torch.optim.SGD(
+            self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
+        )
+        if hp.lr_schedule == "constant":
+            return {"optimizer": opt}
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=hp.max_lr, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def save_weights(module: CNNModule, path: str | Path) -> Path:
+    """A small, Lightning-free weights file: hparams + state dict (normaliser buffers included), fp32, atomic."""
+    from emotiw.artifacts import atomic_path
+
+    state = {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu() for k, v in module.state_dict().items()}
+    state = {k: v for k, v in state.items() if not k.startswith(("train_", "val_", "test_"))}
+    with atomic_path(path) as tmp:
+        torch.save({"hparams": dict(module.hparams), "state_dict": state}, tmp)
+    return Path(path)
+
+
+def load_cnn(*, run_dir: str | Path | None = None, weights: str | Path | None = None) -> CNNModule:
+    """The face CNN in eval mode: ``<run_dir>/cnn/best.ckpt``, a weights file from :func:`save_weights`, or (neither
+    given) the weights shipped in ``emotiw/assets`` with their checksum verified."""
+    if run_dir is not None:
+        ckpt = Path(run_dir) / "cnn" / "best.ckpt"
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"{ckpt}: no face CNN in run {run_dir} (run `python train.py stage=cnn` first)")
+        return CNNModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    if weights is None:
+        from emotiw.assets import asset_path
+
+        weights = asset_path()
+    blob = torch.load(weights, map_location="cpu", weights_only=True)
+    module = CNNModule(**blob["hparams"])
+    missing, unexpected = module.load_state_dict(blob["state_dict"], strict=False)
+    bad_missing = [k for k in missing if not k.startswith(("train_", "val_", "test_"))]
+    if bad_missing or unexpected:
+        raise ValueError(f"{weights}: weights do not fit the CNN (missing {bad_missing}, unexpected {unexpected})")
+    return module.eval()

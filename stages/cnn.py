@@ -1,0 +1,31 @@
+"""``stage=cnn``: fit the face CNN, test the best checkpoint, and leave a stable copy at ``<run_dir>/cnn/best.ckpt``
+(the path downstream stages read), written atomically by rank zero."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from emotiw.artifacts import atomic_path
+from stages.lightning_fit import fit_and_test
+from stages.runtime import _is_rank_zero
+
+
+def best_ckpt_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "cnn" / "best.ckpt"
+
+
+def fit_test_export(cfg: DictConfig) -> dict[str, Any]:
+    metrics = fit_and_test(cfg)
+    best = metrics.get("best_ckpt")
+    if best and _is_rank_zero():
+        dest = best_ckpt_path(cfg.paths.run_dir)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(best, tmp)
+        metrics["best_ckpt_copy"] = str(dest)
+    if "test/acc" in metrics and _is_rank_zero():
+        print(f"test accuracy: {float(metrics['test/acc']):.4f}")
+    return metrics
