@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 COMPLETE = ".complete"
+_TOP_LEVEL = frozenset({"afew", "fer2013", "tfd", COMPLETE})
 
 
 def __getattr__(name: str) -> Any:
@@ -112,6 +113,11 @@ def generate(
     d = get_difficulty(difficulty or _default_difficulty(preset))
     if not force and is_complete(out, preset=preset, seed=seed, difficulty=d.name, counts=counts):
         return out
+    if out.exists():  # only ever replace a tree this generator wrote (or an empty folder)
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _TOP_LEVEL) if out.is_dir() else [out.name]
+        if foreign:
+            raise ValueError(f"{out}: exists and holds {', '.join(foreign[:5])}, which the generator did not write; "
+                             "choose an empty or previously generated folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
@@ -143,8 +149,8 @@ def _write_tree(root: Path, p: Preset, seed: int, d: Difficulty, workers: int | 
     t0 = time.perf_counter()
     fer = make_fer(p.fer_counts(), seed=seed, difficulty=d, workers=workers)
     t1 = time.perf_counter()
-    write_fer_csv(root / "fer2013" / "fer2013.csv", fer)
-    write_fer_images(root / "fer2013" / "images", fer)
+    write_fer_csv(root / "fer2013" / "fer2013.csv", fer, workers=workers)
+    write_fer_images(root / "fer2013" / "images", fer, workers=workers)
     t2 = time.perf_counter()
     tfd = make_tfd(p.tfd, labelled=p.tfd_labelled, seed=seed, difficulty=d, workers=workers)
     write_tfd_mat(root / "tfd" / "TFD_48x48.mat", tfd)

@@ -295,6 +295,8 @@ def render_clip(spec: ClipSpec) -> tuple[list[np.ndarray], list[tuple[int, np.nd
 
     # Face: what it shows and how strongly (a faint face carries no emotion).
     shown, intensity = _items.shown_expression(rng, spec.label, diff)
+    if rng.random() < diff.face_uninformative:  # a face that gives nothing away, as in many film scenes
+        intensity = float(rng.uniform(0.0, 0.08))
     apex = expression_aus(shown, intensity, rng=rng, jitter=diff.au_jitter)
     strength = _timeline(rng, n)
 
@@ -327,7 +329,7 @@ def render_clip(spec: ClipSpec) -> tuple[list[np.ndarray], list[tuple[int, np.nd
     light = (rng.uniform(0.05, 0.45), rng.uniform(0, 2 * math.pi))  # gradient strength and direction on the face
     colour = (tint * rng.uniform(0.75, 1.15)).astype(np.float32)  # skin tint times overall brightness
     blur = rng.uniform(0.0, 0.8)
-    sigma = rng.uniform(1.5, 4.0)
+    sigma = rng.uniform(1.0, 2.5)
     noise_bank = []  # sensor noise as saturating add/subtract images (cheap per frame)
     for _ in range(4):
         z = np.repeat(np.rint(rng.normal(0, sigma, size=(h, w, 1))), 3, axis=2)

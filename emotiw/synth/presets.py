@@ -26,6 +26,7 @@ class Difficulty:
     still: StillStyle  # crop jitter and image degradation of stills
     # Clips only.
     face_loss: float  # chance that a clip has a stretch of frames without a visible face
+    face_uninformative: float  # chance that a clip's face stays (almost) neutral, on top of ``faint``
     pose_motion: float  # head yaw/roll amplitude scale
     audio_uninformative: float  # chance that the voice carries no emotion (flat prosody or silence)
     silent: float  # chance that a clip has no speech at all
@@ -43,6 +44,7 @@ DIFFICULTIES: dict[str, Difficulty] = {
         label_noise=0.0,
         still=StillStyle(shift=0.5, roll=2.0, yaw=4.0, scale=0.03, blur=0.3, noise=(0.5, 2.0), light=0.15),
         face_loss=0.1,
+        face_uninformative=0.0,
         pose_motion=0.5,
         audio_uninformative=0.0,
         silent=0.0,
@@ -58,11 +60,12 @@ DIFFICULTIES: dict[str, Difficulty] = {
         label_noise=0.05,
         still=StillStyle(shift=1.2, roll=5.0, yaw=10.0, scale=0.07, blur=0.8, noise=(1.0, 7.0), light=0.4),
         face_loss=0.35,
+        face_uninformative=0.15,
         pose_motion=1.0,
         audio_uninformative=0.25,
         silent=0.1,
-        motion_uninformative=0.3,
-        motion_bias=0.35,
+        motion_uninformative=0.25,
+        motion_bias=0.6,
     ),
 }
 

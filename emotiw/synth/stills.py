@@ -83,29 +83,46 @@ def _pixels_line(img: np.ndarray) -> str:
     return " ".join(_DECIMAL[img.ravel()].tolist())
 
 
-def write_fer_csv(path: str | os.PathLike, data: StillSet | None = None, **make_kwargs) -> StillSet:
+def _csv_lines(images: np.ndarray, labels: np.ndarray, usage: np.ndarray) -> str:
+    return "".join(f"{lab},{_pixels_line(img)},{use}\n" for img, lab, use in zip(images, labels, usage, strict=True))
+
+
+def _chunks(n: int, size: int = 500) -> list[slice]:
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def write_fer_csv(path: str | os.PathLike, data: StillSet | None = None, *, workers: int | None = 1,
+                  **make_kwargs) -> StillSet:
     """Write ``fer2013.csv``; generates the stills with ``make_fer(**make_kwargs)`` unless ``data`` is given."""
-    data = make_fer(**make_kwargs) if data is None else data
-    lines = ["emotion,pixels,Usage"]
-    lines += [f"{lab},{_pixels_line(img)},{use}" for img, lab, use in zip(data.images, data.labels, data.usage, strict=True)]
+    data = make_fer(workers=workers, **make_kwargs) if data is None else data
+    parts = _items.map_items(_csv_lines, [(data.images[s], data.labels[s], data.usage[s])
+                                          for s in _chunks(len(data.images))], workers, min_items=4)
     with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text("emotion,pixels,Usage\n" + "".join(parts))
     return data
 
 
-def write_fer_images(root: str | os.PathLike, data: StillSet | None = None, **make_kwargs) -> StillSet:
-    """Write the Kaggle image-folder layout (Training and PublicTest rows only, as in the real copy)."""
-    data = make_fer(**make_kwargs) if data is None else data
-    root = Path(root)
-    for img, lab, use, ident in zip(data.images, data.labels, data.usage, data.ids, strict=True):
-        if use == "PrivateTest":
-            continue
-        folder = root / ("train" if use == "Training" else "test") / EMOTIONS[int(lab)]
-        folder.mkdir(parents=True, exist_ok=True)
+def _write_jpegs(paths: list[str], images: np.ndarray) -> None:
+    for path, img in zip(paths, images, strict=True):
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
         if not ok:
-            raise RuntimeError(f"JPEG encoding failed for {folder}/{use}_{ident}.jpg")
-        (folder / f"{use}_{ident}.jpg").write_bytes(buf.tobytes())
+            raise RuntimeError(f"{path}: JPEG encoding failed")
+        Path(path).write_bytes(buf.tobytes())
+
+
+def write_fer_images(root: str | os.PathLike, data: StillSet | None = None, *, workers: int | None = 1,
+                     **make_kwargs) -> StillSet:
+    """Write the Kaggle image-folder layout (Training and PublicTest rows only, as in the real copy)."""
+    data = make_fer(workers=workers, **make_kwargs) if data is None else data
+    root = Path(root)
+    for folder in ("train", "test"):
+        for emotion in EMOTIONS:
+            (root / folder / emotion).mkdir(parents=True, exist_ok=True)
+    keep = np.flatnonzero(data.usage != "PrivateTest")
+    paths = [str(root / ("train" if data.usage[i] == "Training" else "test") / EMOTIONS[int(data.labels[i])]
+                 / f"{data.usage[i]}_{data.ids[i]}.jpg") for i in keep]
+    jobs = [(paths[s], data.images[keep[s]]) for s in _chunks(len(keep))]
+    _items.map_items(_write_jpegs, jobs, workers, min_items=4)
     return data
 
 

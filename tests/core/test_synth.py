@@ -85,6 +85,13 @@ def test_bad_options_are_named() -> None:
         generate("/nonexistent", preset="tiny", counts={"frame_size": [150, 128]})
 
 
+def test_never_replaces_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match=r"holds notes\.txt, which the generator did not write"):
+        generate(tmp_path, preset="tiny", counts=SMALL)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
 # ----------------------------------------------------------------------------------------------------- formats
 
 
