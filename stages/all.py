@@ -60,6 +60,15 @@ def compose_stage(name: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def base_run_overrides(overrides: list[str], reuse_from: str) -> list[str]:
+    """The overrides that compose the base run's own stages: its experiment file when there is one (so that its
+    stage configs compare equal to the ones it saved), else just its name."""
+    kept = [o for o in overrides if not o.startswith(("experiment_name=", "experiment="))]
+    if (Path(CONF_DIR) / "experiment" / f"{reuse_from}.yaml").is_file():
+        return [*kept, f"experiment={reuse_from}"]
+    return [*kept, f"experiment_name={reuse_from}"]
+
+
 def _resolved(cfg: DictConfig) -> Any:
     try:
         return OmegaConf.to_container(cfg, resolve=True)
@@ -111,8 +120,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     done: list[Path] = []
     for name in stages:
         if name in shared:
-            base_overrides = [o for o in overrides if not o.startswith(("experiment_name=", "experiment="))]
-            base_cfg = compose_stage(name, [*base_overrides, f"experiment_name={reuse_from}"])
+            base_cfg = compose_stage(name, base_run_overrides(overrides, reuse_from))
             if not is_current(base_cfg, []):
                 log.info("all: shared stage %s not current in base run %s; running it there", name, reuse_from)
                 _run(base_cfg)

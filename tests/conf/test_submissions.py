@@ -72,3 +72,15 @@ def test_fusion_variant_preset_applies_outside_stage_all(tmp_path: Path) -> None
     assert cfg.model.lr == 0.1  # the stage's own model choice ...
     cfg = apply_variant(cfg)
     assert (cfg.model.lr, cfg.model.momentum, cfg.trainer.max_epochs) == (0.001, 0.9, 5000)  # ... then the preset
+
+
+def test_shared_stages_compose_as_the_base_run_composed_them(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from stages.all import base_run_overrides
+
+    own = compose_stage("cnn", ["experiment=submission1", f"paths.root_dir={tmp_path}"])
+    as_base = compose_stage("cnn", base_run_overrides(["experiment=submission4", f"paths.root_dir={tmp_path}"],
+                                                      "submission1"))
+    assert OmegaConf.to_container(own, resolve=True) == OmegaConf.to_container(as_base, resolve=True)
+    assert base_run_overrides(["experiment=x"], "my_base") == ["experiment_name=my_base"]
