@@ -83,3 +83,16 @@ def test_features_are_cached_by_content(clips, tmp_path, monkeypatch):
     again, report = extract_is10([("b", copy)], cache_dir=cache, sample_rate=SR)
     np.testing.assert_array_equal(first["a"], again["b"])
     assert report.statuses == {"b": "ok"}
+
+
+def test_partial_nan_features_are_kept_and_counted_all_nan_is_too_short(clips, monkeypatch):
+    import emotiw.audio.is10 as is10
+
+    partial = np.ones(IS10_DIM, np.float32)
+    partial[7] = np.nan
+    monkeypatch.setattr(is10, "is10_features", lambda signal, sr: partial.copy())
+    feats, report = extract_is10([("p", clips["speech"])], cache_dir=None, sample_rate=SR)
+    assert report.nan_clips == ["p"] and report.counts["nan_imputed"] == 1 and np.isnan(feats["p"][7])
+    monkeypatch.setattr(is10, "is10_features", lambda signal, sr: np.full(IS10_DIM, np.nan, np.float32))
+    feats, report = extract_is10([("n", clips["speech"])], cache_dir=None, sample_rate=SR)
+    assert feats == {} and report.statuses == {"n": "too_short"}
