@@ -25,7 +25,15 @@ from emotiw.audio import extract_is10
 
 
 def _machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    model = ""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    cpu = platform.processor() or platform.machine()
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{cpu} ({model}), {os.cpu_count()} cores, torch threads {torch.get_num_threads()}{load}"
 
 
 def _write_clips(out: Path, n: int, seconds: float) -> list[tuple[str, Path]]:
