@@ -27,7 +27,8 @@ class FeatureScaler(TransformerMixin, BaseEstimator):
     """Drop uninformative columns, z-score with fitting-set statistics, impute NaN with the fitting mean (0).
 
     ``column_filter="zero_sum_on_tune"`` is the authors' rule (drop columns whose sum over the tuning set is 0; pass
-    that set as ``X_tune``); the default ``"constant_on_fit"`` drops columns with zero variance on the fitting set,
+    that set as ``X_tune``; columns constant on the fitting set are dropped too, since z-scoring them would divide
+    by zero); the default ``"constant_on_fit"`` drops columns with zero variance on the fitting set,
     the columns a z-score cannot scale, and needs no tuning data (which a retraining run does not have).
     """
 
