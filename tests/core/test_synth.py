@@ -366,3 +366,17 @@ def test_the_project_readers_load_the_generated_tree(tiny: Path) -> None:
     marks = afew.read_landmarks(ref.landmarks_path)
     assert decoded.fps == FPS and marks.frame_idx.max() < decoded.num_frames
     assert len(audio.read_audio(ref.video_path)) == decoded.num_frames * SAMPLE_RATE // FPS
+
+
+def test_make_data_config_and_paper_sizes_are_pinned(tmp_path: Path) -> None:
+    from emotiw.synth.presets import AFEW_BALANCE, PRESETS
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg(["stage=make_data"], tmp_path)
+    assert (cfg.task_name, cfg.runner) == ("make_data", "stages.make_data.run")
+    assert (cfg.synth.preset, cfg.synth.seed, cfg.synth.force) == ("demo", 0, False)
+    assert cfg.synth.out == str(tmp_path / "data" / "generated")
+    paper = PRESETS["paper"]
+    assert (paper.afew_train, paper.afew_val, paper.afew_test) == (723, 383, 539)  # paper-spec §10
+    assert paper.afew_counts()["Val"] == list(AFEW_BALANCE) == [64, 40, 46, 63, 61, 46, 63]
+    assert (paper.afew_min_s, paper.afew_max_s) == (1.0, 6.0) and paper.frame_size == (160, 128)
