@@ -8,7 +8,9 @@ encoder runs single-threaded.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -40,6 +42,8 @@ __all__ = [
 ]
 
 COMPLETE = ".complete"
+# Bump when the renderer or a writer changes its output, so that existing generated trees are rewritten.
+GENERATOR_VERSION = 1
 _TOP_LEVEL = frozenset({"afew", "fer2013", "tfd", COMPLETE})
 
 
@@ -64,8 +68,11 @@ def content_hash(root: str | os.PathLike) -> str:
 
 
 def _spec(preset: Preset, seed: int, difficulty: Difficulty) -> dict[str, Any]:
-    return {"preset": preset.name, "seed": int(seed), "difficulty": difficulty.name,
-            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(preset).items()}}
+    # Everything that decides the bytes: a tree made by another generator version or other knobs is regenerated.
+    knobs = json.loads(json.dumps(dataclasses.asdict(difficulty)))
+    return {"preset": preset.name, "seed": int(seed), "difficulty": difficulty.name, "version": GENERATOR_VERSION,
+            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(preset).items()},
+            "difficulty_settings": knobs}
 
 
 def is_complete(out_dir: str | os.PathLike, *, preset: str = "demo", seed: int = 0, difficulty: str | None = None,
