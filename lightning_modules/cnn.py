@@ -246,6 +246,7 @@ def save_weights(module: CNNModule, path: str | Path) -> Path:
     state = {k: v for k, v in state.items() if not k.startswith(("train_", "val_", "test_"))}
     with atomic_path(path) as tmp:
         torch.save({"hparams": dict(module.hparams), "state_dict": state}, tmp)
+    Path(path).chmod(0o644)  # a package file: readable by every user (mkstemp creates 0600)
     return Path(path)
 
 

@@ -1,0 +1,32 @@
+"""Weights shipped inside the package, each with the sha256 it must have (see MODEL_CARD.md)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+ASSETS_DIR = Path(__file__).resolve().parent
+
+# The paper's face CNN trained on the real FER2013 Training images (MODEL_CARD.md).
+CNN_PAPER_FER2013 = "cnn_paper_fer2013.pt"
+SHA256: dict[str, str] = {
+    CNN_PAPER_FER2013: "c471091bf641501a8c76f774ca538df914a2b79c763ed97f9bf0cdb3320f0e17",
+}
+
+
+def sha256_of(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def asset_path(name: str = CNN_PAPER_FER2013, *, verify: bool = True) -> Path:
+    """Path of a shipped asset; with ``verify``, raise ``ValueError`` if its checksum is not the recorded one."""
+    if name not in SHA256:
+        raise ValueError(f"unknown asset {name!r}; shipped: {', '.join(SHA256)}")
+    path = ASSETS_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: shipped asset missing (reinstall the package)")
+    if verify:
+        got = sha256_of(path)
+        if got != SHA256[name]:
+            raise ValueError(f"{path}: sha256 {got} does not match the recorded {SHA256[name]}")
+    return path
