@@ -144,8 +144,8 @@ class FerTfdDataModule(L.LightningDataModule):
         except ImportError as err:
             raise ImportError(f"val_source=afew needs emotiw.faces.load_afew_faces ({err}); use val_source=fer_holdout") from err
         hp = self.hparams
-        clips = load_afew_faces(hp.afew_root, splits=tuple(hp.afew_splits), cache_dir=hp.cache_dir)
-        clips = clips[0] if isinstance(clips, tuple) else clips  # (clips, FaceReport) or clips
+        clips, report = load_afew_faces(hp.afew_root, splits=tuple(hp.afew_splits), cache_dir=hp.cache_dir or "cache")
+        log.info("AFEW early-stopping frames: %s", report.summary())
         sets = [
             FaceSet(
                 np.asarray(c.faces, np.uint8),
@@ -174,7 +174,11 @@ class FerTfdDataModule(L.LightningDataModule):
         if cache is not None and cache.is_file():
             with np.load(cache, allow_pickle=False) as z:
                 return {s: FaceSet(z[f"{s}_images"], z[f"{s}_labels"], z[f"{s}_keys"]) for s in ("train", "val", "test")}
-        data = {split: self._equalise(faces) for split, faces in self._read().items()}
+        # AFEW frames come out of emotiw.faces already equalised (before registration, as the authors did).
+        data = {
+            split: faces if (split == "val" and self.hparams.val_source == "afew") else self._equalise(faces)
+            for split, faces in self._read().items()
+        }
         if cache is not None:
             from emotiw.artifacts import save_npz
 

@@ -122,3 +122,22 @@ def test_cache_round_trip(faces, tmp_path):
     for split in ("train", "val", "test"):
         np.testing.assert_array_equal(again.data[split].images, dm.data[split].images)
         np.testing.assert_array_equal(again.data[split].keys, dm.data[split].keys)
+
+
+def test_afew_frames_are_the_early_stopping_set(faces, tiny_root, tmp_path):
+    from emotiw.faces import load_afew_faces
+
+    afew = tiny_root / "data" / "generated" / "afew"
+    dm = _dm(faces, val_source="afew", afew_root=str(afew), cache_dir=str(tmp_path))
+    dm.setup("fit")
+    clips, _ = load_afew_faces(afew, splits=("Train", "Val"), cache_dir=str(tmp_path))
+    assert {c.split for c in clips} == {"Train", "Val"}
+    val = dm.data["val"]
+    assert len(val) == sum(len(c.faces) for c in clips) > 0
+    # frame label = clip label; the aligned faces are used as emotiw.faces gives them (already equalised)
+    expected_labels = np.concatenate([np.full(len(c.faces), c.label) for c in clips])
+    np.testing.assert_array_equal(val.labels, expected_labels)
+    assert val.keys[0].startswith(f"{clips[0].split}/{clips[0].clip_id}:")
+    # the FER training set keeps every Training row (no hold-out slice taken)
+    assert len(dm.data["train"]) == usage_count(faces["fer"], "Training") + int((faces["tfd"].labels >= 0).sum())
+    np.testing.assert_array_equal(val.images, np.concatenate([c.faces for c in clips]))
