@@ -18,7 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from emotiw.io import FaceSet, read_fer_csv, read_fer_images, read_tfd_mat
 from emotiw.preprocess import MeanStdImage
@@ -42,6 +42,24 @@ class FaceDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {"image": self.images[i], "label": self.labels[i], "index": i}
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh permutation per epoch from ``seed + epoch`` (Lightning calls ``set_epoch``), never from the global RNG:
+    a run resumed from a checkpoint sees the same order as an uninterrupted one."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 class FerTfdDataModule(L.LightningDataModule):
@@ -210,10 +228,13 @@ class FerTfdDataModule(L.LightningDataModule):
 
     def _dataloader(self, split: str) -> DataLoader:
         train = split == "train"
+        dataset = FaceDataset(self.data[split])
         return DataLoader(
-            FaceDataset(self.data[split]),
+            dataset,
             batch_size=self.batch_size_per_device,
-            shuffle=train,
+            sampler=EpochShuffleSampler(len(dataset), self.hparams.seed) if train else None,
+            # the loader's own generator: creating an iterator then draws nothing from the global RNG
+            generator=torch.Generator().manual_seed(self.hparams.seed),
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
             drop_last=False,
