@@ -147,6 +147,10 @@ class GridSearchSVM(ClassifierMixin, BaseEstimator):
     standardize : bool, z-score features with the fitting data's mean and std (RBF inputs; off for histograms)
     cv : int >= 2, stratified folds for the grid when no tune set is given, and for probability calibration
     random_state : int, RandomState or None, shuffles the CV folds
+    probability : {"calibrated", "softmax"}, how decision values become probabilities: Platt scaling on
+        cross-validated decision values (libsvm's ``-b 1``), or a softmax of the one-vs-rest decision values, whose
+        argmax is the SVM's own decision (Platt scaling fitted on a few clips per class can move the argmax away
+        from it: measured on the generated demo audio, tune accuracy 0.49 vs 0.35 from calibrated probabilities)
 
     Attributes
     ----------
@@ -168,6 +172,7 @@ class GridSearchSVM(ClassifierMixin, BaseEstimator):
         standardize: bool = True,
         cv: int = 3,
         random_state: int | np.random.RandomState | None = 0,
+        probability: str = "calibrated",
     ) -> None:
         self.kernel = kernel
         self.C_grid = C_grid
@@ -176,6 +181,7 @@ class GridSearchSVM(ClassifierMixin, BaseEstimator):
         self.standardize = standardize
         self.cv = cv
         self.random_state = random_state
+        self.probability = probability
 
     # ----------------------------------------------------------------------------------------------- checks
     def _check_params(self) -> None:
@@ -189,6 +195,8 @@ class GridSearchSVM(ClassifierMixin, BaseEstimator):
             raise ValueError(f"C_grid={self.C_grid!r} must name at least one C")
         if self.kernel == "rbf" and not (list(self.gamma_grid or ()) or list(self.gamma_per_dim_grid or ())):
             raise ValueError("kernel='rbf' needs at least one gamma in gamma_grid or gamma_per_dim_grid")
+        if self.probability not in ("calibrated", "softmax"):
+            raise ValueError(f"probability={self.probability!r} must be 'calibrated' or 'softmax'")
         if not isinstance(self.cv, Integral) or self.cv < 2:
             raise ValueError(f"cv={self.cv!r} must be an integer >= 2")
 
@@ -268,7 +276,7 @@ class GridSearchSVM(ClassifierMixin, BaseEstimator):
         counts = np.bincount(y)[present]
         # Platt calibration on cross-validated decision values needs every class in every fold's training part.
         n_splits = int(min(self.cv, counts.min()))
-        if n_splits >= 2:
+        if n_splits >= 2 and self.probability == "calibrated":
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
             self.model_ = CalibratedClassifierCV(
@@ -276,7 +284,7 @@ class GridSearchSVM(ClassifierMixin, BaseEstimator):
             )
             self.prob_method_ = "calibrated"
         else:
-            # A class with a single clip: no calibration folds possible; softmax of the one-vs-rest decision values.
+            # Asked for, or a class with a single clip (no calibration folds): softmax of the one-vs-rest decisions.
             self.model_ = self._svc(C, gamma)
             self.prob_method_ = "decision_softmax"
         self.model_.fit(X, y)

@@ -185,3 +185,19 @@ def test_sklearn_contract(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         check(estimator)
+
+
+def test_softmax_probabilities_follow_the_svm_decision() -> None:
+    from sklearn.datasets import make_blobs
+
+    from emotiw.svm import GridSearchSVM
+
+    X, y = make_blobs(n_samples=140, centers=7, n_features=5, cluster_std=3.0, random_state=0)
+    est = GridSearchSVM(C_grid=[10], gamma_grid=[0.1], gamma_per_dim_grid=[], probability="softmax").fit(X, y)
+    p = est.predict_proba(X)
+    assert p.shape == (140, 7)
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-6)
+    svc = est.model_
+    np.testing.assert_array_equal(p.argmax(1), svc.decision_function(est._transform(X)).argmax(1))
+    with pytest.raises(ValueError, match="probability='platt' must be"):
+        GridSearchSVM(probability="platt").fit(X, y)
