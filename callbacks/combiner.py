@@ -14,18 +14,16 @@ write ``<run_dir>/<task>/chosen.json`` and ``<run_dir>/probs/combine_<Split>.npz
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import Callback
 from sklearn.base import clone
 
-from callbacks.svm_fit import ClipTable, gather_objects
+from callbacks.svm_fit import ClipTable, gather_objects, share_rank_zero_result
 from emotiw.artifacts import SPLITS, ClipProbs, save_json, save_probs
 from emotiw.combine import RandomSearchCombiner
 from emotiw.labels import NUM_CLASSES, UNLABELLED
@@ -161,15 +159,4 @@ class RandomSearchCombine(Callback):
             except Exception as err:  # re-raised on every rank below, so no rank waits at the barrier
                 error = f"{type(err).__name__}: {err}"
                 log.exception("%s: random search failed", self.task_name)
-        metrics, error = trainer.strategy.broadcast((metrics, error), src=0)
-        trainer.strategy.barrier("random_search_combine")
-        if error is not None:
-            raise RuntimeError(f"RandomSearchCombine failed on rank zero: {error}")
-        self.metrics = dict(metrics)
-        for key, value in self.metrics.items():
-            trainer.callback_metrics[key] = torch.tensor(value)
-        finite = {k: v for k, v in self.metrics.items() if not math.isnan(v)}
-        for lg in trainer.loggers:
-            lg.log_metrics(finite, step=trainer.global_step)
-            lg.save()
-        log.info("%s: %s", self.task_name, ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items()))
+        self.metrics = share_rank_zero_result(trainer, metrics, error, f"RandomSearchCombine({self.task_name!r})")

@@ -53,6 +53,26 @@ def gather_objects(obj: Any) -> list[Any]:
     return [obj]
 
 
+
+def share_rank_zero_result(trainer: L.Trainer, metrics: dict[str, float], error: str | None, who: str) -> dict:
+    """Broadcast rank zero's metrics (or its error) to every rank, barrier, and log them on each.
+
+    An error on rank zero is re-raised on every rank, so no rank waits forever at a later collective.
+    """
+    metrics, error = trainer.strategy.broadcast((metrics, error), src=0)
+    trainer.strategy.barrier(who)
+    if error is not None:
+        raise RuntimeError(f"{who} failed on rank zero: {error}")
+    metrics = dict(metrics)
+    for key, value in metrics.items():
+        trainer.callback_metrics[key] = torch.tensor(value)
+    finite = {k: v for k, v in metrics.items() if not math.isnan(v)}
+    for lg in trainer.loggers:
+        lg.log_metrics(finite, step=trainer.global_step)
+        lg.save()
+    log.info("%s: %s", who, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return metrics
+
 def build_estimator(estimator: Any) -> GridSearchSVM:
     """A fresh estimator from an object (cloned) or a Hydra config with ``_target_``."""
     if hasattr(estimator, "fit") and hasattr(estimator, "get_params"):
@@ -253,18 +273,7 @@ class FitSVMOnFeatures(Callback):
             except Exception as err:  # re-raised on every rank below, so no rank waits forever at the barrier
                 error = f"{type(err).__name__}: {err}"
                 log.exception("%s: SVM fit failed", self.model_name)
-        metrics, error = trainer.strategy.broadcast((metrics, error), src=0)
-        trainer.strategy.barrier("svm_fit")
-        if error is not None:
-            raise RuntimeError(f"FitSVMOnFeatures({self.model_name!r}) failed on rank zero: {error}")
-        self.metrics = dict(metrics)
-        for key, value in self.metrics.items():
-            trainer.callback_metrics[key] = torch.tensor(value)
-        finite = {k: v for k, v in self.metrics.items() if not math.isnan(v)}
-        for lg in trainer.loggers:
-            lg.log_metrics(finite, step=trainer.global_step)
-            lg.save()
-        log.info("%s: %s", self.model_name, ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items()))
+        self.metrics = share_rank_zero_result(trainer, metrics, error, f"FitSVMOnFeatures({self.model_name!r})")
 
 
 def _smallest_grid(est: GridSearchSVM) -> GridSearchSVM:
