@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
+from emotiw import combine
 from emotiw.combine import (
     RandomSearchCombiner,
     _bmm_correct,
+    _constant_clips,
     _fused_correct,
+    _native_library,
+    _ScoreTable,
     align_models,
     model_subsets,
     normalise_columns,
@@ -197,3 +204,113 @@ def test_predict_before_fit_raises() -> None:
 
     with pytest.raises(NotFittedError):
         RandomSearchCombiner().predict(np.zeros((1, 14)))
+
+
+needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
+                              reason="no C compiler: backend='native' falls back (tested below)")
+
+
+def peaky_problem(n: int = 150, m: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Models that often agree confidently (prunable clips) and often disagree (searchable clips)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, n)
+    blocks = []
+    for _ in range(m):
+        p = rng.dirichlet(np.full(C, 0.3), size=n)
+        sure = rng.random(n) < 0.5
+        p[sure] *= 0.1
+        p[sure, y[sure]] += 0.9
+        blocks.append(p)
+    return np.hstack(blocks), y
+
+
+def test_constant_clips_hand_computed() -> None:
+    # 2 models, 3 classes. Bounds per class are [min, max] over the models.
+    p = np.array([
+        [[0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.1, 0.1, 0.8], [0.4, 0.3, 0.3], [0.5, 0.25, 0.25]],  # model 0
+        [[0.5, 0.4, 0.1], [0.6, 0.1, 0.3], [0.2, 0.7, 0.1], [0.4, 0.3, 0.3], [0.9, 0.05, 0.05]],  # model 1
+    ], dtype=np.float32)
+    present = np.ones((2, 5), bool)
+    present[1, 4] = False  # clip 4 misses model 1: a zero-weight column can score it 0, so it is kept
+    y = np.array([0, 2, 1, 1, 0])
+    constant, correct = _constant_clips(p, present, y)
+    # clip 0: class 0 >= 0.5 beats every other class's max 0.4 -> always 0, correct
+    # clip 1: bounds overlap -> searchable
+    # clip 2: no class's min beats the others' max, and true class 1 (max 0.7) can beat every min -> searchable
+    # clip 3: class 0 ties itself (0.4 == 0.4) against class 1/2 max 0.3 -> min 0.4 > 0.3: always 0, wrong
+    # clip 4: a model is missing -> kept
+    assert constant.tolist() == [True, False, False, True, False]
+    assert correct[constant].tolist() == [True, False]
+    # never-correct without a sure winner: true class 2 max 0.2 below class 0 min 0.3 (class 1 can still win)
+    p2 = np.array([[[0.3, 0.5, 0.2]], [[0.5, 0.4, 0.1]]], dtype=np.float32)
+    constant, correct = _constant_clips(p2, np.ones((2, 1), bool), np.array([2]))
+    assert constant.tolist() == [True] and correct.tolist() == [False]
+    # an exact tie between bounds is never pruned (the lowest-class rule decides it, per weighting)
+    p3 = np.array([[[0.5, 0.5, 0.0]], [[0.5, 0.5, 0.0]]], dtype=np.float32)
+    assert _constant_clips(p3, np.ones((2, 1), bool), np.array([1]))[0].tolist() == [False]
+    # no model present: every score is 0, class 0 wins
+    constant, correct = _constant_clips(p2, np.zeros((2, 1), bool), np.array([0]))
+    assert constant.tolist() == [True] and correct.tolist() == [True]
+
+
+@needs_cc
+@pytest.mark.parametrize("m", [2, 5])
+def test_native_scorer_counts_equal_the_reference(m: int) -> None:
+    X, y = peaky_problem(n=203, m=m, seed=m)
+    probs = X.reshape(len(y), m, C).transpose(1, 0, 2)
+    present = np.random.default_rng(m).random((m, len(y))) > 0.15
+    present[:, :3] = False
+    probs = np.where(present[:, :, None], probs, np.nan)
+    cpu = torch.device("cpu")
+    ref = _ScoreTable(probs, present, y, cpu, "fused", prune=False)
+    wt = normalise_columns(torch.rand((C, 301, m), generator=torch.Generator().manual_seed(0)))
+    wt[:, :5] = 1.0 / m  # exact ties between models and classes
+    wt[2, 7] = torch.eye(m)[0]  # zero weights: the renormalisation guard
+    expected = ref.correct(wt)
+    for prune in (False, True):
+        for threads in (1, 2):
+            table = _ScoreTable(probs, present, y, cpu, "native", prune=prune, n_threads=threads)
+            assert table.backend == "native"
+            np.testing.assert_array_equal(table.correct(wt).numpy(), expected.numpy())
+            table.close()
+    assert table.n_kept < len(y)  # the pruning had clips to leave out
+
+
+@pytest.mark.parametrize("backend", ["bmm", pytest.param("native", marks=needs_cc)])
+def test_pruning_gives_the_same_search(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    X, y = peaky_problem(n=120, m=3, seed=7)
+    X[::9, C:2 * C] = np.nan
+    kw = {**FAST, "backend": backend, "random_state": 2}
+    pruned = RandomSearchCombiner(**kw).fit(X, y)
+    monkeypatch.setattr(RandomSearchCombiner, "_prune", False)
+    full = RandomSearchCombiner(**kw).fit(X, y)
+    np.testing.assert_array_equal(pruned.weights_, full.weights_)
+    assert pruned.best_score_ == full.best_score_ and pruned.subset_ == full.subset_
+    assert pruned.subset_scores_ == full.subset_scores_
+    probs = X.reshape(len(y), 3, C).transpose(1, 0, 2)
+    constant, _ = _constant_clips(probs.astype(np.float32), ~np.isnan(probs).all(axis=2), y)
+    assert 0 < constant.sum() < len(y)
+
+
+@needs_cc
+def test_native_search_equals_the_reference_search() -> None:
+    # same draws, same counts: the whole search picks the same weights as the eager torch kernel
+    X, y = planted_problem(n=140, seed=5)
+    kw = {**FAST, "random_state": 4}
+    native = RandomSearchCombiner(**{**kw, "backend": "auto"}).fit(X, y)
+    fused = RandomSearchCombiner(**{**kw, "backend": "fused"}).fit(X, y)
+    np.testing.assert_array_equal(native.weights_, fused.weights_)
+    assert native.subset_scores_ == fused.subset_scores_
+    assert torch.get_num_threads() == 1  # the search restores the caller's thread count
+
+
+def test_no_compiler_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setattr(combine, "_NATIVE", {})
+    monkeypatch.setattr(combine.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with pytest.warns(RuntimeWarning, match="could not build the combiner's C scorer"):
+        assert _native_library() is None
+    X, y = planted_problem(n=30)
+    probs = X.reshape(len(y), 3, C).transpose(1, 0, 2)
+    table = _ScoreTable(probs, np.ones((3, len(y)), bool), y, torch.device("cpu"), "native")
+    assert table.backend == "compiled"
