@@ -39,7 +39,7 @@ def test_irnn_learns_and_writes_probs_and_best_epoch(root):
             f"model.input_size={DIM}",
             "trainer.max_epochs=6",
             "data.batch_size=8",
-            "+trainer.enable_progress_bar=false",
+            "trainer.enable_progress_bar=false",
         ],
         root,
     )
@@ -68,7 +68,7 @@ def test_irnn_retrain_trains_exactly_best_epoch_on_train_and_val(root):
             "experiment_name=final",
             "partition=retrain",
             "partition.from_run=tuned",
-            "+trainer.enable_progress_bar=false",
+            "trainer.enable_progress_bar=false",
         ],
         root,
     )
@@ -96,7 +96,7 @@ def test_aggcnn_learns_and_writes_pooled_features(root):
 @pytest.mark.parametrize("stage", ["irnn", "aggcnn"])
 def test_fast_dev_run(tmp_path, stage):
     write_fake_features(tmp_path / "runs" / "default", n_per_class=2, dim=3872, seed=2)
-    run([f"stage={stage}", "+trainer.fast_dev_run=true"], tmp_path)
+    run([f"stage={stage}", "trainer.fast_dev_run=true"], tmp_path)
     assert load_probs(tmp_path / "runs" / "default", stage, "Val").probs.shape == (14, 7)
     assert (tmp_path / "runs" / "default" / stage / "chosen.json").is_file()
 
@@ -116,7 +116,7 @@ def test_aggcnn_svm_defaults_are_pinned(tmp_path):
 def test_aggcnn_ddp_sim_equals_one_process(tmp_path):
     for name in ("one", "two"):
         write_fake_features(tmp_path / "runs" / name, n_per_class=5, dim=8, seed=3)
-    base = [sys.executable, "train.py", "stage=aggcnn", "logger=csv", "+trainer.enable_progress_bar=false"]
+    base = [sys.executable, "train.py", "stage=aggcnn", "logger=csv", "trainer.enable_progress_bar=false"]
     env = env_for_subprocess(tmp_path)
     for name, trainer in (("one", "trainer=cpu"), ("two", "trainer=ddp_sim")):
         subprocess.run(
@@ -150,7 +150,7 @@ def test_irnn_ddp_sim_writes_every_clip_once(tmp_path):
         f"model.input_size={DIM}",
         "trainer.max_epochs=2",
         "data.batch_size=8",
-        "+trainer.enable_progress_bar=false",
+        "trainer.enable_progress_bar=false",
     ]
     subprocess.run(
         cmd, cwd=REPO, env=env_for_subprocess(tmp_path), check=True, timeout=400, capture_output=True
