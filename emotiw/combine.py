@@ -134,11 +134,11 @@ typedef int64_t vlu __attribute__((vector_size(64), aligned(8)));
    running argmax over classes with strict > (the lowest class wins a tie), then compare with the label */
 #define KERNEL(M) \
 static void correct_m##M(const float *w, int64_t K, int64_t C, const float *p, const int64_t *y, int64_t N, \
-                         int32_t *out, int64_t k0, int64_t k1) { \
+                         int32_t *out, int64_t k0, int64_t k1, int64_t n_real, int64_t limit) { \
     int64_t k = k0; \
     for (; k < k1; k += KB) { \
         const int nq = k1 - k < KB ? (int)(k1 - k) : KB; \
-        vi count[KB]; \
+        vi count[KB]; int aborted = 0; \
         for (int q = 0; q < KB; ++q) count[q] = (vi){0}; \
         for (int64_t n = 0; n < N; n += 8) { \
             vf best[KB]; vi idx[KB]; \
@@ -160,11 +160,21 @@ static void correct_m##M(const float *w, int64_t K, int64_t C, const float *p, c
             vi yv; \
             for (int i = 0; i < 8; ++i) yv[i] = (int32_t)y8[i]; \
             for (int q = 0; q < KB; ++q) count[q] -= idx[q] == yv; \
+            if ((n & 24) == 24 && n + 8 < n_real) { /* every 32 clips: stop when no candidate can reach the bar */ \
+                const int64_t seen = n + 8; \
+                int hopeless = 1; \
+                for (int q = 0; q < nq && hopeless; ++q) { \
+                    int32_t s = 0; \
+                    for (int i = 0; i < 8; ++i) s += count[q][i]; \
+                    hopeless = seen - s >= limit; \
+                } \
+                if (hopeless) { aborted = 1; break; } \
+            } \
         } \
         for (int q = 0; q < nq; ++q) { \
             int32_t s = 0; \
             for (int i = 0; i < 8; ++i) s += count[q][i]; \
-            out[k + q] = s; \
+            out[k + q] = aborted ? -1 : s; \
         } \
     } \
 }
@@ -191,18 +201,46 @@ static void correct_masked(const float *w, int64_t K, int64_t C, int64_t M, cons
     }
 }
 
+/* candidates k0..k1 of raw draws w (C, K, M), in place, as ``normalise_columns`` does in torch: with a centre
+   (C x M), w = max(w * sigma + centre, 0) first; each column is divided by its sum; a column summing to <= 1e-12
+   takes the centre's column (or equal weights without a centre) */
+void prepare(float *w, int64_t K, int64_t C, int64_t M, const float *centre, float sigma, int64_t k0, int64_t k1) {
+    const float equal = (float)(1.0 / (double)M);
+    for (int64_t c = 0; c < C; ++c) {
+        for (int64_t k = k0; k < k1; ++k) {
+            float *wc = w + (c * K + k) * M;
+            if (centre) {
+                for (int64_t j = 0; j < M; ++j) {
+                    const float v = wc[j] * sigma + centre[c * M + j];
+                    wc[j] = v > 0.0f ? v : 0.0f;
+                }
+            }
+            float total = wc[0];
+            for (int64_t j = 1; j < M; ++j) total = total + wc[j];
+            if (total <= 1e-12f) {
+                for (int64_t j = 0; j < M; ++j) wc[j] = centre ? centre[c * M + j] : equal;
+            } else {
+                for (int64_t j = 0; j < M; ++j) wc[j] = wc[j] / total;
+            }
+        }
+    }
+}
+
+/* counts of correct clips per candidate k0..k1 (out); complete clips (no mask) may stop early: a candidate block
+   whose every member has at least `limit` wrong among the first n_real (unpadded) clips cannot reach the caller's
+   bar and gets -1 */
 int correct_counts(const float *w, int64_t K, int64_t C, int64_t M, const float *p, const int64_t *y, int64_t N,
-                   const float *mask, int32_t *out, int64_t k0, int64_t k1) {
+                   const float *mask, int32_t *out, int64_t k0, int64_t k1, int64_t n_real, int64_t limit) {
     if (mask) { correct_masked(w, K, C, M, p, y, N, mask, out, k0, k1); return 0; }
     switch (M) {
-    case 1: correct_m1(w, K, C, p, y, N, out, k0, k1); return 0;
-    case 2: correct_m2(w, K, C, p, y, N, out, k0, k1); return 0;
-    case 3: correct_m3(w, K, C, p, y, N, out, k0, k1); return 0;
-    case 4: correct_m4(w, K, C, p, y, N, out, k0, k1); return 0;
-    case 5: correct_m5(w, K, C, p, y, N, out, k0, k1); return 0;
-    case 6: correct_m6(w, K, C, p, y, N, out, k0, k1); return 0;
-    case 7: correct_m7(w, K, C, p, y, N, out, k0, k1); return 0;
-    case 8: correct_m8(w, K, C, p, y, N, out, k0, k1); return 0;
+    case 1: correct_m1(w, K, C, p, y, N, out, k0, k1, n_real, limit); return 0;
+    case 2: correct_m2(w, K, C, p, y, N, out, k0, k1, n_real, limit); return 0;
+    case 3: correct_m3(w, K, C, p, y, N, out, k0, k1, n_real, limit); return 0;
+    case 4: correct_m4(w, K, C, p, y, N, out, k0, k1, n_real, limit); return 0;
+    case 5: correct_m5(w, K, C, p, y, N, out, k0, k1, n_real, limit); return 0;
+    case 6: correct_m6(w, K, C, p, y, N, out, k0, k1, n_real, limit); return 0;
+    case 7: correct_m7(w, K, C, p, y, N, out, k0, k1, n_real, limit); return 0;
+    case 8: correct_m8(w, K, C, p, y, N, out, k0, k1, n_real, limit); return 0;
     default: return 1;
     }
 }
@@ -235,8 +273,10 @@ def _native_library():
             os.replace(tmp, so)  # atomic: concurrent builders (DDP ranks) never load a half-written library
         lib = ctypes.CDLL(str(so))
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        lib.correct_counts.argtypes = [ptr, i64, i64, i64, ptr, ptr, i64, ptr, ptr, i64, i64]
+        lib.correct_counts.argtypes = [ptr, i64, i64, i64, ptr, ptr, i64, ptr, ptr, i64, i64, i64, i64]
         lib.correct_counts.restype = ctypes.c_int
+        lib.prepare.argtypes = [ptr, i64, i64, i64, ptr, ctypes.c_float, i64, i64]
+        lib.prepare.restype = None
     except (OSError, subprocess.SubprocessError) as err:
         warnings.warn(f"could not build the combiner's C scorer ({type(err).__name__}: {err}); falling back to "
                       "backend='compiled'", RuntimeWarning, stacklevel=3)
@@ -255,26 +295,41 @@ class _NativeScorer:
 
     def __call__(self, wt: torch.Tensor, pt: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None
                  ) -> torch.Tensor:
-        return self.submit(wt, pt, y, mask)()
+        return self.submit(wt, [(pt, y, mask)])()[0]
 
-    def submit(self, wt: torch.Tensor, pt: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None):
-        """Start scoring on the worker threads; returns a function that waits and gives the counts (K,)."""
-        wt = wt.contiguous()
+    def submit(self, wt: torch.Tensor, parts: list, prepare: tuple[torch.Tensor | None, float] | None = None,
+               limits: list[tuple[int, int]] | None = None):
+        """Start scoring ``wt`` (C, K, m) on every part (pt, y, mask) on the worker threads, each thread taking a
+        range of candidates; with ``prepare`` = (centre (C, m) or None, sigma) the raw draws are first turned into
+        candidates in place (the C ``prepare``: the steps of ``normalise_columns``). ``limits`` gives per part
+        (real clips, wrong clips that make a candidate hopeless): such candidates may come back as -1.
+        Returns a function that waits and gives the counts per part."""
+        assert wt.is_contiguous() and wt.dtype == torch.float32
         c, k, m = wt.shape
-        out = torch.empty(k, dtype=torch.int32)
-        args = (wt.data_ptr(), k, c, m, pt.data_ptr(), y.data_ptr(), pt.shape[2],
-                None if mask is None else mask.data_ptr(), out.data_ptr())
-        if self.pool is None:
-            self.lib.correct_counts(*args, 0, k)
-            return lambda: out
-        bounds = np.linspace(0, k, min(self.n_threads, k) + 1).astype(np.int64)
-        futures = [self.pool.submit(self.lib.correct_counts, *args, int(bounds[i]), int(bounds[i + 1]))
-                   for i in range(len(bounds) - 1)]
+        outs = [torch.empty(k, dtype=torch.int32) for _ in parts]
+        centre = None if prepare is None or prepare[0] is None else prepare[0].contiguous()
+        no_limit = [(pt.shape[2], np.iinfo(np.int64).max) for pt, _, _ in parts]
+        calls = [((wt.data_ptr(), k, c, m, pt.data_ptr(), y.data_ptr(), pt.shape[2],
+                   None if mask is None else mask.data_ptr(), out.data_ptr()), lim)
+                 for (pt, y, mask), out, lim in zip(parts, outs, limits or no_limit, strict=True)]
 
-        def result(keep_alive: torch.Tensor = wt) -> torch.Tensor:  # the threads read wt's memory until done
+        def work(k0: int, k1: int) -> None:
+            if prepare is not None:
+                self.lib.prepare(wt.data_ptr(), k, c, m, None if centre is None else centre.data_ptr(),
+                                 float(prepare[1]), k0, k1)
+            for args, (n_real, limit) in calls:
+                self.lib.correct_counts(*args, k0, k1, n_real, limit)
+
+        if self.pool is None:
+            work(0, k)
+            return lambda: outs
+        bounds = np.linspace(0, k, min(self.n_threads, k) + 1).astype(np.int64)
+        futures = [self.pool.submit(work, int(bounds[i]), int(bounds[i + 1])) for i in range(len(bounds) - 1)]
+
+        def result() -> list[torch.Tensor]:  # work() holds wt and centre until the threads are done
             for f in futures:
                 f.result()
-            return out
+            return outs
 
         return result
 
@@ -356,11 +411,15 @@ class _ScoreTable:
             return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
 
         self.parts = []
+        self.n_real = []
+        self._focusable = None
         for part, mask in ((keep & complete, None), (keep & ~complete, present)):
             if not part.any():
                 continue
             p_part, y_part = pt[:, :, part], y[part]
+            self.n_real.append(len(y_part))
             if mask is None and backend == "native":
+                self._focusable = (p_part, y_part)
                 # the C scorer takes complete clips 8 at a time: pad with zero probabilities and label -1 (never
                 # correct)
                 pad = -len(y_part) % 8
@@ -381,19 +440,57 @@ class _ScoreTable:
         """Number of correctly classified clips (K,) for each candidate ``wt`` (C, K, m)."""
         return self.submit(wt)()
 
-    def submit(self, wt: torch.Tensor):
+    early_stop = True  # a switch only so that a test can compare with exact counts for every candidate
+
+    def focus(self, centre: torch.Tensor) -> None:
+        """Order the complete clips for the C scorer's early stop: the clips ``centre`` (C, m) gets wrong first,
+        then those it gets right by increasing margin, so that a candidate that cannot beat the best shows it
+        within the first clips. Counts do not depend on the order."""
+        if not self.prepares_draws or self._focusable is None:
+            return
+        p, y = self._focusable  # (C, m, n), (n,)
+        s = np.einsum("cmn,cm->nc", p, centre.detach().cpu().numpy().astype(np.float32))
+        rows = np.arange(len(y))
+        truth = s[rows, y]
+        s[rows, y] = -np.inf
+        margin = truth - s.max(axis=1)  # < 0: wrong (ties aside), the order only matters for speed
+        order = np.argsort(margin, kind="stable")
+        pt, yt, mask = self.parts[0]
+        n = len(y)
+        pt[:, :, :n] = torch.from_numpy(np.ascontiguousarray(p[:, :, order]))
+        yt[:n] = torch.from_numpy(y[order].astype(np.int64))
+
+    @property
+    def prepares_draws(self) -> bool:
+        """Whether ``submit`` takes raw draws and a ``prepare`` argument (the C scorer does it on its threads)."""
+        return isinstance(self.score, _NativeScorer)
+
+    def submit(self, wt: torch.Tensor, prepare: tuple[torch.Tensor | None, float] | None = None,
+               bar: int | None = None):
         """Start scoring ``wt``; returns a function that gives the counts. With the C scorer the work runs on
-        threads, so the caller can draw the next candidates meanwhile; otherwise it is done before returning."""
+        threads, so the caller can draw the next candidates meanwhile (and ``prepare`` turns raw draws into
+        candidates there, in place); otherwise it is done before returning. With ``bar`` the C scorer may stop
+        early on candidates that cannot score more than ``bar`` and count them as less; every candidate that
+        scores more is counted exactly."""
         total = torch.full((wt.shape[1],), self.n_constant_correct, dtype=torch.int64, device=wt.device)
-        if isinstance(self.score, _NativeScorer):
-            pending = [self.score.submit(wt, pt, y, mask) for pt, y, mask in self.parts]
+        if self.prepares_draws:
+            limits = None
+            if bar is not None and self._focusable is not None:
+                # the complete part (first) must get more than bar - constant - every masked clip right
+                n_masked = sum(self.n_real[1:])
+                limits = [(self.n_real[0], self.n_real[0] - (bar - self.n_constant_correct - n_masked))]
+                limits += [(n, np.iinfo(np.int64).max) for n in self.n_real[1:]]
+            pending = self.score.submit(wt, self.parts, prepare, limits)
 
             def result() -> torch.Tensor:
-                for r in pending:
-                    total.add_(r())
+                for counts in pending():
+                    total.add_(counts)
                 return total
 
             return result
+        if prepare is not None:
+            raise ValueError(f"backend {self.backend!r} scores finished candidates; prepare them with "
+                             "normalise_columns")
         for pt, y, mask in self.parts:
             try:
                 n = self.score(wt, pt, y, mask)
@@ -556,14 +653,17 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
         best_w = torch.full((c, n_sub), 1.0 / n_sub, device=device)
         best = -1
 
-        def run_round(draw) -> None:
+        native = table.prepares_draws
+
+        def run_round(draw, prepare) -> None:
             # A round's candidates do not depend on its scores (the centre moves between rounds), so the next chunk
             # is drawn while the scorer's threads work on this one; chunks are still consumed in order.
             nonlocal best_w, best
             sizes = [min(self.chunk_size, self.n_samples - s) for s in range(0, self.n_samples, self.chunk_size)]
             wt = draw(sizes[0])
             for j in range(len(sizes)):
-                result = table.submit(wt)
+                result = table.submit(wt, prepare, bar=best if table.early_stop else None) if native \
+                    else table.submit(wt)
                 next_wt = draw(sizes[j + 1]) if j + 1 < len(sizes) else None
                 counts = result()
                 i = int(counts.argmax())  # first maximum = earliest candidate
@@ -572,15 +672,23 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
                     best_w = wt[:, i, :].clone()
                 wt = next_wt
 
-        run_round(lambda k: normalise_columns(torch.rand((c, k, n_sub), generator=gen, device=device)))
+        # the C scorer takes raw draws and finishes them on its threads (same float32 steps as below)
+        def uniform(k: int) -> torch.Tensor:
+            w = torch.rand((c, k, n_sub), generator=gen, device=device)
+            return w if native else normalise_columns(w)
+
+        run_round(uniform, (None, 1.0))
         for sigma in sigma_schedule(self.sigma0, self.decay, self.sigma_min):
             centre = best_w.unsqueeze(1)  # (C, 1, m): the round's starting best; updates apply next round
 
             def draw(k: int, centre: torch.Tensor = centre, sigma: float = sigma) -> torch.Tensor:
-                w = torch.randn((c, k, n_sub), generator=gen, device=device).mul_(sigma).add_(centre).clamp_min_(0.0)
-                return normalise_columns(w, fallback=centre)
+                w = torch.randn((c, k, n_sub), generator=gen, device=device)
+                if native:
+                    return w
+                return normalise_columns(w.mul_(sigma).add_(centre).clamp_min_(0.0), fallback=centre)
 
-            run_round(draw)
+            table.focus(best_w)
+            run_round(draw, (best_w, sigma))
         return best_w, best
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> RandomSearchCombiner:

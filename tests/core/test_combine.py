@@ -314,3 +314,37 @@ def test_no_compiler_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path) -> No
     probs = X.reshape(len(y), 3, C).transpose(1, 0, 2)
     table = _ScoreTable(probs, np.ones((3, len(y)), bool), y, torch.device("cpu"), "native")
     assert table.backend == "compiled"
+
+
+@needs_cc
+def test_early_stop_counts_every_candidate_above_the_bar_exactly() -> None:
+    X, y = peaky_problem(n=300, m=4, seed=3)
+    probs = X.reshape(len(y), 4, C).transpose(1, 0, 2)
+    present = np.ones((4, len(y)), bool)
+    present[1, :20] = False  # a masked part too: the bar must allow for all of it
+    probs = np.where(present[:, :, None], probs, np.nan)
+    cpu = torch.device("cpu")
+    table = _ScoreTable(probs, present, y, cpu, "native", n_threads=2)
+    wt = normalise_columns(torch.rand((C, 600, 4), generator=torch.Generator().manual_seed(1)))
+    exact = table.correct(wt)
+    table.focus(wt[:, int(exact.argmax())])  # clip order changes nothing but speed
+    np.testing.assert_array_equal(table.correct(wt).numpy(), exact.numpy())
+    bar = int(torch.quantile(exact.double(), 0.9))
+    fast = table.submit(wt.clone(), bar=bar)()
+    above = exact > bar
+    assert 0 < int(above.sum()) < len(exact)
+    np.testing.assert_array_equal(fast[above].numpy(), exact[above].numpy())
+    assert bool((fast[~above] <= bar).all())
+    assert bool((fast[~above] < exact[~above]).any())  # it did stop early somewhere
+
+
+@needs_cc
+def test_early_stop_gives_the_same_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, y = peaky_problem(n=160, m=3, seed=11)
+    X[::7, :C] = np.nan
+    kw = {**FAST, "backend": "native", "random_state": 9}
+    fast = RandomSearchCombiner(**kw).fit(X, y)
+    monkeypatch.setattr(_ScoreTable, "early_stop", False)
+    exact = RandomSearchCombiner(**kw).fit(X, y)
+    np.testing.assert_array_equal(fast.weights_, exact.weights_)
+    assert fast.subset_scores_ == exact.subset_scores_
