@@ -711,7 +711,7 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
         backend = self.backend if self.backend != "auto" else ("native" if device.type == "cpu" else "bmm")
         subsets = model_subsets(m, self.min_models) if self.search_subsets else [tuple(range(m))]
         threads = torch.get_num_threads()
-        if backend == "native" and device.type == "cpu":
+        if backend == "native" and device.type == "cpu" and _native_library() is not None:
             # the C scorer's threads do the heavy work; torch's own small ops (draws, renormalisation) run beside
             # them on one thread, so that its OpenMP pool does not spin against them
             torch.set_num_threads(1)
