@@ -22,3 +22,14 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("root")
     generate(root / "data" / "generated", preset="tiny", seed=0)
     return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny nets and searches run faster on one intra-op thread; two spinning OpenMP threads on an oversubscribed
+    2-core box made a fusion step ~70x slower (measured 0.69 s vs 9 ms). Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

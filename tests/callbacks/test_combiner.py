@@ -10,7 +10,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
-import torch
 
 from callbacks.combiner import RandomSearchCombine, search_and_write
 from emotiw.artifacts import load_json, load_probs, save_json
@@ -27,14 +26,7 @@ FAST = dict(n_samples=200, decay=0.5, sigma_min=0.05, backend="bmm", chunk_size=
 STANDARD = Partition("standard", ("Train",), ("Val",))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These nets and searches are tiny: one intra-op thread is faster, and on a shared, oversubscribed 2-core box
-    two spinning OpenMP threads made a fusion step ~70x slower (measured 0.69 s vs 9 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def table(n: int = 60, seed: int = 0) -> dict[str, np.ndarray]:

@@ -28,14 +28,7 @@ C = 7
 FAST = dict(n_samples=300, sigma0=0.5, decay=0.5, sigma_min=0.05, backend="bmm", chunk_size=128)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These nets and searches are tiny: one intra-op thread is faster, and on a shared, oversubscribed 2-core box
-    two spinning OpenMP threads made a fusion step ~70x slower (measured 0.69 s vs 9 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted_problem(n: int = 210, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

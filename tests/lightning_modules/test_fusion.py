@@ -19,15 +19,7 @@ from lightning_modules.components.fusion_mlp import (
 from lightning_modules.fusion import FusionModule
 from tests.helpers import compose_cfg
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These nets and searches are tiny: one intra-op thread is faster, and on a shared, oversubscribed 2-core box
-    two spinning OpenMP threads made a fusion step ~70x slower (measured 0.69 s vs 9 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_net() -> FusionMLP:
