@@ -116,11 +116,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     reuse_from = conf.get("reuse_from")
     shared = set(conf.get("shared_stages") or ()) if reuse_from and reuse_from != cfg.experiment_name else set()
 
+    per_stage = conf.get("stage_overrides") or {}
     summary: dict[str, Any] = {}
     done: list[Path] = []
     for name in stages:
+        extra = list(per_stage.get(name, []))
         if name in shared:
-            base_cfg = compose_stage(name, base_run_overrides(overrides, reuse_from))
+            # per-stage overrides reach a shared stage too, so a quick run can shorten the base run's CNN
+            base_cfg = compose_stage(name, [*base_run_overrides(overrides, reuse_from), *extra])
             if not is_current(base_cfg, []):
                 log.info("all: shared stage %s not current in base run %s; running it there", name, reuse_from)
                 _run(base_cfg)
@@ -128,7 +131,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             summary[f"{name}/status"] = f"linked:{reuse_from}"
             done.append(Path(base_cfg.paths.output_dir) / "metrics.json")
             continue
-        stage_cfg = compose_stage(name, [*overrides, *(conf.get("stage_overrides") or {}).get(name, [])])
+        stage_cfg = compose_stage(name, [*overrides, *extra])
         if is_current(stage_cfg, done):
             log.info("all: stage %s is current, skipped", name)
             summary[f"{name}/status"] = "current"
