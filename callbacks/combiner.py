@@ -23,8 +23,8 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 from sklearn.base import clone
 
-from callbacks.svm_fit import ClipTable, gather_objects, share_rank_zero_result
-from emotiw.artifacts import SPLITS, ClipProbs, save_json, save_probs
+from callbacks.svm_fit import ClipTable, gather_objects, share_rank_zero_result, write_split_probs
+from emotiw.artifacts import save_json
 from emotiw.combine import RandomSearchCombiner
 from emotiw.labels import NUM_CLASSES, UNLABELLED
 from emotiw.partitions import Partition, chosen_path, frozen_choice
@@ -94,15 +94,7 @@ def search_and_write(
     save_json(chosen_path(run_dir, task_name), chosen)
 
     metrics: dict[str, float] = {f"{task_name}/search_score": float(estimator.best_score_)}
-    for name in SPLITS:
-        r = split == name
-        if not r.any():
-            continue
-        probs = estimator.predict_proba(X[r])
-        save_probs(run_dir, output_model, name, ClipProbs(ids[r], y[r], probs.astype(np.float32)))
-        labelled = y[r] != UNLABELLED
-        if labelled.any():
-            metrics[f"{name.lower()}/acc"] = float(np.mean(probs[labelled].argmax(1) == y[r][labelled]))
+    metrics.update(write_split_probs(run_dir, output_model, ids, y, split, lambda rows: estimator.predict_proba(X[rows])))
     return estimator, metrics
 
 

@@ -196,21 +196,33 @@ def fit_and_write(
         if chosen["tune_score"] is None
         else float(chosen["tune_score"]),
     }
+    metrics.update(
+        write_split_probs(
+            run_dir, model_name, ids, y, split,
+            lambda rows: estimator.predict_proba(X[rows], clip_ids=ids[rows]), features=fusion_features,
+        )
+    )
+    return estimator, metrics
+
+
+def write_split_probs(run_dir, model_name: str, ids: np.ndarray, y: np.ndarray, split: np.ndarray,
+                      predict_proba, features: np.ndarray | None = None) -> dict[str, float]:
+    """Write ``probs/<model_name>_<Split>.npz`` for every split present; return ``<split>/acc`` where labels exist.
+
+    ``predict_proba(rows)`` gets a boolean row mask and returns the (n, 7) probabilities of those rows.
+    """
+    metrics: dict[str, float] = {}
     for name in SPLITS:
         rows = split == name
         if not rows.any():
             continue
-        probs = estimator.predict_proba(X[rows], clip_ids=ids[rows])
-        save_probs(
-            run_dir,
-            model_name,
-            name,
-            ClipProbs(ids[rows], y[rows], probs.astype(np.float32), fusion_features[rows]),
-        )
+        probs = predict_proba(rows)
+        feats = None if features is None else features[rows]
+        save_probs(run_dir, model_name, name, ClipProbs(ids[rows], y[rows], probs.astype(np.float32), feats))
         labelled = y[rows] != UNLABELLED
         if labelled.any():
             metrics[f"{name.lower()}/acc"] = float(np.mean(probs[labelled].argmax(1) == y[rows][labelled]))
-    return estimator, metrics
+    return metrics
 
 
 class FitSVMOnFeatures(Callback):

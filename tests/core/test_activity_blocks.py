@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotiw.activity import BLOCK_SHAPE, block_whitener, dense_block_origins, dense_blocks, double_short_clip, sample_blocks
+from emotiw.activity import (
+    BLOCK_SHAPE,
+    block_whitener,
+    dense_block_origins,
+    dense_blocks,
+    double_short_clip,
+    sample_blocks,
+)
 
 
 def test_block_shape_is_the_papers_16x16x10():
