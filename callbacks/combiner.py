@@ -20,10 +20,9 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import Callback
 from sklearn.base import clone
 
-from callbacks.svm_fit import ClipTable, gather_objects, share_rank_zero_result, write_split_probs
+from callbacks.svm_fit import ClipTable, GatherThenFitOnRankZero, write_split_probs
 from emotiw.artifacts import save_json
 from emotiw.combine import RandomSearchCombiner
 from emotiw.labels import NUM_CLASSES, UNLABELLED
@@ -98,7 +97,7 @@ def search_and_write(
     return estimator, metrics
 
 
-class RandomSearchCombine(Callback):
+class RandomSearchCombine(GatherThenFitOnRankZero):
     """Search per-model, per-class weights over the gathered probabilities at the end of ``trainer.predict``.
 
     Args:
@@ -124,31 +123,17 @@ class RandomSearchCombine(Callback):
         self.search_splits = list(search_splits) if search_splits else list(self.partition.tune)
         self.runs_dir = Path(runs_dir) if runs_dir is not None else self.run_dir.parent
         self.task_name = task_name
-        self.metrics: dict[str, float] = {}
-        self._table = ClipTable()
 
-    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._table = ClipTable()
+    @property
+    def label(self) -> str:
+        return f"RandomSearchCombine({self.task_name!r})"
 
-    def on_predict_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int,
-                             dataloader_idx: int = 0) -> None:
-        self._table.add(outputs if isinstance(outputs, dict) else batch)
-
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Every rank joins the gather and the broadcast (never rank_zero_only here: that would deadlock).
-        shards = gather_objects(self._table.arrays())
-        metrics: dict[str, float] | None = None
-        error: str | None = None
-        if trainer.is_global_zero:
-            try:
-                estimator = build_combiner(self.estimator)
-                if trainer.fast_dev_run:  # keep the smoke test cheap: 2 local rounds of 500 candidates
-                    estimator.set_params(n_samples=500, decay=0.1, sigma_min=0.01)
-                _, metrics = search_and_write(
-                    ClipTable.merge(shards), models=self.models, estimator=estimator, run_dir=self.run_dir,
-                    search_splits=self.search_splits, partition=self.partition, runs_dir=self.runs_dir,
-                    task_name=self.task_name)
-            except Exception as err:  # re-raised on every rank below, so no rank waits at the barrier
-                error = f"{type(err).__name__}: {err}"
-                log.exception("%s: random search failed", self.task_name)
-        self.metrics = share_rank_zero_result(trainer, metrics, error, f"RandomSearchCombine({self.task_name!r})")
+    def fit_on_rank_zero(self, trainer: L.Trainer, table: ClipTable) -> dict[str, float]:
+        estimator = build_combiner(self.estimator)
+        if trainer.fast_dev_run:  # keep the smoke test cheap: 2 local rounds of 500 candidates
+            estimator.set_params(n_samples=500, decay=0.1, sigma_min=0.01)
+        _, metrics = search_and_write(
+            table, models=self.models, estimator=estimator, run_dir=self.run_dir,
+            search_splits=self.search_splits, partition=self.partition, runs_dir=self.runs_dir,
+            task_name=self.task_name)
+        return metrics

@@ -225,7 +225,43 @@ def write_split_probs(run_dir, model_name: str, ids: np.ndarray, y: np.ndarray, 
     return metrics
 
 
-class FitSVMOnFeatures(Callback):
+class GatherThenFitOnRankZero(Callback):
+    """Collect dict rows during ``trainer.predict``; at its end every rank gathers, rank zero fits and writes
+    (``fit_on_rank_zero``), and every rank gets the metrics (or rank zero's error) back."""
+
+    label = "GatherThenFitOnRankZero"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: dict[str, float] = {}
+        self._table = ClipTable()
+
+    def fit_on_rank_zero(self, trainer: L.Trainer, table: ClipTable) -> dict[str, float]:
+        raise NotImplementedError
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._table = ClipTable()
+
+    def on_predict_batch_end(
+        self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._table.add(outputs if isinstance(outputs, dict) else batch)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Every rank joins the gather and the broadcast (never rank_zero_only here: that would deadlock).
+        shards = gather_objects(self._table.arrays())
+        metrics: dict[str, float] | None = None
+        error: str | None = None
+        if trainer.is_global_zero:
+            try:
+                metrics = self.fit_on_rank_zero(trainer, ClipTable.merge(shards))
+            except Exception as err:  # re-raised on every rank below, so no rank waits forever at the barrier
+                error = f"{type(err).__name__}: {err}"
+                log.exception("%s failed", self.label)
+        self.metrics = share_rank_zero_result(trainer, metrics, error, self.label)
+
+
+class FitSVMOnFeatures(GatherThenFitOnRankZero):
     """Gather per-clip features at the end of ``trainer.predict``, fit the SVM on rank zero, write its artifacts.
 
     Args:
@@ -252,40 +288,24 @@ class FitSVMOnFeatures(Callback):
         self.run_dir = Path(run_dir)
         self.partition = partition if isinstance(partition, Partition) else Partition.from_config(partition)
         self.runs_dir = Path(runs_dir) if runs_dir is not None else self.run_dir.parent
-        self.metrics: dict[str, float] = {}
-        self._table = ClipTable()
 
-    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._table = ClipTable()
+    @property
+    def label(self) -> str:
+        return f"FitSVMOnFeatures({self.model_name!r})"
 
-    def on_predict_batch_end(
-        self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        self._table.add(outputs if isinstance(outputs, dict) else batch)
-
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Every rank takes part in the gather and the broadcast; only rank zero fits and writes.
-        shards = gather_objects(self._table.arrays())
-        metrics: dict[str, float] | None = None
-        error: str | None = None
-        if trainer.is_global_zero:
-            try:
-                table = ClipTable.merge(shards)
-                estimator = build_estimator(self.estimator)
-                if trainer.fast_dev_run:
-                    estimator = _smallest_grid(estimator)
-                _, metrics = fit_and_write(
-                    table,
-                    model_name=self.model_name,
-                    estimator=estimator,
-                    run_dir=self.run_dir,
-                    partition=self.partition,
-                    runs_dir=self.runs_dir,
-                )
-            except Exception as err:  # re-raised on every rank below, so no rank waits forever at the barrier
-                error = f"{type(err).__name__}: {err}"
-                log.exception("%s: SVM fit failed", self.model_name)
-        self.metrics = share_rank_zero_result(trainer, metrics, error, f"FitSVMOnFeatures({self.model_name!r})")
+    def fit_on_rank_zero(self, trainer: L.Trainer, table: ClipTable) -> dict[str, float]:
+        estimator = build_estimator(self.estimator)
+        if trainer.fast_dev_run:
+            estimator = _smallest_grid(estimator)
+        _, metrics = fit_and_write(
+            table,
+            model_name=self.model_name,
+            estimator=estimator,
+            run_dir=self.run_dir,
+            partition=self.partition,
+            runs_dir=self.runs_dir,
+        )
+        return metrics
 
 
 def _smallest_grid(est: GridSearchSVM) -> GridSearchSVM:
