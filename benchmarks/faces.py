@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -21,14 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from machine import describe
 
 from emotiw.faces import CenterFaceSource, equalize_hist, load_afew_faces
 from emotiw.io.afew import list_splits
 from emotiw.io.video import read_video
-
-
-def _machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
 def _timed(fn, *args, **kw):
@@ -50,7 +46,7 @@ def main() -> None:
 
             generate(tmp / "gen", preset="tiny", seed=0)
             root = tmp / "gen" / "afew"
-        print(f"machine: {_machine()}; data: {root}")
+        print(f"machine: {describe()}; data: {root}")
 
         (clips, rep), serial = _timed(
             load_afew_faces, root, ["Train", "Val", "Test"], tmp / "c1", num_workers=0

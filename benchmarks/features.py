@@ -11,29 +11,15 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from machine import describe
 
 from emotiw.activity import FoldedEncoder, block_whitener
 from emotiw.audio import extract_is10
-
-
-def _machine() -> str:
-    model = ""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    cpu = platform.processor() or platform.machine()
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{cpu} ({model}), {os.cpu_count()} cores, torch threads {torch.get_num_threads()}{load}"
 
 
 def _write_clips(out: Path, n: int, seconds: float) -> list[tuple[str, Path]]:
@@ -109,7 +95,7 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=20000)
     ap.add_argument("--loop-blocks", type=int, default=2000)
     args = ap.parse_args()
-    print(f"machine: {_machine()}")
+    print(f"machine: {describe()}")
     bench_audio(args.clips, args.seconds)
     bench_blocks(args.blocks, args.loop_blocks)
 

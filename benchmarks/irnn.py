@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from machine import cpu_name
 from torch import nn
 
 from lightning_modules.components.irnn import IRNN
@@ -118,15 +119,6 @@ def time_rounds(
             samples[name].append((time.perf_counter() - start) / per_round)
     return {name: statistics.median(s) for name, s in samples.items()}
 
-
-def cpu_name() -> str:
-    name = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return name or "unknown CPU"
 
 
 def machine_info(device: torch.device) -> str:

@@ -10,25 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import tempfile
 import time
 from pathlib import Path
 
+from machine import describe
+
 from emotiw.synth import generate
-
-
-def _machine() -> str:
-    model = ""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{platform.processor() or platform.machine()} ({model}), {os.cpu_count()} cores{load}"
 
 
 def _cpu_seconds() -> float:
@@ -50,7 +39,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-baseline", action="store_true", help="only time the pool")
     args = ap.parse_args()
-    print(f"machine: {_machine()}")
+    print(f"machine: {describe()}")
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
         if not args.skip_baseline:
