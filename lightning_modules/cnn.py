@@ -7,6 +7,7 @@ horizontal flip. Built from primitive hparams, so ``CNNModule.load_from_checkpoi
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +40,10 @@ class CNNModule(L.LightningModule):
         crop_size: int = 44,
         crop_per_batch: bool = True,
         flip_p: float = 0.5,
+        rotate_deg: float = 0.0,
+        scale_jitter: float = 0.0,
         tta_flip: bool = False,
+        tta_crops: bool = False,
         lr: float = 0.001,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
@@ -58,6 +62,8 @@ class CNNModule(L.LightningModule):
                 self.hparams[key] = OmegaConf.to_container(value)
         if not 0 < crop_size <= IMAGE_SIZE:
             raise ValueError(f"crop_size must be in 1..{IMAGE_SIZE}, got {crop_size}")
+        if rotate_deg < 0 or not 0 <= scale_jitter < 1:
+            raise ValueError(f"rotate_deg must be >= 0 and scale_jitter in [0, 1), got {rotate_deg}, {scale_jitter}")
         if lr_schedule not in ("constant", "onecycle"):
             raise ValueError(f"lr_schedule must be 'constant' or 'onecycle', got {lr_schedule!r}")
         if arch == "paper":
@@ -99,11 +105,16 @@ class CNNModule(L.LightningModule):
         if stage == "fit" and stats is not None:
             self.set_normaliser(torch.from_numpy(stats.mean_), torch.from_numpy(stats.std_))
 
-    def preprocess(self, faces: torch.Tensor, *, train: bool) -> torch.Tensor:
-        """uint8 (B,48,48) faces -> z-scored, cropped (and in training flipped) float (B,1,c,c)."""
+    def preprocess(
+        self, faces: torch.Tensor, *, train: bool, offset: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """uint8 (B,48,48) faces -> z-scored, cropped (and in training augmented) float (B,1,c,c). Eval crops at
+        ``offset`` (row, col), the centre by default."""
         if faces.ndim != 3 or faces.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
             raise ValueError(f"faces must be (B, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(faces.shape)}")
         x = ((faces.float() - self.norm_mean) / self.norm_std).unsqueeze(1)
+        if train and (self.hparams.rotate_deg > 0 or self.hparams.scale_jitter > 0):
+            x = self._random_similarity(x)
         c, span = self.hparams.crop_size, IMAGE_SIZE - self.hparams.crop_size
         if train and span > 0:
             b = x.shape[0]
@@ -116,14 +127,26 @@ class CNNModule(L.LightningModule):
                 cols = (ox[:, None] + torch.arange(c, device=x.device))[:, None, :]
                 x = x[torch.arange(b, device=x.device)[:, None, None], 0, rows, cols].unsqueeze(1)
         else:
-            o = span // 2
-            x = x[:, :, o : o + c, o : o + c]
+            oy, ox = offset if offset is not None else (span // 2, span // 2)
+            x = x[:, :, oy : oy + c, ox : ox + c]
         if train and self.hparams.flip_p > 0:
             flip = torch.rand(x.shape[0], device=x.device) < self.hparams.flip_p
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x.contiguous() if not self.hparams.channels_last else x
+
+    def _random_similarity(self, x: torch.Tensor) -> torch.Tensor:
+        """Beyond the paper: rotate each face by U(-r, r) degrees and scale it by U(1-s, 1+s) about the centre,
+        batched on the device; the z-scored border is filled with 0, the mean face."""
+        b = x.shape[0]
+        angle = (torch.rand(b, device=x.device) * 2 - 1) * math.radians(self.hparams.rotate_deg)
+        scale = 1 + (torch.rand(b, device=x.device) * 2 - 1) * self.hparams.scale_jitter
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        zero = torch.zeros_like(cos)
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     # ----------------------------------------------------------------- inference
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,13 +159,24 @@ class CNNModule(L.LightningModule):
             logits = 0.5 * (logits + self(x.flip(-1))[0])
         return logits, feature
 
+    def _eval_logits_faces(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval logits from uint8 faces: the centre crop, or with ``tta_crops`` (beyond the paper) the mean over the
+        centre and four corner crops (each with its mirror if ``tta_flip``); the feature is always the centre crop's."""
+        logits, feature = self._eval_logits(self.preprocess(faces, train=False))
+        if self.hparams.tta_crops:
+            span = IMAGE_SIZE - self.hparams.crop_size
+            for corner in ((0, 0), (0, span), (span, 0), (span, span)):
+                logits = logits + self._eval_logits(self.preprocess(faces, train=False, offset=corner))[0]
+            logits = logits / 5
+        return logits, feature
+
     @torch.no_grad()
     def embed(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Aligned uint8 faces (B,48,48) -> (logits (B,7), feature (B,D)) in eval mode with the centre crop."""
         was_training = self.training
         self.eval()
         try:
-            logits, feature = self._eval_logits(self.preprocess(faces.to(self.norm_mean.device), train=False))
+            logits, feature = self._eval_logits_faces(faces.to(self.norm_mean.device))
         finally:
             self.train(was_training)
         return logits.float(), feature.float()
@@ -199,7 +233,7 @@ class CNNModule(L.LightningModule):
         self.val_confmat.reset()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits, _ = self._eval_logits(self.preprocess(batch["image"], train=False))
+        logits, _ = self._eval_logits_faces(batch["image"])
         preds = logits.argmax(-1)
         self.val_acc(preds, batch["label"])
         self.val_confmat(preds, batch["label"])
@@ -215,14 +249,14 @@ class CNNModule(L.LightningModule):
         self.test_confmat.reset()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits, _ = self._eval_logits(self.preprocess(batch["image"], train=False))
+        logits, _ = self._eval_logits_faces(batch["image"])
         preds = logits.argmax(-1)
         self.test_acc(preds, batch["label"])
         self.test_confmat(preds, batch["label"])
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        logits, feature = self._eval_logits(self.preprocess(batch["image"], train=False))
+        logits, feature = self._eval_logits_faces(batch["image"])
         return {"logits": logits.float(), "feature": feature.float(), "index": batch["index"]}
 
     def configure_optimizers(self) -> dict[str, Any]:

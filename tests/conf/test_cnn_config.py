@@ -20,7 +20,8 @@ def test_paper_architecture_defaults(cfg):
     assert m.num_classes == 7
     assert m.crop_size == 44 and m.crop_per_batch is True and m.flip_p == 0.5
     assert m.prob_clip == 1e-6
-    assert m.tta_flip is False
+    assert m.tta_flip is False and m.tta_crops is False
+    assert m.rotate_deg == 0.0 and m.scale_jitter == 0.0  # no warping in the paper
 
 
 def test_paper_training_defaults(cfg):
@@ -56,7 +57,7 @@ def test_instantiates_without_hydra_types(cfg):
         (["data=fer_csv"], {"data.fer_format": "csv", "data.val_source": "fer_holdout", "data.histeq_levels": 64}),
         (["model=cnn_deep"], {"model.arch": "deep", "data.batch_size": 128}),
         (["experiment=demo"], {"model.arch": "paper", "model.channels": [32, 32, 64], "data.val_source": "fer_holdout"}),
-        (["experiment=fer2013_real"], {"model.arch": "paper", "data.fer_format": "images", "model.tta_flip": True}),
+        (["experiment=fer2013_real"], {"model.arch": "paper", "data.fer_format": "images", "model.tta_flip": True, "model.tta_crops": True, "model.rotate_deg": 10.0}),
     ],
 )
 def test_variants(tmp_path, overrides, checks):

@@ -109,6 +109,37 @@ def test_flip_is_per_sample_with_p():
     assert 150 < int(flipped.sum()) < 250
 
 
+def test_similarity_augmentation_rotates_per_sample():
+    m = _module(crop_size=48, flip_p=0.0, rotate_deg=90.0)
+    faces = torch.zeros(64, 48, 48, dtype=torch.uint8)
+    faces[:, 10:20, 4:44] = 255  # a horizontal bar: a rotation turns it, the normaliser alone would not
+    torch.manual_seed(0)
+    out = m.preprocess(faces, train=True)
+    z = ((faces.float() - m.norm_mean) / m.norm_std)[:, None]
+    changed = (out - z).abs().flatten(1).amax(1) > 1.0
+    assert int(changed.sum()) >= 60  # almost every face turned, each by its own angle
+    assert len({round(float(v), 3) for v in out.flatten(1).sum(1)}) > 50
+    # angle 0 and scale 1 is the identity (up to bilinear rounding), so the warp keeps the face where it was
+    m0 = _module(crop_size=48, flip_p=0.0, rotate_deg=1e-9)
+    torch.testing.assert_close(m0.preprocess(faces, train=True), z, atol=1e-3, rtol=0)
+    # evaluation never warps
+    torch.testing.assert_close(m.preprocess(faces, train=False), z)
+    with pytest.raises(ValueError, match="scale_jitter in \\[0, 1\\), got 0.0, 1.5"):
+        CNNModule(scale_jitter=1.5)
+
+
+def test_five_crop_tta_is_mean_of_centre_and_corner_logits():
+    m = _module(tta_crops=True).eval()
+    faces = torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8)
+    logits, feature = m.embed(faces)
+    z = ((faces.float() - m.norm_mean) / m.norm_std)[:, None]
+    crops = [z[:, :, 2:46, 2:46], z[:, :, :44, :44], z[:, :, :44, 4:], z[:, :, 4:, :44], z[:, :, 4:, 4:]]
+    with torch.no_grad():
+        expected = torch.stack([m.net(c)[0] for c in crops]).mean(0)
+        torch.testing.assert_close(logits, expected)
+        torch.testing.assert_close(feature, m.net(crops[0])[1])
+
+
 def test_loss_is_clipped_cross_entropy():
     m = CNNModule()
     logits = torch.tensor([[2.0, 0.0, -1.0, 0.5, 0.0, 0.0, 0.0], [0.0, 40.0, -40.0, 0, 0, 0, 0]])
