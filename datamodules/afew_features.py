@@ -91,6 +91,10 @@ class FeatureFile:
     def frames(self, i: int) -> np.ndarray:
         return self.feats[self.starts[i] : self.starts[i] + self.lengths[i]]
 
+    def identity(self, i: int) -> dict[str, Any]:
+        """The per-clip keys every dataset item carries."""
+        return {"clip_id": str(self.clip_ids[i]), "label": int(self.labels[i]), "split": self.split}
+
     def frame_logits(self, i: int) -> np.ndarray:
         return self.logits[self.starts[i] : self.starts[i] + self.lengths[i]]
 
@@ -104,12 +108,9 @@ class SequenceDataset(Dataset):
         return len(self.file)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        f = self.file
         return {
-            "clip_id": str(f.clip_ids[i]),
-            "label": int(f.labels[i]),
-            "split": f.split,
-            "frames": torch.from_numpy(np.asarray(f.frames(i), dtype=np.float32)),
+            **self.file.identity(i),
+            "frames": torch.from_numpy(np.asarray(self.file.frames(i), dtype=np.float32)),
             "norm_len": self.norm_len,
         }
 
@@ -141,13 +142,7 @@ class PooledDataset(Dataset):
         return len(self.file)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        f = self.file
-        return {
-            "clip_id": str(f.clip_ids[i]),
-            "label": int(f.labels[i]),
-            "split": f.split,
-            "features": torch.from_numpy(self.features[i]),
-        }
+        return {**self.file.identity(i), "features": torch.from_numpy(self.features[i])}
 
 
 class AfewFeaturesDataModule(L.LightningDataModule):
