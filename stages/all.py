@@ -25,6 +25,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from emotiw.artifacts import SPLITS, probs_path
+from emotiw.partitions import Partition, chosen_path
 from stages.runtime import run_stage
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 PIPELINE = ("make_data", "cnn", "faces", "features", "irnn", "aggcnn", "audio", "activity", "fusion", "combine",
             "report")
+# The stages that, under partition=retrain, reuse what the tuned run chose (its <stage>/chosen.json).
+FROZEN_STAGES = ("irnn", "aggcnn", "audio", "activity", "fusion", "combine")
 
 
 def user_overrides(cfg: DictConfig) -> list[str]:
@@ -103,6 +107,44 @@ def link_shared(stage: str, base_run: Path, run_dir: Path) -> Path:
     return link
 
 
+def _command_for(run_name: str, overrides: list[str]) -> str:
+    own = [o for o in overrides if not o.startswith(("experiment=", "experiment_name="))]
+    chosen = (f"experiment={run_name}" if (Path(CONF_DIR) / "experiment" / f"{run_name}.yaml").is_file()
+              else f"experiment_name={run_name}")
+    return " ".join(["python train.py", chosen, *own])
+
+
+def missing_dependencies(cfg: DictConfig, stages: list[str], overrides: list[str],
+                         per_stage: Any) -> str | None:
+    """What this run needs from other runs and is absent, as a one-line message (None when all is there): the
+    tuned run of a retrain partition (submissions 3 and 6 read submissions 2 and 4), and the combine sources of
+    other runs (submission 7 combines submissions 3 and 6). Checked before any stage runs."""
+    runs_dir = Path(cfg.paths.runs_dir)
+    needed: dict[str, Path] = {}  # run name -> first missing file
+    partition = Partition.from_config(cfg.partition)
+    if partition.is_retrain:
+        for stage in stages:
+            path = chosen_path(runs_dir / str(partition.from_run), stage)
+            if stage in FROZEN_STAGES and not path.is_file():
+                needed.setdefault(str(partition.from_run), path)
+    if "combine" in stages:
+        combine = compose_stage("combine", [*overrides, *per_stage.get("combine", [])]).combine
+        for source in combine.sources:
+            run_name, _, model = str(source).rpartition("/")
+            if not run_name:
+                continue
+            absent = [probs_path(runs_dir / run_name, model, s) for s in SPLITS
+                      if not probs_path(runs_dir / run_name, model, s).is_file()]
+            if absent:
+                needed.setdefault(run_name, absent[0])
+    if not needed:
+        return None
+    first = next(iter(needed.values()))
+    commands = "; then ".join(f"`{_command_for(name, overrides)}`" for name in needed)
+    return (f"{cfg.experiment_name} needs the outputs of run(s) {', '.join(needed)} ({first} is missing): "
+            f"run {commands} first")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     conf = cfg.get("all") or {}
     stages = list(conf.get("stages") or PIPELINE)
@@ -117,6 +159,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     shared = set(conf.get("shared_stages") or ()) if reuse_from and reuse_from != cfg.experiment_name else set()
 
     per_stage = conf.get("stage_overrides") or {}
+    problem = missing_dependencies(cfg, stages, overrides, per_stage)
+    if problem:
+        raise FileNotFoundError(problem)
     summary: dict[str, Any] = {}
     done: list[Path] = []
     for name in stages:
