@@ -19,6 +19,14 @@ batched matmul + argmax + compare. Clips whose correctness no weighting can chan
 combination of the models' probabilities, so it stays within their min and max) are counted once and left out of
 the search; the counts, and so the chosen weights, are exactly those of the full table.
 
+On CPU the whole search of a subset runs in C (``_FastSearch``) where it can give the same result: a C copy of
+torch's CPU generator draws the very candidates ``torch.rand`` / ``torch.randn`` would (checked bit for bit against
+torch once per process; otherwise the chunk-by-chunk path draws with torch), and a local round scores a candidate
+only on the clips its distance from the round's centre lets change, and not at all when no clip it could turn right
+would let it beat the best (bounds in ``round_order`` / ``scan_round`` of the C source). Every candidate that could
+beat the best is counted exactly, so the chosen weights, subset and accuracy are bit for bit those of the
+exhaustive search.
+
 Clips that a model cannot score (no face, no audio) are NaN in that model's 7 columns. For such a clip the score of
 class c is renormalised over the models that are present: ``sum_{m present} W[m,c] P[m,n,c] / sum_{m present} W[m,c]``
 (paper-spec §8.7; the authors' code silently dropped them). A clip with none of a subset's models present scores zero
@@ -124,6 +132,7 @@ def _bmm_correct(wt: torch.Tensor, pt: torch.Tensor, y: torch.Tensor, mask: torc
 _NATIVE_SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 /* GCC/clang vector extensions: 8 clips per vector, portable to any target the compiler knows */
 typedef float vf __attribute__((vector_size(32)));
 typedef int32_t vi __attribute__((vector_size(32)));
@@ -244,9 +253,406 @@ int correct_counts(const float *w, int64_t K, int64_t C, int64_t M, const float 
     default: return 1;
     }
 }
+
+/* ---------------------------------------------------------------------------------------------------------------
+   The search's random stream without torch: torch's CPU generator (a 32-bit Mersenne twister seeded as
+   std::mt19937), its float32 uniforms (low 24 bits * 2^-24) and its normals (AVX2 Box-Muller on blocks of 16:
+   u1 = 1 - u[0..7], u2 = u[8..15]; a size that is not a multiple of 16 redraws the last 16). Python checks at load
+   that these reproduce torch.rand / torch.randn bit for bit and otherwise keeps drawing with torch. */
+typedef uint32_t vu __attribute__((vector_size(32)));
+typedef struct { uint32_t s[624]; int32_t left, next; } mt_t;
+
+void mt_seed(mt_t *g, uint64_t seed) {
+    g->s[0] = (uint32_t)seed;
+    for (int j = 1; j < 624; ++j) g->s[j] = 1812433253u * (g->s[j - 1] ^ (g->s[j - 1] >> 30)) + (uint32_t)j;
+    g->left = 1; g->next = 0;
+}
+static inline uint32_t mt_mix(uint32_t u, uint32_t v) {
+    return (((u & 0x80000000u) | (v & 0x7fffffffu)) >> 1) ^ ((v & 1u) ? 0x9908b0dfu : 0u);
+}
+static void mt_twist(mt_t *g) {
+    uint32_t *s = g->s;
+    int i = 0;
+    for (; i < 227; ++i) s[i] = s[i + 397] ^ mt_mix(s[i], s[i + 1]);
+    for (; i < 623; ++i) s[i] = s[i - 227] ^ mt_mix(s[i], s[i + 1]);
+    s[623] = s[396] ^ mt_mix(s[623], s[0]);
+    g->left = 624; g->next = 0;
+}
+static inline uint32_t mt_temper(uint32_t y) {
+    y ^= y >> 11; y ^= (y << 7) & 0x9d2c5680u; y ^= (y << 15) & 0xefc60000u; return y ^ (y >> 18);
+}
+/* torch.rand(n) (float32) */
+void mt_uniform(mt_t *g, float *out, int64_t n) {
+    int64_t i = 0;
+    while (i < n) {
+        if (--g->left == 0) mt_twist(g);
+        const int64_t avail = 624 - g->next, take = n - i < avail ? n - i : avail; /* before the next twist */
+        const uint32_t *s = g->s + g->next;
+        for (int64_t j = 0; j < take; ++j) out[i + j] = (float)(mt_temper(s[j]) & 0xffffffu) * (1.0f / 16777216.0f);
+        g->next += (int32_t)take; g->left -= (int32_t)(take - 1);
+        i += take;
+    }
+}
+/* Cephes-style float logarithm and sine/cosine with the operations of torch's vectorised versions: each fused
+   multiply-add below is one that torch's build fuses, every other operation rounds on its own (the file is built
+   with -ffp-contract=off) */
+#if defined(__FMA__)
+#include <immintrin.h>
+static inline vf fma8(vf a, vf b, vf c) { return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c); }
+#else
+static inline vf fma8(vf a, vf b, vf c) { vf r; for (int i = 0; i < 8; ++i) r[i] = fmaf(a[i], b[i], c[i]); return r; }
+#endif
+static inline vf vb(float x) { return (vf){0} + x; }
+static inline vf vsel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+static inline vf vlog(vf x) {
+    const vi bad = x <= 0.0f;
+    x = vsel(x < 1.17549435e-38f, vb(1.17549435e-38f), x);
+    const vi ex = (vi)((vu)x >> 23) - 0x7f;
+    x = (vf)(((vi)x & (int32_t)~0x7f800000) | (vi)vb(0.5f)); /* mantissa in [0.5, 1) */
+    vf e = __builtin_convertvector(ex, vf) + 1.0f;
+    const vi small = x < 0.707106781186547524f;
+    const vf tmp = (vf)((vi)x & small);
+    x = x - 1.0f;
+    e = e - (vf)((vi)vb(1.0f) & small);
+    x = x + tmp;
+    const vf z = x * x;
+    vf y = vb(7.0376836292E-2f);
+    y = fma8(y, x, vb(-1.1514610310E-1f));
+    y = fma8(y, x, vb(1.1676998740E-1f));
+    y = fma8(y, x, vb(-1.2420140846E-1f));
+    y = fma8(y, x, vb(1.4249322787E-1f));
+    y = fma8(y, x, vb(-1.6668057665E-1f));
+    y = fma8(y, x, vb(2.0000714765E-1f));
+    y = fma8(y, x, vb(-2.4999993993E-1f));
+    y = fma8(y, x, vb(3.3333331174E-1f));
+    y = y * x;
+    y = fma8(y, z, e * -2.12194440e-4f);
+    y = fma8(-z, vb(0.5f), y);
+    x = fma8(e, vb(0.693359375f), x + y);
+    return (vf)((vi)x | bad);
+}
+static inline void vsincos(vf x, vf *sn, vf *cs) {
+    const int32_t signbit = (int32_t)0x80000000;
+    vi sign_sin = (vi)x & signbit;
+    x = (vf)((vi)x & ~signbit);
+    vi j = __builtin_convertvector(x * 1.27323954473516f, vi); /* octant */
+    j = (j + 1) & ~1;
+    const vf y = __builtin_convertvector(j, vf);
+    const vi poly = (j & 2) == 0;
+    sign_sin = sign_sin ^ ((j & 4) << 29);
+    const vi sign_cos = (~(j - 2) & 4) << 29;
+    x = fma8(y, vb(-0.78515625f), x); /* x - y * pi/4 in three parts */
+    x = fma8(y, vb(-2.4187564849853515625e-4f), x);
+    x = fma8(y, vb(-3.77489497744594108e-8f), x);
+    const vf z = x * x;
+    vf c = vb(2.443315711809948E-005f);
+    c = fma8(c, z, vb(-1.388731625493765E-003f));
+    c = fma8(c, z, vb(4.166664568298827E-002f));
+    c = c * z;
+    c = fma8(c, z, -(z * 0.5f));
+    c = c + 1.0f;
+    vf s = vb(-1.9515295891E-4f);
+    s = fma8(s, z, vb(8.3321608736E-3f));
+    s = fma8(s, z, vb(-1.6666654611E-1f));
+    s = s * z;
+    s = fma8(s, x, x);
+    *sn = (vf)((vi)vsel(poly, s, c) ^ sign_sin);
+    *cs = (vf)((vi)vsel(poly, c, s) ^ sign_cos);
+}
+static inline void box_muller16(float *d) {
+    const vf u1 = 1.0f - *(const vfu *)d, u2 = *(const vfu *)(d + 8);
+    const vf r2 = -2.0f * vlog(u1);
+    vf radius;
+    for (int i = 0; i < 8; ++i) radius[i] = __builtin_sqrtf(r2[i]);
+    vf sn, cs;
+    vsincos(6.28318548202514648f * u2, &sn, &cs);
+    *(vfu *)d = radius * cs;
+    *(vfu *)(d + 8) = radius * sn;
+}
+/* torch.randn(n) (float32, contiguous); torch draws fewer than 16 values another way: refused */
+int mt_normal(mt_t *g, float *out, int64_t n) {
+    if (n < 16) return 1;
+    mt_uniform(g, out, n);
+    for (int64_t i = 0; i + 16 <= n; i += 16) box_muller16(out + i);
+    if (n % 16) { mt_uniform(g, out + n - 16, 16); box_muller16(out + n - 16); }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------------------
+   One round of the search over candidates k0..k1, with the bar from the best so far (strict >):
+   - the candidate's raw draws z (C x M) are gathered from the round's chunks (each chunk (C, k, M), as torch drew it);
+   - local rounds bound how far it can move every class score from the centre's: with |v - centre| <= d per weight
+     (d = sigma max|z| plus rounding) and S = column sum >= T - M d, |score - mu| <= d sum_m |P_m - mu| / S, so a
+     clip whose threshold theta (the centre's margin over that spread, Python computes and sorts them ascending)
+     exceeds e = d / (T - M d) keeps the centre's prediction: only the first u clips are scored, the others add
+     their known correctness (safe_suffix);
+   - a clip the centre gets wrong can turn right only where e >= phi (its true class's gap over that spread, phi
+     sorted ascending): a candidate whose e is below the phi it would need to beat the bar (right_total clips the
+     centre gets right, all masked clips, and the wrong clips with phi <= e) is skipped before its weights are made;
+     so is one that cannot beat the bar even if every scored clip were right; one that has lost too many clips
+     stops early; a candidate that must score most clips scores them all in the order pf / yf instead (the clips the
+     centre gets wrong first, so that a candidate no better than the centre shows it soon);
+   - the running best of every thread is shared: a later thread's candidate must beat an earlier thread's best,
+     an earlier thread's candidate must reach a later thread's best (it comes first, so it wins a tie). */
+typedef struct {
+    const float *z; int64_t K, chunk, C, M;
+    const float *centre; float sigma; double t_min;
+    const float *p; const int64_t *y; int64_t n_pad, n_real;
+    const float *pf; const int64_t *yf;
+    const double *theta; const int32_t *safe_suffix;
+    const double *phi; int64_t n_phi, right_total;
+    const float *pm; const int64_t *ym; const float *mask; int64_t n_masked;
+    int32_t *bests; int64_t n_threads;
+    int64_t *stats; /* per thread: candidates skipped before their weights were made, scored, clips scored */
+} scan_t;
+
+#define SCAN_EVAL(M) \
+static int32_t eval_m##M(const float *w, int64_t C, const float *p, const int64_t *y, int64_t n_pad, int64_t u8, \
+                         int64_t n_real, int64_t slack) { \
+    vi count = (vi){0}; \
+    for (int64_t n = 0; n < u8; n += 8) { \
+        vf best = (vf){0} - INFINITY; vi idx = (vi){0}; \
+        for (int64_t c = 0; c < C; ++c) { \
+            const float *pc = p + c * M * n_pad + n; \
+            vf v = w[c * M] * *(const vfu *)pc; \
+            for (int j = 1; j < M; ++j) v = v + w[c * M + j] * *(const vfu *)(pc + j * n_pad); \
+            const vi gt = v > best; \
+            best = (vf)(((vi)v & gt) | ((vi)best & ~gt)); \
+            idx = (((vi){0} + (int32_t)c) & gt) | (idx & ~gt); \
+        } \
+        const vlu y8 = *(const vlu *)(y + n); \
+        vi yv; \
+        for (int i = 0; i < 8; ++i) yv[i] = (int32_t)y8[i]; \
+        count -= idx == yv; \
+        if ((n & 24) == 24 && n + 8 < u8) { \
+            int32_t s = 0; \
+            for (int i = 0; i < 8; ++i) s += count[i]; \
+            if ((n + 8 < n_real ? n + 8 : n_real) - s > slack) return -1; \
+        } \
+    } \
+    int32_t s = 0; \
+    for (int i = 0; i < 8; ++i) s += count[i]; \
+    return s; \
+}
+SCAN_EVAL(1) SCAN_EVAL(2) SCAN_EVAL(3) SCAN_EVAL(4) SCAN_EVAL(5) SCAN_EVAL(6) SCAN_EVAL(7) SCAN_EVAL(8)
+
+static int32_t eval_masked(const float *w, int64_t C, int64_t M, const float *p, const int64_t *y, int64_t N,
+                           const float *mask) {
+    int32_t count = 0;
+    for (int64_t n = 0; n < N; ++n) {
+        float best = -INFINITY; int32_t arg = 0;
+        for (int64_t c = 0; c < C; ++c) {
+            const float *pc = p + c * M * N + n;
+            float v = w[c * M] * pc[0], d = w[c * M] * mask[n];
+            for (int64_t j = 1; j < M; ++j) { v = v + w[c * M + j] * pc[j * N]; d = d + w[c * M + j] * mask[j * N + n]; }
+            v = v / (d > 1e-12f ? d : 1e-12f);
+            if (v > best) { best = v; arg = (int32_t)c; }
+        }
+        count += arg == y[n];
+    }
+    return count;
+}
+
+void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0, int32_t *out_count,
+                int64_t *out_k, float *out_w) {
+    const int64_t C = a->C, M = a->M, CM = C * M;
+    float z[CM], w[CM];
+    int32_t own = bar0; int64_t own_k = -1;
+    int64_t n_skipped = 0, n_scored = 0, n_clips = 0;
+    const float equal = (float)(1.0 / (double)M);
+    for (int64_t k = k0; k < k1; ++k) {
+        int32_t bar = own;
+        for (int64_t s = 0; s < a->n_threads; ++s) {
+            if (s == t) continue;
+            const int32_t b = __atomic_load_n(a->bests + s, __ATOMIC_RELAXED) - (s > t);
+            if (b > bar) bar = b;
+        }
+        const int64_t j = k / a->chunk, kk = k - j * a->chunk;
+        const int64_t kj = a->K - j * a->chunk < a->chunk ? a->K - j * a->chunk : a->chunk;
+        const float *base = a->z + j * a->chunk * CM;
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t m = 0; m < M; ++m) z[c * M + m] = base[(c * kj + kk) * M + m];
+        int64_t u8 = a->n_pad;
+        if (a->theta) {
+            float zmax = 0.0f;
+            for (int64_t i = 0; i < CM; ++i) zmax = fabsf(z[i]) > zmax ? fabsf(z[i]) : zmax;
+            /* |v - centre| <= |fl(fl(z sigma) + centre) - centre|: sigma |z| to a relative 2^-23, plus half an ulp
+               of a weight (< 2) */
+            const double d = (double)a->sigma * (double)zmax * (1.0 + 1e-6) + 2.5e-7, den = a->t_min - (double)M * d;
+            if (den > 0.5 * a->t_min) {
+                const double e = d / den;
+                /* wrong clips that must be able to turn right: more than bar - right_total - n_masked */
+                const int64_t q = (int64_t)bar - a->right_total - a->n_masked;
+                if (q >= a->n_phi || (q >= 0 && e < a->phi[q])) { ++n_skipped; continue; }
+                int64_t lo = 0, hi = a->n_real;
+                while (lo < hi) { const int64_t mid = (lo + hi) / 2; if (a->theta[mid] <= e) lo = mid + 1; else hi = mid; }
+                u8 = (lo + 7) & ~(int64_t)7;
+                if (u8 > a->n_pad) u8 = a->n_pad;
+            }
+        }
+        const float *p = a->p; const int64_t *y = a->y; const int32_t *safe = a->safe_suffix;
+        if (2 * u8 > a->n_pad) { u8 = a->n_pad; p = a->pf; y = a->yf; }  /* safe_suffix[n_pad] = 0 either way */
+        const int64_t ur = u8 < a->n_real ? u8 : a->n_real;
+        const int64_t need = (int64_t)bar + 1 - safe[u8] - a->n_masked; /* right among the first u8 */
+        if (need > ur) { ++n_skipped; continue; }
+        ++n_scored; n_clips += u8 + a->n_masked;
+        /* the candidate's weights, as prepare() makes them */
+        for (int64_t c = 0; c < C; ++c) {
+            float *wc = w + c * M; const float *zc = z + c * M;
+            for (int64_t m = 0; m < M; ++m) {
+                if (a->centre) { const float v = zc[m] * a->sigma + a->centre[c * M + m]; wc[m] = v > 0.0f ? v : 0.0f; }
+                else wc[m] = zc[m];
+            }
+            float total = wc[0];
+            for (int64_t m = 1; m < M; ++m) total = total + wc[m];
+            if (total <= 1e-12f) { for (int64_t m = 0; m < M; ++m) wc[m] = a->centre ? a->centre[c * M + m] : equal; }
+            else { for (int64_t m = 0; m < M; ++m) wc[m] = wc[m] / total; }
+        }
+        const int64_t slack = ur - (need > 0 ? need : 0);
+        int32_t got = 0;
+        if (u8 > 0) {
+            switch (M) {
+            case 1: got = eval_m1(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            case 2: got = eval_m2(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            case 3: got = eval_m3(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            case 4: got = eval_m4(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            case 5: got = eval_m5(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            case 6: got = eval_m6(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            case 7: got = eval_m7(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            default: got = eval_m8(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            }
+            if (got < 0) continue;
+        }
+        int32_t total = got + safe[u8];
+        if (a->n_masked) total += eval_masked(w, C, M, a->pm, a->ym, a->n_masked, a->mask);
+        if (total > bar) {
+            own = total; own_k = k;
+            for (int64_t i = 0; i < CM; ++i) out_w[i] = w[i];
+            __atomic_store_n(a->bests + t, own, __ATOMIC_RELAXED);
+        }
+    }
+    *out_count = own; *out_k = own_k;
+    if (a->stats) { a->stats[3 * t] += n_skipped; a->stats[3 * t + 1] += n_scored; a->stats[3 * t + 2] += n_clips; }
+}
+
+/* Per local round, from the centre (C x M): how far each complete clip (p (C, M, n), y) is from changing the
+   centre's prediction. With mu_c = sum_m centre[c,m] P_m / T_c (T_c the column's sum) and spread_c =
+   sum_m |P_m - mu_c|, weights within d of the centre's move mu_c by at most e spread_c (e = d / (T - M d)): the top
+   class t stays on top while e < theta = min_{c != t} (mu_t - mu_c - 2 eta) / (spread_t + spread_c), eta covering
+   the scorer's float32 rounding (a relative (2M + 2) 2^-24 of a score; weights and probabilities are >= 0). A clip
+   whose label y is not t can turn right only once e >= phi = its theta entry for c = y.
+   Writes the clips sorted by increasing theta (p_theta, y_theta, padded to n_pad with zero probabilities and label
+   -1) and their thetas, safe[i] = how many clips from position i on t gets right (safe[n..n_pad] = 0), the sorted
+   phis of the wrong clips and their number, how many t gets right, min_c T_c, and the clips in the order for
+   scoring them all (p_focus, y_focus): wrong first, then by increasing margin. */
+typedef struct { double key; int64_t i; } keyed_t;
+static int by_key(const void *a, const void *b) {
+    const keyed_t *x = (const keyed_t *)a, *z = (const keyed_t *)b;
+    if (x->key != z->key) return x->key < z->key ? -1 : 1;
+    return (x->i > z->i) - (x->i < z->i); /* stable */
+}
+static int by_double(const void *a, const void *b) {
+    const double x = *(const double *)a, z = *(const double *)b;
+    return (x > z) - (x < z);
+}
+static void gather_clips(const float *p, const int64_t *y, int64_t n, int64_t n_pad, int64_t CM, const keyed_t *order,
+                         float *po, int64_t *yo) {
+    for (int64_t r = 0; r < CM; ++r)
+        for (int64_t i = 0; i < n_pad; ++i) po[r * n_pad + i] = i < n ? p[r * n + order[i].i] : 0.0f;
+    for (int64_t i = 0; i < n_pad; ++i) yo[i] = i < n ? y[order[i].i] : -1;
+}
+int round_order(const float *p, const int64_t *y, int64_t n, int64_t n_pad, int64_t C, int64_t M, const float *centre,
+                double *theta_out, int32_t *safe, double *phi, int64_t *n_phi, int64_t *right_total, double *t_min,
+                float *p_theta, int64_t *y_theta, float *p_focus, int64_t *y_focus) {
+    double *mu = malloc(sizeof(double) * (size_t)(2 * C * (n > 0 ? n : 1) + C));
+    keyed_t *ord = malloc(sizeof(keyed_t) * (size_t)(n > 0 ? n : 1));
+    keyed_t *foc = malloc(sizeof(keyed_t) * (size_t)(n > 0 ? n : 1));
+    int8_t *right = malloc((size_t)(n > 0 ? n : 1));
+    if (!mu || !ord || !foc || !right) { free(mu); free(ord); free(foc); free(right); return 1; }
+    double *spread = mu + C * n, *t_col = spread + C * n;
+    *t_min = INFINITY;
+    for (int64_t c = 0; c < C; ++c) {
+        double t = 0.0;
+        for (int64_t m = 0; m < M; ++m) t += (double)centre[c * M + m];
+        t_col[c] = t;
+        if (t < *t_min) *t_min = t;
+    }
+    int64_t nw = 0, nr = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        double pmax = 1.0;
+        for (int64_t c = 0; c < C; ++c) {
+            double s = 0.0;
+            for (int64_t m = 0; m < M; ++m) {
+                const double v = (double)p[(c * M + m) * n + i];
+                s += (double)centre[c * M + m] * v;
+                if (v > pmax) pmax = v;
+            }
+            mu[c * n + i] = s / t_col[c];
+        }
+        int64_t top = 0;
+        for (int64_t c = 0; c < C; ++c) {
+            double sp = 0.0;
+            for (int64_t m = 0; m < M; ++m) sp += fabs((double)p[(c * M + m) * n + i] - mu[c * n + i]);
+            spread[c * n + i] = sp;
+            if (mu[c * n + i] > mu[top * n + i]) top = c;
+        }
+        const double eta = 1e-5 * pmax, mt = mu[top * n + i], st = spread[top * n + i];
+        double th = INFINITY, best_other = -INFINITY;
+        for (int64_t c = 0; c < C; ++c) {
+            if (c != y[i] && mu[c * n + i] > best_other) best_other = mu[c * n + i];
+            if (c == top) continue;
+            const double gap = mt - mu[c * n + i] - 2.0 * eta, den = st + spread[c * n + i];
+            const double tc = den > 0.0 ? gap / den : (gap > 0.0 ? INFINITY : -INFINITY);
+            if (tc < th) th = tc;
+            if (c == y[i]) phi[nw++] = tc;
+        }
+        right[i] = top == y[i];
+        nr += right[i];
+        ord[i].key = th; ord[i].i = i;
+        foc[i].key = mu[y[i] * n + i] - best_other; foc[i].i = i;
+    }
+    qsort(ord, (size_t)n, sizeof(keyed_t), by_key);
+    qsort(foc, (size_t)n, sizeof(keyed_t), by_key);
+    qsort(phi, (size_t)nw, sizeof(double), by_double);
+    for (int64_t i = 0; i < n; ++i) theta_out[i] = ord[i].key;
+    for (int64_t i = n; i <= n_pad; ++i) safe[i] = 0;
+    for (int64_t i = n - 1; i >= 0; --i) safe[i] = safe[i + 1] + right[ord[i].i];
+    gather_clips(p, y, n, n_pad, C * M, ord, p_theta, y_theta);
+    gather_clips(p, y, n, n_pad, C * M, foc, p_focus, y_focus);
+    *n_phi = nw; *right_total = nr;
+    free(mu); free(ord); free(foc); free(right);
+    return 0;
+}
 """
 _NATIVE_MAX_MODELS = 8
 _NATIVE: dict[str, object] = {}
+
+
+class _MT(ctypes.Structure):
+    """State of the C copy of torch's CPU generator (``mt_t``)."""
+
+    _fields_ = [("s", ctypes.c_uint32 * 624), ("left", ctypes.c_int32), ("next", ctypes.c_int32)]
+
+
+class _Scan(ctypes.Structure):
+    """Arguments of the C ``scan_round`` (``scan_t``)."""
+
+    _p, _i, _f, _d = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_double
+    _fields_ = [("z", _p), ("K", _i), ("chunk", _i), ("C", _i), ("M", _i), ("centre", _p), ("sigma", _f),
+                ("t_min", _d), ("p", _p), ("y", _p), ("n_pad", _i), ("n_real", _i), ("pf", _p), ("yf", _p), ("theta", _p),
+                ("safe_suffix", _p), ("phi", _p), ("n_phi", _i), ("right_total", _i), ("pm", _p), ("ym", _p), ("mask", _p), ("n_masked", _i), ("bests", _p),
+                ("n_threads", _i), ("stats", _p)]
+
+
+def _build(compiler: str, c_file: Path, out: Path) -> None:
+    # -march=native: the host's vector width (retried without it where the compiler refuses it);
+    # -ffp-contract=off: no implicit FMA, so the float32 sums round as in the torch scorers (the generator's
+    # FMAs are explicit); -fno-math-errno: a vector square root
+    flags = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC", "-o", str(out), str(c_file)]
+    try:
+        subprocess.run([compiler, "-march=native", *flags], check=True, capture_output=True, timeout=120)
+    except subprocess.CalledProcessError:
+        subprocess.run([compiler, *flags], check=True, capture_output=True, timeout=120)
 
 
 def _native_library():
@@ -265,11 +671,7 @@ def _native_library():
             c_file = cache / f"scorer-{key}.c"
             c_file.write_text(_NATIVE_SOURCE)
             tmp = cache / f"scorer-{key}.{os.getpid()}.so"
-            compiler = os.environ.get("CC", "cc")
-            # -march=native: the host's vector width; -ffp-contract=off: no FMA, so the float32 sums round as
-            # in the torch scorers
-            subprocess.run([compiler, "-O3", "-march=native", "-ffp-contract=off", "-shared", "-fPIC",
-                            "-o", str(tmp), str(c_file)], check=True, capture_output=True, timeout=120)
+            _build(os.environ.get("CC", "cc"), c_file, tmp)
             os.replace(tmp, so)  # atomic: concurrent builders (DDP ranks) never load a half-written library
         lib = ctypes.CDLL(str(so))
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
@@ -277,12 +679,43 @@ def _native_library():
         lib.correct_counts.restype = ctypes.c_int
         lib.prepare.argtypes = [ptr, i64, i64, i64, ptr, ctypes.c_float, i64, i64]
         lib.prepare.restype = None
+        lib.mt_seed.argtypes = [ptr, ctypes.c_uint64]
+        lib.mt_seed.restype = None
+        lib.mt_uniform.argtypes = [ptr, ptr, i64]
+        lib.mt_uniform.restype = None
+        lib.mt_normal.argtypes = [ptr, ptr, i64]
+        lib.mt_normal.restype = ctypes.c_int
+        lib.scan_round.argtypes = [ptr, i64, i64, i64, ctypes.c_int32, ptr, ptr, ptr]
+        lib.scan_round.restype = None
+        lib.round_order.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
+        lib.round_order.restype = ctypes.c_int
     except (OSError, subprocess.SubprocessError) as err:
         warnings.warn(f"could not build the combiner's C scorer ({type(err).__name__}: {err}); falling back to "
                       "backend='compiled'", RuntimeWarning, stacklevel=3)
         lib = None
     _NATIVE["lib"] = lib
     return lib
+
+
+def _native_generator_matches_torch(lib) -> bool:
+    """Whether the C generator reproduces torch.rand / torch.randn (CPU, float32) bit for bit on this machine: a
+    few seeds and sizes, tails included. Checked once per process; without a match the search draws with torch."""
+    if "rng_ok" not in _NATIVE:
+        ok = True
+        for seed in (1, 7, 2**32 + 5):
+            g = _MT()
+            lib.mt_seed(ctypes.byref(g), seed)
+            tg = torch.Generator().manual_seed(seed)
+            for kind, n in (("rand", 35), ("randn", 16), ("randn", 4099), ("rand", 1000), ("randn", 20_000)):
+                out = np.empty(n, np.float32)
+                (lib.mt_uniform if kind == "rand" else lib.mt_normal)(ctypes.byref(g), out.ctypes.data, n)
+                ref = getattr(torch, kind)(n, generator=tg).numpy()
+                ok = ok and np.array_equal(out.view(np.int32), ref.view(np.int32))
+        if not ok:
+            warnings.warn("the combiner's C generator does not reproduce torch's random stream on this machine; "
+                          "drawing with torch instead (same results, slower)", RuntimeWarning, stacklevel=3)
+        _NATIVE["rng_ok"] = ok
+    return bool(_NATIVE["rng_ok"])
 
 
 class _NativeScorer:
@@ -509,6 +942,109 @@ class _ScoreTable:
             self.score.close()
 
 
+class _FastSearch:
+    """The whole search of one subset in C: the C copy of torch's generator draws every round (bit for bit the
+    candidates of the torch path) while the C ``scan_round`` scores the previous one on the scorer's threads.
+    Local rounds score only the clips a candidate could move (C ``round_order``) and skip the candidates that
+    cannot beat the best; the chosen weights and counts are those of the exhaustive search."""
+
+    def __init__(self, table: _ScoreTable, lib, n_classes: int, n_sub: int) -> None:
+        self.lib, self.c, self.m = lib, n_classes, n_sub
+        self.pool = table.score.pool
+        self.n_threads = table.score.n_threads
+        self.n_constant_correct = table.n_constant_correct
+        if table._focusable is not None:
+            self.p, self.y = table._focusable
+        else:
+            self.p, self.y = np.zeros((n_classes, n_sub, 0), np.float32), np.zeros(0, np.int64)
+        self.n_real = self.p.shape[2]
+        self.n_pad = self.n_real + (-self.n_real % 8)
+        masked = [part for part in table.parts if part[2] is not None]
+        if masked:
+            pm, ym, mask = masked[0]
+            self.pm, self.ym, self.mask = (np.ascontiguousarray(pm.numpy(), np.float32),
+                                           np.ascontiguousarray(ym.numpy(), np.int64),
+                                           np.ascontiguousarray(mask.numpy(), np.float32))
+        else:
+            self.pm = self.ym = self.mask = None
+        self.p = np.ascontiguousarray(self.p, np.float32)
+        self.y = np.ascontiguousarray(self.y, np.int64)
+        # what round_order writes for each local round
+        n, n_pad, cm = self.n_real, self.n_pad, n_classes * n_sub
+        self.theta, self.phi = np.zeros(max(n, 1)), np.zeros(max(n, 1))
+        self.safe = np.zeros(n_pad + 1, np.int32)
+        self.by_theta = (np.zeros((cm, n_pad), np.float32), np.zeros(n_pad, np.int64))
+        self.by_focus = (np.zeros((cm, n_pad), np.float32), np.zeros(n_pad, np.int64))
+        self.n_phi, self.right_total, self.t_min = ctypes.c_int64(), ctypes.c_int64(), ctypes.c_double()
+        self.stats = np.zeros((self.n_threads, 3), np.int64)
+
+    def run(self, seed: int, n_samples: int, chunk: int, sigmas: list[float]) -> tuple[torch.Tensor, int]:
+        """Global stage then one local round per sigma; returns the best weights (C, m) and correct count."""
+        lib, c, m, n, n_pad = self.lib, self.c, self.m, self.n_real, self.n_pad
+        sizes = [min(chunk, n_samples - s) for s in range(0, n_samples, chunk)]
+        gen = _MT()
+        lib.mt_seed(ctypes.byref(gen), seed % 2**64)
+        bufs = [np.empty(c * m * n_samples, np.float32) for _ in range(2)]
+
+        def fill(buf: np.ndarray, normal: bool) -> None:  # chunk by chunk, as the torch path draws them
+            off = 0
+            for k in sizes:
+                (lib.mt_normal if normal else lib.mt_uniform)(ctypes.byref(gen), buf.ctypes.data + 4 * off, c * k * m)
+                off += c * k * m
+
+        # the global stage scores every clip in their given order
+        natural = (np.ascontiguousarray(np.concatenate([self.p.reshape(c * m, n),
+                                                        np.zeros((c * m, n_pad - n), np.float32)], axis=1)),
+                   np.concatenate([self.y, np.full(n_pad - n, -1, np.int64)]))
+        no_safe = np.zeros(n_pad + 1, np.int32)
+        masked = ((None, None, None, 0) if self.pm is None else
+                  (self.pm.ctypes.data, self.ym.ctypes.data, self.mask.ctypes.data, self.pm.shape[2]))
+        counts = np.empty(self.n_threads, np.int32)
+        ks = np.empty(self.n_threads, np.int64)
+        ws = np.zeros((self.n_threads, c * m), np.float32)
+        bests = np.empty(self.n_threads, np.int32)
+        bounds = np.linspace(0, n_samples, self.n_threads + 1).astype(np.int64)
+        best_w = np.full((c, m), 1.0 / m, np.float32)
+        best = -1 - self.n_constant_correct  # the counts here are of the clips left after pruning
+        fill(bufs[0], normal=False)
+        for r in range(len(sigmas) + 1):
+            if r == 0:
+                (p, y), (pf, yf), safe, centre, sigma = natural, natural, no_safe, None, 1.0
+                theta = phi = None
+            else:
+                centre, sigma = np.ascontiguousarray(best_w), float(sigmas[r - 1])
+                theta, safe, phi, (p, y), (pf, yf) = self.theta, self.safe, self.phi, self.by_theta, self.by_focus
+                if lib.round_order(self.p.ctypes.data, self.y.ctypes.data, n, n_pad, c, m, centre.ctypes.data,
+                                   theta.ctypes.data, safe.ctypes.data, phi.ctypes.data, ctypes.byref(self.n_phi),
+                                   ctypes.byref(self.right_total), ctypes.byref(self.t_min), p.ctypes.data,
+                                   y.ctypes.data, pf.ctypes.data, yf.ctypes.data):
+                    raise MemoryError("the combiner's C round_order could not allocate its work space")
+            bests[:] = best
+            scan = _Scan(bufs[r % 2].ctypes.data, n_samples, chunk, c, m,
+                         None if centre is None else centre.ctypes.data, sigma,
+                         1.0 if centre is None else self.t_min.value, p.ctypes.data, y.ctypes.data, n_pad, n,
+                         pf.ctypes.data, yf.ctypes.data, None if theta is None else theta.ctypes.data,
+                         safe.ctypes.data, None if phi is None else phi.ctypes.data,
+                         0 if phi is None else self.n_phi.value, 0 if phi is None else self.right_total.value,
+                         *masked, bests.ctypes.data, self.n_threads, self.stats.ctypes.data)
+
+            def work(t: int, scan: _Scan = scan, bar: int = best) -> None:
+                lib.scan_round(ctypes.byref(scan), t, int(bounds[t]), int(bounds[t + 1]), bar,
+                               counts[t:].ctypes.data, ks[t:].ctypes.data, ws[t].ctypes.data)
+
+            futures = [] if self.pool is None else [self.pool.submit(work, t) for t in range(self.n_threads)]
+            if self.pool is None:
+                work(0)
+            if r < len(sigmas):  # the next round's draws do not depend on this round's scores
+                fill(bufs[(r + 1) % 2], normal=True)
+            for f in futures:
+                f.result()
+            t = int(counts.argmax())  # first maximum: the earliest thread's candidate wins a tie
+            if counts[t] > best and ks[t] >= 0:
+                best, best_w = int(counts[t]), ws[t].reshape(c, m).copy()
+        return torch.from_numpy(best_w), best + self.n_constant_correct
+
+
 class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
     """Per-class weighted average of several models' probabilities, weights found by the paper's random search.
 
@@ -554,12 +1090,19 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
         Accuracy of the chosen weighting on the data given to ``fit``.
     subset_scores_ : dict[tuple of int, float]
         Best accuracy found for each subset searched.
+    search_stats_ : dict[str, int]
+        Work of the whole-search C path (``fast_subsets``: subsets it searched; ``candidates_skipped``: candidates
+        shown unable to beat the best before scoring; ``candidates_scored``; ``clips_to_score``: clips those were
+        to be scored on before any early stop). Zero where the chunk-by-chunk path ran.
     classes_ : ndarray (n_classes,)
     n_features_in_ : int
     """
 
     # Leave out clips whose correctness is constant (exact; a switch only so that a test can compare with no pruning).
     _prune = True
+    # The whole search in C (``_FastSearch``) where the C scorer is built and its generator reproduces torch's; a
+    # switch only so that tests can compare it with the chunk-by-chunk torch-drawn search.
+    _fast = True
 
     def __init__(
         self,
@@ -647,6 +1190,19 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ search
     def _search_subset(self, table: _ScoreTable, n_sub: int, device: torch.device) -> tuple[torch.Tensor, int]:
         """The paper's global + local search on one subset; returns the best weights (C, m) and correct count."""
+        if self._fast and table.prepares_draws and _native_generator_matches_torch(table.score.lib) and all(
+                self.n_classes * n_sub * min(self.chunk_size, self.n_samples - s) >= 16  # torch.randn's bulk path
+                for s in range(0, self.n_samples, self.chunk_size)):
+            fast = _FastSearch(table, table.score.lib, self.n_classes, n_sub)
+            result = fast.run(int(self.random_state), self.n_samples, self.chunk_size,
+                              sigma_schedule(self.sigma0, self.decay, self.sigma_min))
+            skipped, scored, clips = (int(v) for v in fast.stats.sum(axis=0))
+            stats = self.search_stats_
+            stats["fast_subsets"] += 1
+            stats["candidates_skipped"] += skipped
+            stats["candidates_scored"] += scored
+            stats["clips_to_score"] += clips
+            return result
         gen = torch.Generator(device=device)
         gen.manual_seed(int(self.random_state))
         c = self.n_classes
@@ -725,6 +1281,8 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
                      device: torch.device, backend: str, threads: int) -> None:
         """Search every subset (the C scorer on ``threads`` threads) and set the fitted attributes."""
         self.subset_scores_: dict[tuple[int, ...], float] = {}
+        self.search_stats_ = {"fast_subsets": 0, "candidates_skipped": 0, "candidates_scored": 0,
+                              "clips_to_score": 0}
         best_count, best_subset, best_w = -1, None, None
         n = probs.shape[1]
         m = probs.shape[0]

@@ -336,7 +336,9 @@ def test_early_stop_gives_the_same_search(monkeypatch: pytest.MonkeyPatch) -> No
     X, y = peaky_problem(n=160, m=3, seed=11)
     X[::7, :C] = np.nan
     kw = {**FAST, "backend": "native", "random_state": 9}
+    monkeypatch.setattr(RandomSearchCombiner, "_fast", False)  # the chunk-by-chunk path (tests/core/test_combine_fast.py)
     fast = RandomSearchCombiner(**kw).fit(X, y)
+    assert fast.search_stats_["fast_subsets"] == 0
     monkeypatch.setattr(_ScoreTable, "early_stop", False)
     exact = RandomSearchCombiner(**kw).fit(X, y)
     np.testing.assert_array_equal(fast.weights_, exact.weights_)

@@ -1,0 +1,183 @@
+"""The combiner's whole-search C path (``_FastSearch``): its copy of torch's generator, and a search that skips and
+cuts work by exact bounds, checked against the plain exhaustive search (every candidate on every clip)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import stat
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from emotiw import combine
+from emotiw.combine import (
+    _MT,
+    RandomSearchCombiner,
+    _native_generator_matches_torch,
+    _native_library,
+    _ScoreTable,
+)
+
+C = 7
+needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
+                              reason="no C compiler: the whole-search C path is not built (fallback tested below)")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), needs_cc]
+
+# The paper's sigma schedule (81 local rounds down to 1e-4, so the bounds go from useless to skipping nearly every
+# candidate) on few candidates per round; chunks of 70 leave a short last chunk (and, for some sizes, a torch.randn
+# call whose size is not a multiple of 16).
+PAPER_SHORT = dict(n_samples=150, chunk_size=70, sigma0=0.5, decay=0.9, sigma_min=1e-4)
+
+
+def fit_reference(monkeypatch: pytest.MonkeyPatch, X: np.ndarray, y: np.ndarray, **kw) -> RandomSearchCombiner:
+    """The plain search: torch draws chunk by chunk, every candidate is scored on every clip (no pruning, no early
+    stop) by the C kernel, whose counts equal the eager torch kernel's (tests/core/test_combine.py). Its candidates
+    are made by the C ``prepare``, which sums a class column in model order; torch's ``normalise_columns`` (the
+    ``fused`` backend) sums 5 models in another order and so can differ in the last bit of a weight."""
+    with monkeypatch.context() as mp:
+        mp.setattr(RandomSearchCombiner, "_fast", False)
+        mp.setattr(RandomSearchCombiner, "_prune", False)
+        mp.setattr(_ScoreTable, "early_stop", False)
+        est = RandomSearchCombiner(**kw, backend="native").fit(X, y)
+    assert est.search_stats_["fast_subsets"] == 0
+    return est
+
+
+def assert_same_search(a: RandomSearchCombiner, b: RandomSearchCombiner) -> None:
+    np.testing.assert_array_equal(a.weights_, b.weights_)  # bit for bit
+    assert a.subset_ == b.subset_
+    assert a.best_score_ == b.best_score_
+    assert a.subset_scores_ == b.subset_scores_
+
+
+def random_problem(seed: int, n: int = 90, m: int = 3, ties: bool = True, missing: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Models of mixed skill; with ties: a duplicated model (every count ties between weightings that differ only
+    in how they split between the copies), clips whose models put equal probability on two classes or on all (the
+    lowest class must win), and a second model equal to a first one on some clips."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, n)
+    blocks = []
+    for _ in range(m - 1 if ties else m):
+        p = rng.dirichlet(np.full(C, 0.5), size=n)
+        sure = rng.random(n) < 0.3
+        p[sure] = 0.5 * p[sure] + 0.5 * np.eye(C)[y[sure]]
+        blocks.append(p)
+    if ties:
+        blocks.append(blocks[0].copy())
+        blocks[0][:6] = 1.0 / C  # every class tied for every model: class 0 wins
+        blocks[-1][:6] = 1.0 / C
+        for b in blocks:  # classes 2 and 5 tied at the top on the next clips
+            b[6:12] = 0.0
+            b[6:12, [2, 5]] = 0.5
+        blocks[1][12:20] = blocks[0][12:20]
+    X = np.hstack(blocks)
+    if missing:
+        X[rng.random(n) < 0.15, C:2 * C] = np.nan
+        X[:3, :] = np.nan  # no model present: every score 0, class 0
+    return X, y
+
+
+def test_c_generator_reproduces_torch_rand_and_randn() -> None:
+    lib = _native_library()
+    assert _native_generator_matches_torch(lib)
+    for seed in (0, 1, 123456789, 2**40 + 3):
+        g = _MT()
+        lib.mt_seed(ctypes.byref(g), seed)
+        tg = torch.Generator().manual_seed(seed)
+        # sizes: one block of 16, not multiples of 16 (torch redraws the last 16), over several twists of the state
+        for kind, n in (("rand", 7), ("randn", 16), ("randn", 33), ("rand", 1250), ("randn", 1400), ("randn", 2501)):
+            out = np.empty(n, np.float32)
+            (lib.mt_uniform if kind == "rand" else lib.mt_normal)(ctypes.byref(g), out.ctypes.data, n)
+            ref = getattr(torch, kind)(n, generator=tg).numpy()
+            np.testing.assert_array_equal(out.view(np.int32), ref.view(np.int32), err_msg=f"{kind} {n} seed {seed}")
+
+
+@pytest.mark.parametrize(("seed", "m", "ties", "missing"),
+                         [(0, 2, False, False), (1, 3, True, True), (2, 4, True, False), (3, 5, False, True),
+                          (4, 3, False, False)])
+def test_fast_search_equals_the_plain_exhaustive_search(seed: int, m: int, ties: bool, missing: bool,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    X, y = random_problem(seed, m=m, ties=ties, missing=missing)
+    kw = {**PAPER_SHORT, "random_state": seed + 5, "search_subsets": False}
+    fast = RandomSearchCombiner(**kw).fit(X, y)
+    stats = fast.search_stats_
+    assert stats["fast_subsets"] == 1
+    assert stats["clips_to_score"] < stats["candidates_scored"] * len(y)  # the bounds cut clips
+    # skipping needs every clip that could still flip to be bounded: a clip tied between its label and another
+    # class can always flip, and clips missing a model are all scored
+    if not ties and not missing:
+        assert stats["candidates_skipped"] > 0
+    assert_same_search(fast, fit_reference(monkeypatch, X, y, **kw))
+
+
+def test_fast_search_equals_the_plain_search_over_every_subset(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, y = random_problem(7, n=60, m=4)
+    kw = {**PAPER_SHORT, "n_samples": 60, "chunk_size": 25, "random_state": 1}
+    fast = RandomSearchCombiner(**kw).fit(X, y)
+    assert fast.search_stats_["fast_subsets"] == 11
+    assert_same_search(fast, fit_reference(monkeypatch, X, y, **kw))
+
+
+def test_fast_search_equals_the_chunked_native_search_on_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # two scorer threads share their running bests; the result is still the earliest best of the whole round
+    X, y = random_problem(11, n=130, m=3)
+    kw = {**PAPER_SHORT, "n_samples": 400, "chunk_size": 128, "random_state": 2, "search_subsets": False}
+    torch.set_num_threads(2)
+    try:
+        fast = RandomSearchCombiner(**kw).fit(X, y)
+        monkeypatch.setattr(RandomSearchCombiner, "_fast", False)
+        chunked = RandomSearchCombiner(**kw).fit(X, y)
+    finally:
+        torch.set_num_threads(1)
+    assert fast.search_stats_["fast_subsets"] == 1 and chunked.search_stats_["fast_subsets"] == 0
+    assert_same_search(fast, chunked)
+
+
+def test_every_candidate_ties_keeps_the_first_sample() -> None:
+    # identical models: every weighting predicts the same, so no candidate beats the first global sample
+    rng = np.random.default_rng(4)
+    p = rng.dirichlet(np.ones(C), size=40)
+    y = rng.integers(0, C, 40)
+    est = RandomSearchCombiner(**PAPER_SHORT, random_state=3, search_subsets=False).fit(np.hstack([p] * 3), y)
+    gen = torch.Generator().manual_seed(3)
+    first = combine.normalise_columns(torch.rand((C, PAPER_SHORT["chunk_size"], 3), generator=gen))[:, 0, :]
+    np.testing.assert_array_equal(est.weights_, first.T.double().numpy())
+    assert est.best_score_ == np.mean(p.argmax(axis=1) == y)
+
+
+def test_falls_back_to_torch_draws_when_the_generator_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, y = random_problem(5, n=50, m=3)
+    kw = {**PAPER_SHORT, "random_state": 8, "search_subsets": False}
+    fast = RandomSearchCombiner(**kw).fit(X, y)
+    lib = _native_library()
+    monkeypatch.setattr(combine, "_NATIVE", {"lib": lib})  # probe again
+    real_randn = torch.randn
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: real_randn(*a, **k) + 1.0)  # "another torch build"
+    with pytest.warns(RuntimeWarning, match="does not reproduce torch's random stream"):
+        assert not _native_generator_matches_torch(lib)
+    monkeypatch.setattr(torch, "randn", real_randn)
+    slow = RandomSearchCombiner(**kw).fit(X, y)
+    assert slow.search_stats_["fast_subsets"] == 0
+    assert_same_search(fast, slow)
+
+
+def test_builds_without_march_native(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    # a compiler that refuses -march=native: the build retries without it and the generator still matches torch
+    wrapper = tmp_path / "cc-no-native"
+    wrapper.write_text(f'#!/bin/sh\ncase "$*" in *-march=native*) exit 1;; esac\nexec {shutil.which("cc")} "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(combine, "_NATIVE", {})
+    monkeypatch.setattr(combine.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setenv("CC", str(wrapper))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lib = _native_library()
+        assert lib is not None and _native_generator_matches_torch(lib)
+    X, y = random_problem(6, n=40, m=2)
+    probs = X.reshape(len(y), 2, C).transpose(1, 0, 2)
+    assert _ScoreTable(probs, np.ones((2, len(y)), bool), y, torch.device("cpu"), "native").backend == "native"
