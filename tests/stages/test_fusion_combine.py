@@ -145,7 +145,8 @@ def test_stage_all_runs_in_order_then_skips_current_stages(tmp_path: Path) -> No
     run_dir = tmp_path / "runs" / "allexp"
     assert (run_dir / "report.md").is_file() and (run_dir / "probs" / "combine_Test.npz").is_file()
     second = run(args, tmp_path)
-    assert [second[f"{s}/status"] for s in ("fusion", "combine", "report")] == ["current"] * 3
+    # the report always reruns: its Table 2 reads the other submission runs, which the skip rule does not track
+    assert [second[f"{s}/status"] for s in ("fusion", "combine", "report")] == ["current", "current", "ran"]
     # a changed fusion hyper-parameter reruns fusion and, being newer, everything after it
     changed = [a.replace("trainer.max_epochs=2", "trainer.max_epochs=3") for a in args]
     third = run(changed, tmp_path)
