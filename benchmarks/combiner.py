@@ -1,29 +1,33 @@
 """Benchmark the random-search combiner on a problem of the paper's size: 383 validation clips, 5 models, 7 classes.
 
-Prints, for this machine (processor, cores, load average: others' jobs slow every figure, the ratios share the load):
+Prints, for this machine (CPU, cores, load average: others' jobs slow every figure; the ratios share the load):
 - the per-candidate cost of a plain numpy loop (one Python iteration per candidate), measured on a slice;
-- the per-candidate cost of the scorers (``native`` C kernel, optionally the previous default ``compiled``),
-  measured on a slice of chunks;
 - the wall time of the paper's whole schedule (100k global + 81 x 100k local = 8.2 M evaluations) for the full
-  5-model subset, and, with ``--subsets all`` (the default), for all 26 subsets (what ``stage=combine`` runs);
-- the ratio of each against the numpy loop extrapolated to the same number of evaluations.
+  5-model subset, by the whole-search C path (the default on CPU) and by the previous chunk-by-chunk path (torch
+  draws, C scorer), with a check that both choose bit-identical weights;
+- the same for all 26 subsets (what ``stage=combine`` runs), the previous path only with ``--previous-all``;
+- the ratio of each against the numpy loop extrapolated to the same number of evaluations (scaled by subset size).
 
-    python benchmarks/combiner.py                         # 5-model subset + all 26 subsets
-    python benchmarks/combiner.py --subsets full          # 5-model subset only
-    python benchmarks/combiner.py --n-samples 10000       # a 10x shorter schedule (quick look; labelled)
+    python benchmarks/combiner.py                     # 5-model subset (both paths) + all 26 subsets (C path)
+    python benchmarks/combiner.py --previous-all      # also the previous path on all 26 subsets (minutes)
+    python benchmarks/combiner.py --n-samples 10000   # a 10x shorter schedule (quick look; labelled)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from emotiw.combine import RandomSearchCombiner, _ScoreTable, model_subsets, normalise_columns
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe  # noqa: E402
+
+from emotiw.combine import RandomSearchCombiner, model_subsets  # noqa: E402
 
 N_CLIPS, N_MODELS, N_CLASSES = 383, 5, 7
 
@@ -56,76 +60,77 @@ def numpy_loop_seconds_per_candidate(X: np.ndarray, y: np.ndarray, n: int) -> fl
     return (time.perf_counter() - start) / n
 
 
-def backend_seconds_per_candidate(X: np.ndarray, y: np.ndarray, backend: str, n: int, chunk: int,
-                                  threads: int) -> float:
-    """Scoring only (draws excluded), through the same table the search uses (pruning included)."""
-    probs = X.reshape(len(y), N_MODELS, N_CLASSES).transpose(1, 0, 2)
-    table = _ScoreTable(probs, np.ones((N_MODELS, len(y)), bool), y, torch.device("cpu"), backend,
-                        n_threads=threads)
-    gen = torch.Generator().manual_seed(0)
-    wts = [normalise_columns(torch.rand((N_CLASSES, chunk, N_MODELS), generator=gen)) for _ in range(4)]
-    table.correct(wts[0])  # warm-up / compile
-    start = time.perf_counter()
-    done = 0
-    while done < n:
-        table.correct(wts[(done // chunk) % len(wts)]).argmax()
-        done += chunk
-    table.close()
-    return (time.perf_counter() - start) / done
+def timed_fit(est: RandomSearchCombiner, X: np.ndarray, y: np.ndarray, *, fast: bool) -> float:
+    previous = RandomSearchCombiner._fast
+    RandomSearchCombiner._fast = fast
+    try:
+        start = time.perf_counter()
+        est.fit(X, y)
+        return time.perf_counter() - start
+    finally:
+        RandomSearchCombiner._fast = previous
+
+
+def work(est: RandomSearchCombiner) -> str:
+    s = est.search_stats_
+    total = s["candidates_skipped"] + s["candidates_scored"]
+    if not total:
+        return "chunk-by-chunk path"
+    return (f"{s['candidates_skipped'] / total:.0%} of candidates skipped unscored, "
+            f"{s['clips_to_score'] / max(s['candidates_scored'], 1):.0f} clips per scored candidate")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--subsets", choices=["full", "all"], default="all")
-    parser.add_argument("--backend", default="native", choices=["native", "bmm", "fused", "compiled"])
-    parser.add_argument("--baseline-backend", default="compiled", choices=["none", "bmm", "fused", "compiled"],
-                        help="the previous default scorer, timed on a slice in the same run")
-    parser.add_argument("--chunk-size", type=int, default=4096)
     parser.add_argument("--n-samples", type=int, default=100_000, help="candidates per round (paper: 100,000)")
     parser.add_argument("--loop-slice", type=int, default=2000, help="candidates timed in the numpy loop")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--previous-all", action="store_true",
+                        help="also time the previous chunk-by-chunk path on all 26 subsets")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"threads {args.threads}, torch {torch.__version__}, load average "
+    print(f"machine: {describe()}, torch {torch.__version__}; load average "
           + "/".join(f"{x:.1f}" for x in os.getloadavg()) + " (1/5/15 min; others' jobs slow every figure)")
     X, y = paper_sized_problem()
-    est = RandomSearchCombiner(backend=args.backend, chunk_size=args.chunk_size, n_samples=args.n_samples)
+    est = RandomSearchCombiner(n_samples=args.n_samples)
     per_subset = est.n_evaluations_per_subset
     paper = RandomSearchCombiner().n_evaluations_per_subset
     scaled = "" if per_subset == paper else f" (SHORTENED: --n-samples {args.n_samples}; paper {paper:,})"
+    subsets = model_subsets(N_MODELS)
     print(f"problem: {N_CLIPS} clips x {N_MODELS} models x {N_CLASSES} classes; "
-          f"{per_subset:,} evaluations per subset{scaled}, {len(model_subsets(N_MODELS))} subsets")
+          f"{per_subset:,} evaluations per subset{scaled}, {len(subsets)} subsets")
 
     loop = numpy_loop_seconds_per_candidate(X, y, args.loop_slice)
-    print(f"numpy loop: {loop * 1e6:.1f} us/candidate (slice of {args.loop_slice}) "
-          f"-> {loop * per_subset:.0f} s per 5-model subset (extrapolated)")
-    for backend in dict.fromkeys([b for b in (args.baseline_backend, args.backend) if b != "none"]):
-        start = time.perf_counter()
-        t = backend_seconds_per_candidate(X, y, backend, 20 * args.chunk_size if backend == "native"
-                                          else 4 * args.chunk_size, args.chunk_size, args.threads)
-        print(f"{backend:>8} scorer only: {t * 1e6:.3f} us/candidate (chunk {args.chunk_size}; "
-              f"{time.perf_counter() - start:.0f} s incl. warm-up) -> {t * per_subset:.1f} s of scoring per 5-model "
-              f"subset, {loop / t:.0f}x the loop")
+    loop_full = loop * per_subset
+    loop_all = loop * per_subset * sum(len(s) for s in subsets) / N_MODELS  # the loop's cost scales with m
+    print(f"numpy loop: {loop * 1e6:.1f} us/candidate (slice of {args.loop_slice}) -> {loop_full:.0f} s per 5-model "
+          f"subset, {loop_all:.0f} s for all subsets (extrapolated)")
 
-    start = time.perf_counter()
-    est.set_params(search_subsets=False).fit(X, y)
-    full = time.perf_counter() - start
-    print(f"whole schedule, 5-model subset ({args.backend}, draws included): {full:.2f} s = "
-          f"{full / per_subset * 1e6:.3f} us/candidate, {loop * per_subset / full:.0f}x the loop{scaled}; "
-          f"val acc {est.best_score_:.4f}")
-    if args.subsets == "all":
-        evals = sum(len(s) for s in model_subsets(N_MODELS)) / N_MODELS * per_subset  # loop cost scales with m
-        start = time.perf_counter()
-        est.set_params(search_subsets=True).fit(X, y)
-        total = time.perf_counter() - start
-        print(f"whole schedule, all 26 subsets ({args.backend}): {total:.1f} s, {loop * evals / total:.0f}x the "
-              f"loop (loop extrapolated, scaled by subset size){scaled}; chosen subset {est.subset_}, "
-              f"acc {est.best_score_:.4f}")
-        if scaled:
-            print(f"  -> at the paper's 100,000 per round: about {total * paper / per_subset:.0f} s "
-                  "(EXTRAPOLATED linearly from the shortened run)")
+    fast = RandomSearchCombiner(n_samples=args.n_samples, search_subsets=False)
+    t_fast = timed_fit(fast, X, y, fast=True)
+    print(f"5-model subset, whole-search C path: {t_fast:.2f} s, {loop_full / t_fast:.0f}x the loop{scaled}; "
+          f"val acc {fast.best_score_:.4f}; {work(fast)}")
+    previous = RandomSearchCombiner(n_samples=args.n_samples, search_subsets=False)
+    t_prev = timed_fit(previous, X, y, fast=False)
+    same = np.array_equal(fast.weights_, previous.weights_) and fast.best_score_ == previous.best_score_
+    print(f"5-model subset, previous chunk-by-chunk path: {t_prev:.2f} s, {loop_full / t_prev:.0f}x the loop; "
+          f"C path {t_prev / t_fast:.1f}x faster; identical weights and accuracy: {same}")
+
+    t_all = timed_fit(est, X, y, fast=True)
+    print(f"all {len(subsets)} subsets, whole-search C path: {t_all:.1f} s, {loop_all / t_all:.0f}x the loop{scaled}; "
+          f"chosen subset {est.subset_}, acc {est.best_score_:.4f}; {work(est)}")
+    if args.previous_all:
+        prev_all = RandomSearchCombiner(n_samples=args.n_samples)
+        t_prev_all = timed_fit(prev_all, X, y, fast=False)
+        same = (np.array_equal(est.weights_, prev_all.weights_) and est.subset_ == prev_all.subset_
+                and est.subset_scores_ == prev_all.subset_scores_)
+        print(f"all {len(subsets)} subsets, previous chunk-by-chunk path: {t_prev_all:.1f} s, "
+              f"{loop_all / t_prev_all:.0f}x the loop; C path {t_prev_all / t_all:.1f}x faster; identical: {same}")
+    if scaled:
+        print(f"  -> at the paper's 100,000 per round: about {t_all * paper / per_subset:.0f} s for all subsets "
+              "(EXTRAPOLATED linearly from the shortened run)")
+    print("load average at the end: " + "/".join(f"{x:.1f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":

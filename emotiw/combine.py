@@ -407,18 +407,19 @@ typedef struct {
 } scan_t;
 
 #define SCAN_EVAL(M) \
-static int32_t eval_m##M(const float *w, int64_t C, const float *p, const int64_t *y, int64_t n_pad, int64_t u8, \
-                         int64_t n_real, int64_t slack) { \
+static int32_t eval_m##M(const float *w, int64_t cs, int64_t ms, int64_t C, const float *p, const int64_t *y, \
+                         int64_t n_pad, int64_t u8, int64_t n_real, int64_t slack) { \
     vi count = (vi){0}; \
     for (int64_t n = 0; n < u8; n += 8) { \
-        vf best = (vf){0} - INFINITY; vi idx = (vi){0}; \
-        for (int64_t c = 0; c < C; ++c) { \
+        vf best = (vf){0} - INFINITY; vi idx = (vi){0}, cv = (vi){0}; \
+        for (int64_t c = 0; c < C; ++c, cv += 1) { \
             const float *pc = p + c * M * n_pad + n; \
-            vf v = w[c * M] * *(const vfu *)pc; \
-            for (int j = 1; j < M; ++j) v = v + w[c * M + j] * *(const vfu *)(pc + j * n_pad); \
+            const float *wc = w + c * cs; \
+            vf v = wc[0] * *(const vfu *)pc; \
+            for (int j = 1; j < M; ++j) v = v + wc[j * ms] * *(const vfu *)(pc + j * n_pad); \
             const vi gt = v > best; \
             best = (vf)(((vi)v & gt) | ((vi)best & ~gt)); \
-            idx = (((vi){0} + (int32_t)c) & gt) | (idx & ~gt); \
+            idx = (cv & gt) | (idx & ~gt); \
         } \
         const vlu y8 = *(const vlu *)(y + n); \
         vi yv; \
@@ -436,15 +437,15 @@ static int32_t eval_m##M(const float *w, int64_t C, const float *p, const int64_
 }
 SCAN_EVAL(1) SCAN_EVAL(2) SCAN_EVAL(3) SCAN_EVAL(4) SCAN_EVAL(5) SCAN_EVAL(6) SCAN_EVAL(7) SCAN_EVAL(8)
 
-static int32_t eval_masked(const float *w, int64_t C, int64_t M, const float *p, const int64_t *y, int64_t N,
-                           const float *mask) {
+static int32_t eval_masked(const float *w, int64_t cs, int64_t ms, int64_t C, int64_t M, const float *p,
+                           const int64_t *y, int64_t N, const float *mask) {
     int32_t count = 0;
     for (int64_t n = 0; n < N; ++n) {
         float best = -INFINITY; int32_t arg = 0;
         for (int64_t c = 0; c < C; ++c) {
-            const float *pc = p + c * M * N + n;
-            float v = w[c * M] * pc[0], d = w[c * M] * mask[n];
-            for (int64_t j = 1; j < M; ++j) { v = v + w[c * M + j] * pc[j * N]; d = d + w[c * M + j] * mask[j * N + n]; }
+            const float *pc = p + c * M * N + n, *wc = w + c * cs;
+            float v = wc[0] * pc[0], d = wc[0] * mask[n];
+            for (int64_t j = 1; j < M; ++j) { v = v + wc[j * ms] * pc[j * N]; d = d + wc[j * ms] * mask[j * N + n]; }
             v = v / (d > 1e-12f ? d : 1e-12f);
             if (v > best) { best = v; arg = (int32_t)c; }
         }
@@ -456,10 +457,22 @@ static int32_t eval_masked(const float *w, int64_t C, int64_t M, const float *p,
 void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0, int32_t *out_count,
                 int64_t *out_k, float *out_w) {
     const int64_t C = a->C, M = a->M, CM = C * M;
-    float z[CM], w[CM];
+    /* up to 8 classes: one vector per model, a lane per class (weights at w[m * 8 + c]); else w[c * M + m] */
+    const int lanes = C <= 8;
+    const int64_t cs = lanes ? 1 : M, ms = lanes ? 8 : 1;
+    float z[CM > 64 ? CM : 64] __attribute__((aligned(32))), w[CM > 64 ? CM : 64] __attribute__((aligned(32)));
+    vf cen[8], fb[8];
+    for (int i = 0; i < 64; ++i) z[i] = w[i] = 0.0f;
     int32_t own = bar0; int64_t own_k = -1;
     int64_t n_skipped = 0, n_scored = 0, n_clips = 0;
     const float equal = (float)(1.0 / (double)M);
+    if (lanes) {
+        for (int64_t m = 0; m < M; ++m) {
+            cen[m] = (vf){0}; fb[m] = (vf){0} + equal;
+            for (int64_t c = 0; c < C && a->centre; ++c) cen[m][c] = a->centre[c * M + m];
+            if (a->centre) fb[m] = cen[m];
+        }
+    }
     for (int64_t k = k0; k < k1; ++k) {
         int32_t bar = own;
         for (int64_t s = 0; s < a->n_threads; ++s) {
@@ -471,11 +484,20 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
         const int64_t kj = a->K - j * a->chunk < a->chunk ? a->K - j * a->chunk : a->chunk;
         const float *base = a->z + j * a->chunk * CM;
         for (int64_t c = 0; c < C; ++c)
-            for (int64_t m = 0; m < M; ++m) z[c * M + m] = base[(c * kj + kk) * M + m];
+            for (int64_t m = 0; m < M; ++m) z[c * cs + m * ms] = base[(c * kj + kk) * M + m];
         int64_t u8 = a->n_pad;
         if (a->theta) {
             float zmax = 0.0f;
-            for (int64_t i = 0; i < CM; ++i) zmax = fabsf(z[i]) > zmax ? fabsf(z[i]) : zmax;
+            if (lanes) {
+                vf amax = (vf){0};
+                for (int64_t m = 0; m < M; ++m) {
+                    const vf av = (vf)((vi)(*(vf *)(z + 8 * m)) & (int32_t)0x7fffffff);
+                    amax = vsel(av > amax, av, amax);
+                }
+                for (int i = 0; i < 8; ++i) zmax = amax[i] > zmax ? amax[i] : zmax;
+            } else {
+                for (int64_t i = 0; i < CM; ++i) zmax = fabsf(z[i]) > zmax ? fabsf(z[i]) : zmax;
+            }
             /* |v - centre| <= |fl(fl(z sigma) + centre) - centre|: sigma |z| to a relative 2^-23, plus half an ulp
                of a weight (< 2) */
             const double d = (double)a->sigma * (double)zmax * (1.0 + 1e-6) + 2.5e-7, den = a->t_min - (double)M * d;
@@ -496,8 +518,18 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
         const int64_t need = (int64_t)bar + 1 - safe[u8] - a->n_masked; /* right among the first u8 */
         if (need > ur) { ++n_skipped; continue; }
         ++n_scored; n_clips += u8 + a->n_masked;
-        /* the candidate's weights, as prepare() makes them */
-        for (int64_t c = 0; c < C; ++c) {
+        /* the candidate's weights, as prepare() makes them (the same float operations, a class per lane) */
+        if (lanes) {
+            vf v[8];
+            for (int64_t m = 0; m < M; ++m) {
+                v[m] = *(vf *)(z + 8 * m);
+                if (a->centre) { v[m] = v[m] * a->sigma + cen[m]; v[m] = vsel(v[m] > 0.0f, v[m], (vf){0}); }
+            }
+            vf total = v[0];
+            for (int64_t m = 1; m < M; ++m) total = total + v[m];
+            const vi dead = total <= 1e-12f;
+            for (int64_t m = 0; m < M; ++m) *(vf *)(w + 8 * m) = vsel(dead, fb[m], v[m] / total);
+        } else for (int64_t c = 0; c < C; ++c) {
             float *wc = w + c * M; const float *zc = z + c * M;
             for (int64_t m = 0; m < M; ++m) {
                 if (a->centre) { const float v = zc[m] * a->sigma + a->centre[c * M + m]; wc[m] = v > 0.0f ? v : 0.0f; }
@@ -512,22 +544,23 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
         int32_t got = 0;
         if (u8 > 0) {
             switch (M) {
-            case 1: got = eval_m1(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
-            case 2: got = eval_m2(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
-            case 3: got = eval_m3(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
-            case 4: got = eval_m4(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
-            case 5: got = eval_m5(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
-            case 6: got = eval_m6(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
-            case 7: got = eval_m7(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
-            default: got = eval_m8(w, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            case 1: got = eval_m1(w, cs, ms, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            case 2: got = eval_m2(w, cs, ms, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            case 3: got = eval_m3(w, cs, ms, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            case 4: got = eval_m4(w, cs, ms, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            case 5: got = eval_m5(w, cs, ms, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            case 6: got = eval_m6(w, cs, ms, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            case 7: got = eval_m7(w, cs, ms, C, p, y, a->n_pad, u8, a->n_real, slack); break;
+            default: got = eval_m8(w, cs, ms, C, p, y, a->n_pad, u8, a->n_real, slack); break;
             }
             if (got < 0) continue;
         }
         int32_t total = got + safe[u8];
-        if (a->n_masked) total += eval_masked(w, C, M, a->pm, a->ym, a->n_masked, a->mask);
+        if (a->n_masked) total += eval_masked(w, cs, ms, C, M, a->pm, a->ym, a->n_masked, a->mask);
         if (total > bar) {
             own = total; own_k = k;
-            for (int64_t i = 0; i < CM; ++i) out_w[i] = w[i];
+            for (int64_t c = 0; c < C; ++c)
+                for (int64_t m = 0; m < M; ++m) out_w[c * M + m] = w[c * cs + m * ms];
             __atomic_store_n(a->bests + t, own, __ATOMIC_RELAXED);
         }
     }
@@ -1188,21 +1221,23 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
         return probs, present
 
     # ------------------------------------------------------------------ search
-    def _search_subset(self, table: _ScoreTable, n_sub: int, device: torch.device) -> tuple[torch.Tensor, int]:
-        """The paper's global + local search on one subset; returns the best weights (C, m) and correct count."""
-        if self._fast and table.prepares_draws and _native_generator_matches_torch(table.score.lib) and all(
-                self.n_classes * n_sub * min(self.chunk_size, self.n_samples - s) >= 16  # torch.randn's bulk path
-                for s in range(0, self.n_samples, self.chunk_size)):
+    def _fast_applies(self, n_sub: int, device: torch.device, backend: str) -> bool:
+        """Whether ``_FastSearch`` gives this subset's search (the C scorer is built, its generator matches torch's,
+        and every draw takes torch.randn's bulk path, which it copies)."""
+        lib = _native_library() if self._fast and backend == "native" and device.type == "cpu" else None
+        return (lib is not None and n_sub <= _NATIVE_MAX_MODELS and _native_generator_matches_torch(lib)
+                and all(self.n_classes * n_sub * min(self.chunk_size, self.n_samples - s) >= 16
+                        for s in range(0, self.n_samples, self.chunk_size)))
+
+    def _search_subset(self, table: _ScoreTable, n_sub: int, device: torch.device
+                       ) -> tuple[torch.Tensor, int, np.ndarray | None]:
+        """The paper's global + local search on one subset; returns the best weights (C, m), the correct count and
+        the C path's work counts (None on the chunk-by-chunk path)."""
+        if table.prepares_draws and self._fast_applies(n_sub, device, "native"):
             fast = _FastSearch(table, table.score.lib, self.n_classes, n_sub)
-            result = fast.run(int(self.random_state), self.n_samples, self.chunk_size,
-                              sigma_schedule(self.sigma0, self.decay, self.sigma_min))
-            skipped, scored, clips = (int(v) for v in fast.stats.sum(axis=0))
-            stats = self.search_stats_
-            stats["fast_subsets"] += 1
-            stats["candidates_skipped"] += skipped
-            stats["candidates_scored"] += scored
-            stats["clips_to_score"] += clips
-            return result
+            w, count = fast.run(int(self.random_state), self.n_samples, self.chunk_size,
+                                sigma_schedule(self.sigma0, self.decay, self.sigma_min))
+            return w, count, fast.stats.sum(axis=0)
         gen = torch.Generator(device=device)
         gen.manual_seed(int(self.random_state))
         c = self.n_classes
@@ -1245,7 +1280,7 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
 
             table.focus(best_w)
             run_round(draw, (best_w, sigma))
-        return best_w, best
+        return best_w, best, None
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> RandomSearchCombiner:
         """Search weights on (X, y): X (N, n_models * n_classes) hstacked probabilities, NaN for a missing model."""
@@ -1286,15 +1321,34 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
         best_count, best_subset, best_w = -1, None, None
         n = probs.shape[1]
         m = probs.shape[0]
-        for subset in subsets:
+        # Where the whole search of every subset runs in C, the subsets (independent: each re-seeds its generator)
+        # are spread over the threads, one thread each, instead of splitting every round: no hand-over per round.
+        by_subset = threads > 1 and len(subsets) > 1 and all(
+            self._fast_applies(len(s), device, backend) for s in subsets)
+
+        def search(subset: tuple[int, ...]) -> tuple[torch.Tensor, int, np.ndarray | None]:
             idx = list(subset)
             table = _ScoreTable(probs[idx], present[idx], y, device, backend, prune=self._prune,
-                                n_threads=threads)
+                                n_threads=1 if by_subset else threads)
             try:
                 with torch.inference_mode():
-                    w, count = self._search_subset(table, len(idx), device)
+                    return self._search_subset(table, len(idx), device)
             finally:
                 table.close()
+
+        if by_subset:
+            with ThreadPoolExecutor(threads) as pool:  # largest first: the last to finish are the shortest
+                futures = {s: pool.submit(search, s) for s in sorted(subsets, key=len, reverse=True)}
+                results = [futures[s].result() for s in subsets]
+        else:
+            results = [search(s) for s in subsets]
+        for subset, (w, count, work) in zip(subsets, results, strict=True):
+            if work is not None:
+                stats = self.search_stats_
+                stats["fast_subsets"] += 1
+                stats["candidates_skipped"] += int(work[0])
+                stats["candidates_scored"] += int(work[1])
+                stats["clips_to_score"] += int(work[2])
             self.subset_scores_[subset] = count / n
             if count > best_count:  # strict: the earliest (smallest) subset wins a tie
                 best_count, best_subset, best_w = count, subset, w
