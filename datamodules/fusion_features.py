@@ -5,6 +5,10 @@ Reads ``<run_dir>/probs/<model>_<split>.npz`` (the ``features`` array) of each m
 ``missing`` option says: ``zeros`` (default) puts zeros in that modality's columns, so the modality's dense layer
 contributes only its bias, as if the modality were silent; ``drop`` removes the clip from training and scoring
 (its fused probabilities are then absent from ``probs/fusion_<split>.npz``, like any model that cannot score a clip).
+
+A training epoch is every fit clip once plus random duplicates up to a multiple of ``batch_size`` (the authors'
+code, paper-spec §7), so every batch is full; the duplicates are drawn once, from ``seed``, so every rank and every
+run with that seed pads alike.
 """
 
 from __future__ import annotations
@@ -73,19 +77,30 @@ def load_fused_split(run_dir: str | Path, models: Sequence[str], split: str, in_
     return FusedSplit(split, ids[keep], labels[keep], np.hstack(blocks)[keep], present[keep])
 
 
+def padded_index(n: int, multiple: int, seed: int) -> np.ndarray:
+    """``0..n-1`` followed by ``(-n) % multiple`` random duplicates (distinct while there are enough clips)."""
+    if n <= 0 or multiple <= 0:
+        raise ValueError(f"padded_index: n={n} and multiple={multiple} must be positive")
+    extra = (-n) % multiple
+    duplicates = np.random.default_rng(seed).choice(n, size=extra, replace=extra > n)
+    return np.concatenate([np.arange(n), duplicates]).astype(np.int64)
+
+
 class _ClipDataset(Dataset):
-    def __init__(self, parts: Sequence[FusedSplit]) -> None:
+    def __init__(self, parts: Sequence[FusedSplit], index: np.ndarray | None = None) -> None:
         self.clip_ids = np.concatenate([p.clip_ids for p in parts]) if parts else np.array([], dtype=str)
         self.splits = np.concatenate([[p.split] * len(p.clip_ids) for p in parts]) if parts else np.array([])
         self.features = torch.as_tensor(np.concatenate([p.features for p in parts]) if parts else np.zeros((0, 0)),
                                         dtype=torch.float32)
         self.labels = torch.as_tensor(np.concatenate([p.labels for p in parts]) if parts else np.zeros(0),
                                       dtype=torch.int64)
+        self.index = np.arange(len(self.clip_ids)) if index is None else index
 
     def __len__(self) -> int:
-        return len(self.clip_ids)
+        return len(self.index)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        i = int(self.index[i])
         return {"clip_id": str(self.clip_ids[i]), "split": str(self.splits[i]), "features": self.features[i],
                 "label": self.labels[i]}
 
@@ -103,6 +118,8 @@ class FusionFeaturesDataModule(L.LightningDataModule):
         batch_size: int = 128,
         missing: str = "zeros",
         num_workers: int = 0,
+        pad_to_batch: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         # plain containers, so checkpoints that carry these hparams load with weights_only=True
@@ -124,12 +141,16 @@ class FusionFeaturesDataModule(L.LightningDataModule):
             self.data[split] = load_fused_split(self.hparams.run_dir, self.hparams.models, split,
                                                 self.hparams.in_dims, self.hparams.missing)
 
-    def _loader(self, splits: Sequence[str], shuffle: bool) -> DataLoader:
-        return DataLoader(_ClipDataset([self.data[s] for s in splits]), batch_size=self.batch_size_per_device,
+    def _loader(self, splits: Sequence[str], shuffle: bool, pad: bool = False) -> DataLoader:
+        parts = [self.data[s] for s in splits]
+        index = None
+        if pad:  # a multiple of the global batch: under DDP each rank then gets whole per-device batches too
+            index = padded_index(sum(len(p.clip_ids) for p in parts), self.hparams.batch_size, self.hparams.seed)
+        return DataLoader(_ClipDataset(parts, index), batch_size=self.batch_size_per_device,
                           shuffle=shuffle, num_workers=self.hparams.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.hparams.fit_splits, shuffle=True)
+        return self._loader(self.hparams.fit_splits, shuffle=True, pad=self.hparams.pad_to_batch)
 
     def val_dataloader(self) -> DataLoader | list:
         # Under partition=retrain nothing tunes: no validation loop (Lightning skips an empty list).

@@ -1,11 +1,11 @@
 """stage=fusion and stage=combine under 2-process CPU DDP (trainer=ddp_sim, gloo) against a 1-process run.
 
-The fusion net is trained full-batch with dropout off: one batch of every Train clip per epoch in one process, one
-half-batch per rank under DDP whose gradients DDP averages, i.e. the same mean gradient. So the two runs must give
-the same weights, the same best epoch and the same per-clip probabilities up to float rounding, which a rank that
-trained on its shard only, a missing all-reduce or a rank-one write would break. The combiner then gathers the
-sharded rows (Test has an odd count, so the sampler pads a duplicate that the gather must drop) and searches on
-rank zero: identical weights.
+The fusion net is trained full-batch with dropout off: one batch (every Train clip plus the seeded padding) per epoch
+in one process, one half-batch per rank under DDP whose gradients DDP averages: the same mean gradient. So the two
+runs must give the same weights, the same best epoch and the same per-clip probabilities up to float rounding, which
+a rank that trained on its shard only, a missing all-reduce or a rank-one write would break. The combiner then
+gathers the sharded rows (Test has an odd count, so the sampler pads a duplicate that the gather must drop) and
+searches on rank zero: identical weights.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def _train_py(args: list[str], root: Path) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.ddp
 def test_fusion_and_combine_under_two_process_ddp_equal_one_process(tmp_path: Path) -> None:
     for exp in ("one", "two"):
         write_fake_run(tmp_path / "runs" / exp, missing={"audio": 5}, sizes=SIZES)
