@@ -133,9 +133,13 @@ _NATIVE_SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 /* GCC/clang vector extensions: 8 clips per vector, portable to any target the compiler knows */
 typedef float vf __attribute__((vector_size(32)));
 typedef int32_t vi __attribute__((vector_size(32)));
+typedef int32_t viu __attribute__((vector_size(32), aligned(4)));
 typedef float vfu __attribute__((vector_size(32), aligned(4)));
 typedef int64_t vlu __attribute__((vector_size(64), aligned(8)));
 #define KB 6
@@ -297,13 +301,18 @@ void mt_uniform(mt_t *g, float *out, int64_t n) {
    multiply-add below is one that torch's build fuses, every other operation rounds on its own (the file is built
    with -ffp-contract=off) */
 #if defined(__FMA__)
-#include <immintrin.h>
 static inline vf fma8(vf a, vf b, vf c) { return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c); }
 #else
 static inline vf fma8(vf a, vf b, vf c) { vf r; for (int i = 0; i < 8; ++i) r[i] = fmaf(a[i], b[i], c[i]); return r; }
 #endif
 static inline vf vb(float x) { return (vf){0} + x; }
 static inline vf vsel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+/* v > b ? v : b (the scorer's running maximum; no NaN reaches it) */
+#if defined(__AVX__)
+static inline vf vmax(vf v, vf b) { return (vf)_mm256_max_ps((__m256)v, (__m256)b); }
+#else
+static inline vf vmax(vf v, vf b) { return vsel(v > b, v, b); }
+#endif
 static inline vf vlog(vf x) {
     const vi bad = x <= 0.0f;
     x = vsel(x < 1.17549435e-38f, vb(1.17549435e-38f), x);
@@ -397,8 +406,8 @@ int mt_normal(mt_t *g, float *out, int64_t n) {
 typedef struct {
     const float *z; int64_t K, chunk, C, M;
     const float *centre; float sigma; double t_min;
-    const float *p; const int64_t *y; int64_t n_pad, n_real;
-    const float *pf; const int64_t *yf;
+    const float *p; const int32_t *y; int64_t n_pad, n_real;
+    const float *pf; const int32_t *yf;
     const double *theta; const int32_t *safe_suffix;
     const double *phi; int64_t n_phi, right_total;
     const float *pm; const int64_t *ym; const float *mask; int64_t n_masked;
@@ -407,7 +416,7 @@ typedef struct {
 } scan_t;
 
 #define SCAN_EVAL(M) \
-static int32_t eval_m##M(const float *w, int64_t cs, int64_t ms, int64_t C, const float *p, const int64_t *y, \
+static int32_t eval_m##M(const float *w, int64_t cs, int64_t ms, int64_t C, const float *p, const int32_t *y, \
                          int64_t n_pad, int64_t u8, int64_t n_real, int64_t slack) { \
     vi count = (vi){0}; \
     for (int64_t n = 0; n < u8; n += 8) { \
@@ -418,13 +427,10 @@ static int32_t eval_m##M(const float *w, int64_t cs, int64_t ms, int64_t C, cons
             vf v = wc[0] * *(const vfu *)pc; \
             for (int j = 1; j < M; ++j) v = v + wc[j * ms] * *(const vfu *)(pc + j * n_pad); \
             const vi gt = v > best; \
-            best = (vf)(((vi)v & gt) | ((vi)best & ~gt)); \
+            best = vmax(v, best); \
             idx = (cv & gt) | (idx & ~gt); \
         } \
-        const vlu y8 = *(const vlu *)(y + n); \
-        vi yv; \
-        for (int i = 0; i < 8; ++i) yv[i] = (int32_t)y8[i]; \
-        count -= idx == yv; \
+        count -= idx == *(const viu *)(y + n); \
         if ((n & 24) == 24 && n + 8 < u8) { \
             int32_t s = 0; \
             for (int i = 0; i < 8; ++i) s += count[i]; \
@@ -512,7 +518,7 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
                 if (u8 > a->n_pad) u8 = a->n_pad;
             }
         }
-        const float *p = a->p; const int64_t *y = a->y; const int32_t *safe = a->safe_suffix;
+        const float *p = a->p; const int32_t *y = a->y; const int32_t *safe = a->safe_suffix;
         if (2 * u8 > a->n_pad) { u8 = a->n_pad; p = a->pf; y = a->yf; }  /* safe_suffix[n_pad] = 0 either way */
         const int64_t ur = u8 < a->n_real ? u8 : a->n_real;
         const int64_t need = (int64_t)bar + 1 - safe[u8] - a->n_masked; /* right among the first u8 */
@@ -589,14 +595,14 @@ static int by_double(const void *a, const void *b) {
     return (x > z) - (x < z);
 }
 static void gather_clips(const float *p, const int64_t *y, int64_t n, int64_t n_pad, int64_t CM, const keyed_t *order,
-                         float *po, int64_t *yo) {
+                         float *po, int32_t *yo) {
     for (int64_t r = 0; r < CM; ++r)
         for (int64_t i = 0; i < n_pad; ++i) po[r * n_pad + i] = i < n ? p[r * n + order[i].i] : 0.0f;
     for (int64_t i = 0; i < n_pad; ++i) yo[i] = i < n ? y[order[i].i] : -1;
 }
 int round_order(const float *p, const int64_t *y, int64_t n, int64_t n_pad, int64_t C, int64_t M, const float *centre,
                 double *theta_out, int32_t *safe, double *phi, int64_t *n_phi, int64_t *right_total, double *t_min,
-                float *p_theta, int64_t *y_theta, float *p_focus, int64_t *y_focus) {
+                float *p_theta, int32_t *y_theta, float *p_focus, int32_t *y_focus) {
     double *mu = malloc(sizeof(double) * (size_t)(2 * C * (n > 0 ? n : 1) + C));
     keyed_t *ord = malloc(sizeof(keyed_t) * (size_t)(n > 0 ? n : 1));
     keyed_t *foc = malloc(sizeof(keyed_t) * (size_t)(n > 0 ? n : 1));
@@ -1006,8 +1012,8 @@ class _FastSearch:
         n, n_pad, cm = self.n_real, self.n_pad, n_classes * n_sub
         self.theta, self.phi = np.zeros(max(n, 1)), np.zeros(max(n, 1))
         self.safe = np.zeros(n_pad + 1, np.int32)
-        self.by_theta = (np.zeros((cm, n_pad), np.float32), np.zeros(n_pad, np.int64))
-        self.by_focus = (np.zeros((cm, n_pad), np.float32), np.zeros(n_pad, np.int64))
+        self.by_theta = (np.zeros((cm, n_pad), np.float32), np.zeros(n_pad, np.int32))
+        self.by_focus = (np.zeros((cm, n_pad), np.float32), np.zeros(n_pad, np.int32))
         self.n_phi, self.right_total, self.t_min = ctypes.c_int64(), ctypes.c_int64(), ctypes.c_double()
         self.stats = np.zeros((self.n_threads, 3), np.int64)
 
@@ -1028,7 +1034,7 @@ class _FastSearch:
         # the global stage scores every clip in their given order
         natural = (np.ascontiguousarray(np.concatenate([self.p.reshape(c * m, n),
                                                         np.zeros((c * m, n_pad - n), np.float32)], axis=1)),
-                   np.concatenate([self.y, np.full(n_pad - n, -1, np.int64)]))
+                   np.concatenate([self.y, np.full(n_pad - n, -1, np.int64)]).astype(np.int32))
         no_safe = np.zeros(n_pad + 1, np.int32)
         masked = ((None, None, None, 0) if self.pm is None else
                   (self.pm.ctypes.data, self.ym.ctypes.data, self.mask.ctypes.data, self.pm.shape[2]))
