@@ -419,11 +419,33 @@ typedef struct {
 static int32_t eval_m##M(const float *w, int64_t cs, int64_t ms, int64_t C, const float *p, const int32_t *y, \
                          int64_t n_pad, int64_t u8, int64_t n_real, int64_t slack) { \
     vi count = (vi){0}; \
-    for (int64_t n = 0; n < u8; n += 8) { \
+    int64_t n = 0; \
+    for (; n + 16 <= u8; n += 16) { /* two blocks of 8 clips share every weight broadcast */ \
+        vf b0 = (vf){0} - INFINITY, b1 = b0; vi i0 = (vi){0}, i1 = i0, cv = i0; \
+        for (int64_t c = 0; c < C; ++c, cv += 1) { \
+            const float *pc = p + c * M * n_pad + n, *wc = w + c * cs; \
+            vf v0 = wc[0] * *(const vfu *)pc, v1 = wc[0] * *(const vfu *)(pc + 8); \
+            for (int j = 1; j < M; ++j) { \
+                const float wj = wc[j * ms]; \
+                v0 = v0 + wj * *(const vfu *)(pc + j * n_pad); \
+                v1 = v1 + wj * *(const vfu *)(pc + j * n_pad + 8); \
+            } \
+            const vi g0 = v0 > b0, g1 = v1 > b1; \
+            b0 = vmax(v0, b0); b1 = vmax(v1, b1); \
+            i0 = (cv & g0) | (i0 & ~g0); i1 = (cv & g1) | (i1 & ~g1); \
+        } \
+        count -= i0 == *(const viu *)(y + n); \
+        count -= i1 == *(const viu *)(y + n + 8); \
+        if ((n & 16) && n + 16 < u8) { /* every 32 clips: stop once more than slack real clips are wrong */ \
+            int32_t s = 0; \
+            for (int i = 0; i < 8; ++i) s += count[i]; \
+            if ((n + 16 < n_real ? n + 16 : n_real) - s > slack) return -1; \
+        } \
+    } \
+    if (n < u8) { \
         vf best = (vf){0} - INFINITY; vi idx = (vi){0}, cv = (vi){0}; \
         for (int64_t c = 0; c < C; ++c, cv += 1) { \
-            const float *pc = p + c * M * n_pad + n; \
-            const float *wc = w + c * cs; \
+            const float *pc = p + c * M * n_pad + n, *wc = w + c * cs; \
             vf v = wc[0] * *(const vfu *)pc; \
             for (int j = 1; j < M; ++j) v = v + wc[j * ms] * *(const vfu *)(pc + j * n_pad); \
             const vi gt = v > best; \
@@ -431,11 +453,6 @@ static int32_t eval_m##M(const float *w, int64_t cs, int64_t ms, int64_t C, cons
             idx = (cv & gt) | (idx & ~gt); \
         } \
         count -= idx == *(const viu *)(y + n); \
-        if ((n & 24) == 24 && n + 8 < u8) { \
-            int32_t s = 0; \
-            for (int i = 0; i < 8; ++i) s += count[i]; \
-            if ((n + 8 < n_real ? n + 8 : n_real) - s > slack) return -1; \
-        } \
     } \
     int32_t s = 0; \
     for (int i = 0; i < 8; ++i) s += count[i]; \
