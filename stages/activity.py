@@ -5,18 +5,25 @@ clips, and fit the chi-squared SVM through ``FitSVMOnFeatures``.
 Writes ``<run_dir>/activity/{sae.ckpt, codebook.npz, chosen.json, svm.skops}`` and ``probs/activity_<Split>.npz``.
 Under ``partition=retrain`` the SAE and the codebook of the run named in ``from_run`` are reused and only the SVM is
 refitted (spec §9 default).
+
+Under DDP every rank fits the SAE (Lightning's DDP) and encodes every clip; rank zero fits the k-means codebook and
+broadcasts it; ``FitSVMOnFeatures`` gathers the histograms of all ranks, fits the SVM on rank zero and writes.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules.afew_audio import ClipFeatureDataset, ClipFeaturesDataModule
@@ -33,6 +40,25 @@ from stages.svm import run_svm_stage
 log = logging.getLogger(__name__)
 
 
+@contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op threads in torch and in numpy/scikit-learn's BLAS and OpenMP pools (``None``: leave
+    them). The SAE's matmuls (batches of 100 blocks) and k-means are too small to share out: on a busy 2-core
+    machine two spinning threads made an SAE step 0.23 s instead of a few milliseconds."""
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        with threadpool_limits(limits=int(n)):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _sae_loggers(cfg: DictConfig) -> list:
     """The stage's loggers, with the CSV log of the SAE fit in its own folder: the SVM trainer that follows
     rewrites ``csv/metrics.csv``."""
@@ -42,8 +68,9 @@ def _sae_loggers(cfg: DictConfig) -> list:
     return instantiate_loggers(OmegaConf.create(logger_cfg))
 
 
-def train_sae(cfg: DictConfig) -> tuple[SAEModule, dict[str, Any]]:
-    """Fit the SAE on whitened random blocks of the fitting clips; return the best checkpoint's module."""
+def train_sae(cfg: DictConfig) -> tuple[SAEModule, dict[str, Any], L.Trainer]:
+    """Fit the SAE on whitened random blocks of the fitting clips; return the best checkpoint's module, the fit's
+    metrics and its trainer (whose strategy shares the codebook that rank zero fits)."""
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
     model: SAEModule = hydra.utils.instantiate(cfg.model, n_visible=datamodule.n_visible)
@@ -66,13 +93,16 @@ def train_sae(cfg: DictConfig) -> tuple[SAEModule, dict[str, Any]]:
         else:
             trainer.save_checkpoint(sae_path)
     trainer.strategy.barrier("sae_saved")
-    return model.cpu().eval(), metrics
+    return model.cpu().eval(), metrics, trainer
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     partition = Partition.from_config(cfg.partition)
     out_dir = Path(cfg.paths.output_dir)
     metrics: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    threads = cfg.get("cpu_threads")
+    start = time.perf_counter()
     if partition.is_retrain:
         source = Path(cfg.paths.runs_dir) / str(partition.from_run) / cfg.task_name
         for name in ("sae.ckpt", "codebook.npz"):
@@ -81,14 +111,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                         f"{partition.from_run!r}; run stage=activity there first")
         sae = SAEModule.load_from_checkpoint(source / "sae.ckpt", map_location="cpu").eval()
     else:
-        sae, metrics = train_sae(cfg)
+        with cpu_threads(threads):
+            sae, metrics, sae_trainer = train_sae(cfg)
     encoder = sae.folded_encoder()
+    seconds["sae"] = time.perf_counter() - start
 
     from emotiw.io.afew import list_splits
 
+    start = time.perf_counter()
     clips = list_splits(cfg.data.afew_root, SPLITS)
-    encodings, report = encode_clips([(c.clip_id, c.video_path) for c in clips], encoder, read_gray)
+    with cpu_threads(threads):
+        encodings, report = encode_clips([(c.clip_id, c.video_path) for c in clips], encoder, read_gray)
+    seconds["encode"] = time.perf_counter() - start
 
+    start = time.perf_counter()
     if partition.is_retrain:
         bow = load_codebook(source / "codebook.npz")
     else:
@@ -96,8 +132,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                      if c.split in partition.fit and c.clip_id in encodings]).astype(np.float32)
         rng = np.random.RandomState(cfg.seed)
         rows = rng.choice(len(fit_blocks), size=min(len(fit_blocks), cfg.bow.codebook_blocks), replace=False)
-        bow = BagOfWords(n_words=cfg.bow.n_words, batch_size=cfg.bow.batch_size, max_iter=cfg.bow.max_iter,
-                         random_state=cfg.seed).fit(fit_blocks[rows])
+        bow = None
+        if sae_trainer.is_global_zero:  # k-means on rank zero; every rank then encodes with the same codebook
+            with cpu_threads(threads):
+                bow = BagOfWords(n_words=cfg.bow.n_words, batch_size=cfg.bow.batch_size, max_iter=cfg.bow.max_iter,
+                                 random_state=cfg.seed).fit(fit_blocks[rows])
+        bow = sae_trainer.strategy.broadcast(bow, src=0)
     if _is_rank_zero():
         save_codebook(out_dir / "codebook.npz", bow)
         if partition.is_retrain:
@@ -110,8 +150,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         hists = bow.histograms([encodings[c.clip_id].astype(np.float32) for c in refs])
         datamodule.tables[split] = ClipFeatureDataset([c.clip_id for c in refs], np.array([c.label for c in refs]),
                                                       split, hists.reshape(len(refs), bow.n_words))
+    seconds["bow"] = time.perf_counter() - start
     counts = {f"activity/clips_{k}": float(v) for k, v in report.counts.items()}
     counts["activity/clips_ok"] = float(len(encodings))
     counts["activity/n_words"] = float(bow.n_words)
+    counts.update({f"activity/seconds_{k}": round(v, 2) for k, v in seconds.items()})
+    log.info("activity: %s", ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+    start = time.perf_counter()
     metrics.update(run_svm_stage(cfg, datamodule, cfg.task_name, estimator=cfg.svm, extra_callbacks=[LogCounts(counts)]))
+    log.info("activity: SVM %.1f s", time.perf_counter() - start)
     return {**metrics, **counts}

@@ -6,7 +6,8 @@ frame, rows only where the face is visible). Video: 25 fps, MPEG-4 part 2 in AVI
 (160x128 by default); audio: mono 16-bit PCM at 16 kHz (absent from no clip, silent in some).
 
 Each modality can fail on its own, as in films: a faint or hidden face, a silent or flat voice, no motion. The kind
-of motion only leans towards the emotion (agitated anger and fear, slow sadness).
+of motion (of the person and the camera) only leans towards the emotion (``MOTION_PRIOR``: agitated anger, trembling
+fear, slow sadness, ...).
 """
 
 from __future__ import annotations
@@ -41,16 +42,20 @@ from emotiw.synth.voice import SAMPLE_RATE, speech, to_pcm16
 FPS = 25
 LANDMARK_HEADER = ("frame,left_eye_x,left_eye_y,right_eye_x,right_eye_y,nose_x,nose_y,"
                    "mouth_left_x,mouth_left_y,mouth_right_x,mouth_right_y")
-MOTIONS = ("still", "slow", "calm", "agitated")
-# How each emotion leans over MOTIONS (canonical order); mixed with uniform by Difficulty.motion_bias.
+MOTIONS = ("still", "slow", "calm", "agitated", "bob", "tremble", "recoil", "turn")
+# How each emotion leans over MOTIONS (canonical order); mixed with uniform by Difficulty.motion_bias. Each emotion has
+# a kind of its own (agitated anger, trembling fear, bouncing laughter, slumped sadness, a startled recoil, turning
+# away in disgust, a still neutral) and shares some mass with the emotions it is confused with; with only four kinds
+# (version 1) even a perfect motion model could not beat chance by much (22.6 % on the demo Val/Test, chance 16.7 %).
 MOTION_PRIOR = np.array([
-    [0.05, 0.10, 0.25, 0.60],  # angry
-    [0.20, 0.40, 0.30, 0.10],  # disgust
-    [0.05, 0.10, 0.30, 0.55],  # fear
-    [0.10, 0.10, 0.55, 0.25],  # happy
-    [0.20, 0.65, 0.10, 0.05],  # sad
-    [0.10, 0.10, 0.40, 0.40],  # surprise
-    [0.40, 0.30, 0.25, 0.05],  # neutral
+    # still slow  calm  agit  bob   trem  recoil turn
+    [0.02, 0.03, 0.08, 0.55, 0.05, 0.15, 0.07, 0.05],  # angry
+    [0.08, 0.12, 0.08, 0.05, 0.02, 0.02, 0.08, 0.55],  # disgust
+    [0.02, 0.03, 0.05, 0.15, 0.02, 0.55, 0.15, 0.03],  # fear
+    [0.05, 0.03, 0.15, 0.05, 0.60, 0.02, 0.05, 0.05],  # happy
+    [0.15, 0.60, 0.08, 0.02, 0.02, 0.03, 0.02, 0.08],  # sad
+    [0.03, 0.02, 0.08, 0.05, 0.05, 0.12, 0.60, 0.05],  # surprise
+    [0.55, 0.15, 0.20, 0.02, 0.03, 0.02, 0.01, 0.02],  # neutral
 ])
 N_SUBJECTS = 60  # actors recur across clips, as in films
 
@@ -205,14 +210,25 @@ def _write_clip(root: str, spec: ClipSpec) -> dict[str, int]:
 
 
 def _motion(rng: np.random.Generator, kind: str, n: int) -> dict[str, np.ndarray]:
-    """Per-frame head offset (px), yaw/roll (deg), camera pan (px) and gesture flag for a kind of motion."""
+    """Per-frame head offset (px), yaw/roll (deg), camera pan (px) and gesture flag for a kind of motion.
+
+    Every kind moves the camera as well as the head, so the motion shows in most 16x16x10 blocks of the frame, not
+    only around the face: a steady drift (slow), a vertical bounce (bob), a fast small tremor (tremble), one or two
+    sudden jerks (recoil), a horizontal sweep back and forth (turn), random shake and a waving hand (agitated).
+    """
     t = np.arange(n) / FPS
+    u = rng.uniform
+    # (head amplitude px, head frequency Hz, camera drift px over the clip, camera shake px per frame)
     amp, freq, pan, shake = {
-        "still": (0.3, 0.1, 0.0, 0.0),
-        "slow": (rng.uniform(3, 6), rng.uniform(0.08, 0.25), rng.uniform(4, 12), 0.0),
-        "calm": (rng.uniform(1.5, 3.5), rng.uniform(0.4, 0.9), rng.uniform(0, 4), 0.0),
-        "agitated": (rng.uniform(3, 7), rng.uniform(1.4, 2.8), rng.uniform(0, 6), rng.uniform(0.8, 2.0)),
-    }[kind]
+        "still": lambda: (0.3, 0.1, 0.0, 0.0),
+        "slow": lambda: (u(3, 6), u(0.08, 0.25), u(4, 12), 0.0),
+        "calm": lambda: (u(1.5, 3.5), u(0.4, 0.9), u(0, 4), 0.0),
+        "agitated": lambda: (u(3, 7), u(1.4, 2.8), u(0, 6), u(0.8, 2.0)),
+        "bob": lambda: (u(1.0, 2.5), u(0.4, 0.9), 0.0, 0.0),
+        "tremble": lambda: (u(0.5, 1.5), u(0.4, 0.9), 0.0, 0.0),
+        "recoil": lambda: (u(0.5, 1.5), u(0.2, 0.5), 0.0, 0.0),
+        "turn": lambda: (u(1.0, 2.5), u(0.2, 0.5), 0.0, 0.0),
+    }[kind]()
 
     def wave(a: float, f: float) -> np.ndarray:
         p1, p2 = rng.uniform(0, 2 * math.pi, 2)
@@ -222,12 +238,38 @@ def _motion(rng: np.random.Generator, kind: str, n: int) -> dict[str, np.ndarray
     yaw, roll = wave(amp * 2.0, freq * 0.9), wave(amp * 0.8, freq * 1.2)
     direction = rng.uniform(0, 2 * math.pi)
     pan_t = pan * (t / max(t[-1], 1e-6) - 0.5) if n > 1 else np.zeros(n)
-    shake_xy = rng.normal(0, shake, size=(n, 2)) if shake > 0 else np.zeros((n, 2))
+    camera = np.stack([pan_t * math.cos(direction), pan_t * math.sin(direction)], 1)
+    if shake > 0:
+        camera += rng.normal(0, shake, size=(n, 2))
+    head = np.stack([dx, dy], 1)
+    if kind == "bob":  # laughing: the body bounces up and down, the camera follows
+        a, f, ph = u(2.5, 4.5), u(1.6, 2.6), u(0, 2 * math.pi)
+        camera[:, 1] += a * np.sin(2 * math.pi * f * t + ph)
+        head[:, 1] += 0.5 * a * np.sin(2 * math.pi * f * t + ph)
+    elif kind == "tremble":  # a fast small tremor of body and camera
+        a, f = u(1.0, 2.0), u(6.0, 9.0)
+        ph = u(0, 2 * math.pi, 2)
+        tremor = a * np.stack([np.sin(2 * math.pi * f * t + ph[0]), np.sin(2 * math.pi * 1.3 * f * t + ph[1])], 1)
+        camera += tremor
+        head += 0.5 * tremor
+    elif kind == "recoil":  # one or two sudden jerks, then stillness
+        for _ in range(int(rng.integers(1, 3))):
+            at, span, size, angle = u(0.1, 0.9) * n, u(2.0, 5.0), u(8.0, 14.0), u(0, 2 * math.pi)
+            step = np.clip((np.arange(n) - at) / span, 0, 1)
+            step = (0.5 - 0.5 * np.cos(math.pi * step))[:, None] * size * np.array([math.cos(angle), math.sin(angle)])
+            camera += step
+            head += 0.5 * step
+        camera -= camera.mean(0)
+    elif kind == "turn":  # sweeping sideways and back at a steady speed
+        speed, width, ph = u(0.7, 1.2), u(10.0, 20.0), u(0, 1)
+        phase = (np.arange(n) * speed / (2 * width) + ph) % 1.0
+        camera[:, 0] += width * (2 * np.abs(2 * phase - 1) - 1)
+        yaw = yaw + u(6.0, 12.0) * rng.choice([-1, 1])
     return {
-        "head": np.stack([dx, dy], 1),
+        "head": head,
         "yaw": yaw,
         "roll": roll,
-        "pan": np.stack([pan_t * math.cos(direction), pan_t * math.sin(direction)], 1) + shake_xy,
+        "pan": camera,
         "gesture": np.full(n, kind == "agitated"),
     }
 

@@ -61,7 +61,7 @@ def test_activity_stage_trains_the_sae_and_beats_chance(av_root):
     assert len(train.clip_ids) == 21 and len(val.clip_ids) == 14
     np.testing.assert_allclose(train.features.sum(1), 1.0, atol=1e-5)  # L1-normalised histograms
     assert train.features.shape[1] == 16
-    assert load_json(run_dir / "activity" / "chosen.json")["C"] == 100
+    assert load_json(run_dir / "activity" / "chosen.json")["C"] in (1, 10, 100)  # activity_scale=small's grid
     assert metrics["val/acc"] > 2 / 7
     assert (run_dir / "activity" / "csv_sae" / "metrics.csv").is_file()  # the SAE fit's log survives the SVM's
 
