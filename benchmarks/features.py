@@ -3,7 +3,8 @@
 - Audio: IS10 features per second, from .avi files (PyAV decode + resample + openSMILE), uncached, in clips/s and
   seconds of audio per second.
 - Activity: SAE block encodings per second with the whitening folded into one matrix, batched (one matmul per 4096
-  blocks) against a per-block loop that whitens then encodes each block on its own (the baseline), same run.
+  blocks) against a per-block loop that whitens then encodes each block on its own (the baseline), same run; the
+  k-means codebook and histograms with the default thread pools against one thread.
 
     python benchmarks/features.py [--clips 12] [--seconds 3] [--blocks 20000]
 """
@@ -88,16 +89,39 @@ def bench_blocks(n_blocks: int, n_loop: int) -> None:
           f"whitened dims {whitener.n_components_}) vs per-block loop {rate_l:,.0f} blocks/s -> {rate_b / rate_l:.1f}x")
 
 
+def bench_codebook(n_blocks: int, n_words: int) -> None:
+    """k-means codebook (BagOfWords.fit) and histograms with the default thread pools against one thread
+    (``cpu_threads: 1`` of activity_scale=small): on a machine whose cores are busy, spinning OpenMP threads cost more
+    than they give on these small problems."""
+    from emotiw.activity import BagOfWords
+    from stages.activity import cpu_threads
+
+    rng = np.random.default_rng(0)
+    feats = (0.5 + 0.5 * rng.random((n_blocks, 300)) ** 4).astype(np.float32)  # SAE outputs lie in [0.5, 1)
+    clips = np.array_split(feats, max(1, n_blocks // 400))
+    times = {}
+    for threads in (None, 1):
+        with cpu_threads(threads):
+            start = time.perf_counter()
+            bow = BagOfWords(n_words=n_words, random_state=0).fit(feats)
+            bow.histograms(clips)
+            times[threads] = time.perf_counter() - start
+    print(f"codebook ({n_blocks} blocks, {n_words} words) + histograms: default threads {times[None]:.2f} s, "
+          f"one thread {times[1]:.2f} s -> {times[None] / times[1]:.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=12)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--blocks", type=int, default=20000)
     ap.add_argument("--loop-blocks", type=int, default=2000)
+    ap.add_argument("--words", type=int, default=64)
     args = ap.parse_args()
     print(f"machine: {describe()}")
     bench_audio(args.clips, args.seconds)
     bench_blocks(args.blocks, args.loop_blocks)
+    bench_codebook(args.blocks, args.words)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_activity_beats_chance_on_generated_val_and_test(act_root: Path) -> None
 
 
 @pytest.mark.slow
-def test_activity_under_two_process_ddp(act_root: Path) -> None:
+def test_activity_under_two_process_ddp(tiny_root: Path) -> None:
     """DDP: every rank encodes, rank zero fits the codebook and the SVM on the gathered histograms and writes.
 
     A DDP run of the whole stage trains its SAE on two ranks' batches (gradients averaged), so its features cannot
@@ -80,28 +80,29 @@ def test_activity_under_two_process_ddp(act_root: Path) -> None:
     (``partition=retrain``), what DDP changes is only the gathering, so its file must equal the one-process file.
     """
     repo = Path(__file__).resolve().parents[2]
-    small = ["trainer.max_epochs=2", "data.n_train_blocks=3000", "data.n_val_blocks=500", "data.whitener_fit_blocks=3000"]
 
     def ddp(*overrides: str) -> None:
         cmd = [sys.executable, "train.py", "stage=activity", "trainer=ddp_sim", "logger=csv", "seed=0",
-               f"paths.root_dir={act_root}", *overrides]
-        done = subprocess.run(cmd, cwd=repo, env=env_for_subprocess(act_root), capture_output=True, text=True,
+               f"paths.root_dir={tiny_root}", *overrides]
+        done = subprocess.run(cmd, cwd=repo, env=env_for_subprocess(tiny_root), capture_output=True, text=True,
                               timeout=1200)
         assert done.returncode == 0, done.stderr[-3000:]
 
-    run(["stage=activity", "experiment_name=one", "seed=0", *small], act_root)
-    ddp("experiment_name=two", *small)
+    run(["stage=activity", "experiment_name=one", "seed=0", *QUICK], tiny_root)
+    ddp("experiment_name=two", *QUICK)
     for split in SPLITS:
-        one, two = (load_probs(act_root / "runs" / e, "activity", split) for e in ("one", "two"))
+        one, two = (load_probs(tiny_root / "runs" / e, "activity", split) for e in ("one", "two"))
         np.testing.assert_array_equal(two.clip_ids, one.clip_ids)  # every clip once: the sampler's padding dropped
+        assert len(two.clip_ids) == 14
         np.testing.assert_allclose(two.features.sum(1), 1.0, atol=1e-5)
         np.testing.assert_allclose(two.probs.sum(1), 1.0, atol=1e-5)
-    assert load_json(act_root / "runs" / "two" / "activity" / "chosen.json")["n_fit"] == 210
+    assert load_json(tiny_root / "runs" / "two" / "activity" / "chosen.json")["n_fit"] == 14
+    assert (tiny_root / "runs" / "two" / "activity" / "codebook.npz").is_file()
 
-    run(["stage=activity", "experiment_name=one_r", "seed=0", "partition=retrain", "partition.from_run=one"], act_root)
+    run(["stage=activity", "experiment_name=one_r", "seed=0", "partition=retrain", "partition.from_run=one"], tiny_root)
     ddp("experiment_name=two_r", "partition=retrain", "partition.from_run=one")
     for split in SPLITS:
-        a, b = (load_probs(act_root / "runs" / e, "activity", split) for e in ("one_r", "two_r"))
+        a, b = (load_probs(tiny_root / "runs" / e, "activity", split) for e in ("one_r", "two_r"))
         np.testing.assert_array_equal(a.clip_ids, b.clip_ids)
         np.testing.assert_allclose(b.features, a.features, atol=1e-6)
         np.testing.assert_allclose(b.probs, a.probs, atol=1e-6)
