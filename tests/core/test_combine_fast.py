@@ -4,6 +4,7 @@ cuts work by exact bounds, checked against the plain exhaustive search (every ca
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import shutil
 import stat
@@ -120,6 +121,7 @@ def test_fast_search_equals_the_plain_search_over_every_subset(monkeypatch: pyte
     kw = {**PAPER_SHORT, "n_samples": 60, "chunk_size": 25, "random_state": 1}
     fast = RandomSearchCombiner(**kw).fit(X, y)
     assert fast.search_stats_["fast_subsets"] == 11
+    assert gc.get_freeze_count() == 0  # the objects set aside from the collector during the fit are back
     assert_same_search(fast, fit_reference(monkeypatch, X, y, **kw))
 
 
