@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from emotiw.report import build_report
@@ -31,6 +32,9 @@ def log_to_wandb(cfg: DictConfig, report: Any) -> bool:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    if rank_zero_only.rank != 0:
+        # `stage=all trainer=ddp`: every rank walks the pipeline, only rank zero writes (the report has no collective)
+        return {}
     report = build_report(cfg.paths.run_dir, cfg.paths.runs_dir, cfg.report.figures_dir)
     metrics: dict[str, Any] = {"report/figures": len(report.figures), "report/submissions": len(report.table2)}
     for row in report.table1:

@@ -162,3 +162,16 @@ def test_link_shared_stage_from_a_base_run(tmp_path: Path) -> None:
     link = link_shared("features", base, tmp_path / "runs" / "submission2")
     assert link.is_symlink() and (link / "Train.npz").read_bytes() == b"x"
     assert link_shared("features", base, tmp_path / "runs" / "submission2") == link  # idempotent
+
+
+def test_report_is_written_by_rank_zero_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # under `stage=all trainer=ddp` every rank walks the pipeline; the report is not a collective, rank zero writes
+    from lightning.pytorch.utilities import rank_zero_only
+
+    write_fake_run(tmp_path / "runs" / "rep", models=("aggcnn", "irnn"), sizes={"Train": 14, "Val": 7, "Test": 7})
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    assert "report/submissions" not in run(["stage=report", "experiment_name=rep"], tmp_path)
+    assert not (tmp_path / "runs" / "rep" / "report.md").exists()
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    assert run(["stage=report", "experiment_name=rep"], tmp_path)["aggcnn/val_acc"] >= 0
+    assert "| Aggregated CNN |" in (tmp_path / "runs" / "rep" / "report.md").read_text()
