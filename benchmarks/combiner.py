@@ -6,7 +6,8 @@ Prints, for this machine (CPU, cores, load average: others' jobs slow every figu
   5-model subset, by the whole-search C path (the default on CPU) and by the previous chunk-by-chunk path (torch
   draws, C scorer), with a check that both choose bit-identical weights;
 - the same for all 26 subsets (what ``stage=combine`` runs), the previous path only with ``--previous-all``;
-- the ratio of each against the numpy loop extrapolated to the same number of evaluations (scaled by subset size).
+- the ratio of each against the numpy loop extrapolated to the same number of evaluations (scaled by subset size);
+  beside each wall time the CPU time of the process (all threads), which others' jobs inflate less.
 
     python benchmarks/combiner.py                     # 5-model subset (both paths) + all 26 subsets (C path)
     python benchmarks/combiner.py --previous-all      # also the previous path on all 26 subsets (minutes)
@@ -60,13 +61,14 @@ def numpy_loop_seconds_per_candidate(X: np.ndarray, y: np.ndarray, n: int) -> fl
     return (time.perf_counter() - start) / n
 
 
-def timed_fit(est: RandomSearchCombiner, X: np.ndarray, y: np.ndarray, *, fast: bool) -> float:
+def timed_fit(est: RandomSearchCombiner, X: np.ndarray, y: np.ndarray, *, fast: bool) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (all threads of this process: less sensitive to others' jobs) of one fit."""
     previous = RandomSearchCombiner._fast
     RandomSearchCombiner._fast = fast
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         est.fit(X, y)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
     finally:
         RandomSearchCombiner._fast = previous
 
@@ -108,24 +110,24 @@ def main() -> None:
           f"subset, {loop_all:.0f} s for all subsets (extrapolated)")
 
     fast = RandomSearchCombiner(n_samples=args.n_samples, search_subsets=False)
-    t_fast = timed_fit(fast, X, y, fast=True)
-    print(f"5-model subset, whole-search C path: {t_fast:.2f} s, {loop_full / t_fast:.0f}x the loop{scaled}; "
+    t_fast, cpu_fast = timed_fit(fast, X, y, fast=True)
+    print(f"5-model subset, whole-search C path: {t_fast:.2f} s (CPU {cpu_fast:.2f} s), {loop_full / t_fast:.0f}x the loop{scaled}; "
           f"val acc {fast.best_score_:.4f}; {work(fast)}")
     previous = RandomSearchCombiner(n_samples=args.n_samples, search_subsets=False)
-    t_prev = timed_fit(previous, X, y, fast=False)
+    t_prev, cpu_prev = timed_fit(previous, X, y, fast=False)
     same = np.array_equal(fast.weights_, previous.weights_) and fast.best_score_ == previous.best_score_
-    print(f"5-model subset, previous chunk-by-chunk path: {t_prev:.2f} s, {loop_full / t_prev:.0f}x the loop; "
+    print(f"5-model subset, previous chunk-by-chunk path: {t_prev:.2f} s (CPU {cpu_prev:.2f} s), {loop_full / t_prev:.0f}x the loop; "
           f"C path {t_prev / t_fast:.1f}x faster; identical weights and accuracy: {same}")
 
-    t_all = timed_fit(est, X, y, fast=True)
-    print(f"all {len(subsets)} subsets, whole-search C path: {t_all:.1f} s, {loop_all / t_all:.0f}x the loop{scaled}; "
+    t_all, cpu_all = timed_fit(est, X, y, fast=True)
+    print(f"all {len(subsets)} subsets, whole-search C path: {t_all:.1f} s (CPU {cpu_all:.1f} s), {loop_all / t_all:.0f}x the loop{scaled}; "
           f"chosen subset {est.subset_}, acc {est.best_score_:.4f}; {work(est)}")
     if args.previous_all:
         prev_all = RandomSearchCombiner(n_samples=args.n_samples)
-        t_prev_all = timed_fit(prev_all, X, y, fast=False)
+        t_prev_all, cpu_prev_all = timed_fit(prev_all, X, y, fast=False)
         same = (np.array_equal(est.weights_, prev_all.weights_) and est.subset_ == prev_all.subset_
                 and est.subset_scores_ == prev_all.subset_scores_)
-        print(f"all {len(subsets)} subsets, previous chunk-by-chunk path: {t_prev_all:.1f} s, "
+        print(f"all {len(subsets)} subsets, previous chunk-by-chunk path: {t_prev_all:.1f} s (CPU {cpu_prev_all:.1f} s), "
               f"{loop_all / t_prev_all:.0f}x the loop; C path {t_prev_all / t_all:.1f}x faster; identical: {same}")
     if scaled:
         print(f"  -> at the paper's 100,000 per round: about {t_all * paper / per_subset:.0f} s for all subsets "
