@@ -121,3 +121,27 @@ def test_all_seven_submissions_run_end_to_end_on_tiny(tmp_path: Path) -> None:
     assert statuses == {s: "ran" if s == "report" else "current" for s in PIPELINE}
     report = (runs / "submission1" / "report.md").read_text()
     assert all(f"\n| {m} | " in report for m in ORDER)
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_a_submission_runs_end_to_end_under_two_process_ddp(tmp_path: Path) -> None:
+    # Lightning's launcher re-runs the command for rank 1, so both ranks walk stage=all in step: rank 1 finds
+    # make_data current, joins every collective, and only rank zero writes
+    import subprocess
+    import sys
+
+    from tests.helpers import env_for_subprocess
+
+    env = env_for_subprocess(tmp_path)
+    env["OMP_NUM_THREADS"] = "1"
+    done = subprocess.run([sys.executable, "train.py", "experiment=submission1", "scale=quick", "trainer=ddp_sim",
+                           "logger=csv"], cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
+                          text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "MEMBER: 2/2" in done.stdout + done.stderr
+    run_dir = tmp_path / "runs" / "submission1"
+    test_ids = sorted(p.stem for p in (tmp_path / "data" / "generated" / "afew" / "Test").glob("*.avi"))
+    for model in ("aggcnn", "audio", "irnn", "fusion", "combine"):
+        assert sorted(load_probs(run_dir, model, "Test").clip_ids.tolist()) == test_ids, model
+    assert "\n| 1 | " in (run_dir / "report.md").read_text()
