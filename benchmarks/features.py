@@ -93,8 +93,7 @@ def bench_codebook(n_blocks: int, n_words: int) -> None:
     """k-means codebook (BagOfWords.fit) and histograms with the default thread pools against one thread
     (``cpu_threads: 1`` of activity_scale=small): on a machine whose cores are busy, spinning OpenMP threads cost more
     than they give on these small problems."""
-    from emotiw.activity import BagOfWords
-    from stages.activity import cpu_threads
+    from emotiw.activity import BagOfWords, cpu_threads
 
     rng = np.random.default_rng(0)
     feats = (0.5 + 0.5 * rng.random((n_blocks, 300)) ** 4).astype(np.float32)  # SAE outputs lie in [0.5, 1)

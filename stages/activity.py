@@ -15,20 +15,17 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules.afew_audio import ClipFeatureDataset, ClipFeaturesDataModule
 from datamodules.afew_blocks import read_gray
-from emotiw.activity import BagOfWords, encode_clips, load_codebook, save_codebook
+from emotiw.activity import BagOfWords, cpu_threads, encode_clips, load_codebook, save_codebook
 from emotiw.artifacts import SPLITS
 from emotiw.partitions import Partition
 from lightning_modules.sae import SAEModule
@@ -38,25 +35,6 @@ from stages.runtime import _is_rank_zero
 from stages.svm import run_svm_stage
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` intra-op threads in torch and in numpy/scikit-learn's BLAS and OpenMP pools (``None``: leave
-    them). The SAE's matmuls (batches of 100 blocks) and k-means are too small to share out: on a busy 2-core
-    machine two spinning threads made an SAE step 0.23 s instead of a few milliseconds."""
-    if n is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        with threadpool_limits(limits=int(n)):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _sae_loggers(cfg: DictConfig) -> list:

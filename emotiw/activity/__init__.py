@@ -16,6 +16,7 @@ from emotiw.activity.blocks import (
 from emotiw.activity.bow import BagOfWords, load_codebook, motion_weights, save_codebook
 from emotiw.activity.encode import FoldedEncoder
 from emotiw.activity.features import EncodingReport, encode_clips
+from emotiw.activity.threads import cpu_threads
 
 __all__ = [
     "BLOCK_SHAPE",
@@ -23,6 +24,7 @@ __all__ = [
     "EncodingReport",
     "FoldedEncoder",
     "block_whitener",
+    "cpu_threads",
     "dense_block_origins",
     "dense_blocks",
     "encode_clips",

@@ -57,3 +57,18 @@ def test_folded_encoder_equals_whiten_then_encode():
     s = w.transform(blocks) @ W
     enc = FoldedEncoder.from_whitener(w, W)
     np.testing.assert_allclose(enc.encode(blocks, batch_size=64), 1 / (1 + np.exp(-(s**2))), atol=1e-4)
+
+
+def test_cpu_threads_limits_torch_and_blas_then_restores_them():
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from emotiw.activity import cpu_threads
+
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    assert torch.get_num_threads() == before
+    with cpu_threads(None):  # None leaves the pools alone
+        assert torch.get_num_threads() == before
