@@ -10,7 +10,7 @@ ASSETS_DIR = Path(__file__).resolve().parent
 # The paper's face CNN trained on the real FER2013 Training images (MODEL_CARD.md).
 CNN_PAPER_FER2013 = "cnn_paper_fer2013.pt"
 SHA256: dict[str, str] = {
-    CNN_PAPER_FER2013: "c471091bf641501a8c76f774ca538df914a2b79c763ed97f9bf0cdb3320f0e17",
+    CNN_PAPER_FER2013: "8750fb05e2d6dd0895ce8e12edb985d192180c5fb601d69c8921e504dfc4f824",
 }
 
 
