@@ -49,28 +49,31 @@ MODEL_TITLES = {"activity": "Activity", "audio": "Audio", "aggcnn": "Aggregated 
 SINGLE_MODELS = ("activity", "audio", "aggcnn", "irnn")
 
 
-def accuracy(run_dir: str | Path, model: str, split: str) -> float | None:
-    """Accuracy of ``model`` on ``split`` over labelled clips; None when the file or the labels are absent."""
+def _labelled_predictions(run_dir: str | Path, model: str, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(true labels, predicted labels) of the labelled clips; None when the file or the labels are absent."""
     if not probs_path(run_dir, model, split).is_file():
         return None
     cp = load_probs(run_dir, model, split)
     known = cp.labels != UNLABELLED
     if not known.any():
         return None
-    return float(np.mean(cp.probs[known].argmax(1) == cp.labels[known]))
+    return cp.labels[known], cp.probs[known].argmax(1)
+
+
+def accuracy(run_dir: str | Path, model: str, split: str) -> float | None:
+    """Accuracy of ``model`` on ``split`` over labelled clips; None when the file or the labels are absent."""
+    pair = _labelled_predictions(run_dir, model, split)
+    return None if pair is None else float(np.mean(pair[0] == pair[1]))
 
 
 def confusion(run_dir: str | Path, model: str, split: str = "Val") -> np.ndarray | None:
     """Row-normalised confusion matrix (true x predicted, canonical label order)."""
     from sklearn.metrics import confusion_matrix
 
-    if not probs_path(run_dir, model, split).is_file():
+    pair = _labelled_predictions(run_dir, model, split)
+    if pair is None:
         return None
-    cp = load_probs(run_dir, model, split)
-    known = cp.labels != UNLABELLED
-    if not known.any():
-        return None
-    cm = confusion_matrix(cp.labels[known], cp.probs[known].argmax(1), labels=range(len(EMOTIONS)))
+    cm = confusion_matrix(*pair, labels=range(len(EMOTIONS)))
     return cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
 
 
