@@ -71,13 +71,21 @@ def compose_stage(name: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def _run_selector(run_name: str) -> str:
+    """The override that names a run: its experiment file when there is one (so that its stage configs compare
+    equal to the ones it saved), else just its name."""
+    if (Path(CONF_DIR) / "experiment" / f"{run_name}.yaml").is_file():
+        return f"experiment={run_name}"
+    return f"experiment_name={run_name}"
+
+
+def _other_overrides(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if not o.startswith(("experiment_name=", "experiment="))]
+
+
 def base_run_overrides(overrides: list[str], reuse_from: str) -> list[str]:
-    """The overrides that compose the base run's own stages: its experiment file when there is one (so that its
-    stage configs compare equal to the ones it saved), else just its name."""
-    kept = [o for o in overrides if not o.startswith(("experiment_name=", "experiment="))]
-    if (Path(CONF_DIR) / "experiment" / f"{reuse_from}.yaml").is_file():
-        return [*kept, f"experiment={reuse_from}"]
-    return [*kept, f"experiment_name={reuse_from}"]
+    """The overrides that compose the base run's own stages."""
+    return [*_other_overrides(overrides), _run_selector(reuse_from)]
 
 
 def _resolved(cfg: DictConfig) -> Any:
@@ -115,10 +123,7 @@ def link_shared(stage: str, base_run: Path, run_dir: Path) -> Path:
 
 
 def _command_for(run_name: str, overrides: list[str]) -> str:
-    own = [o for o in overrides if not o.startswith(("experiment=", "experiment_name="))]
-    chosen = (f"experiment={run_name}" if (Path(CONF_DIR) / "experiment" / f"{run_name}.yaml").is_file()
-              else f"experiment_name={run_name}")
-    return " ".join(["python train.py", chosen, *own])
+    return " ".join(["python train.py", _run_selector(run_name), *_other_overrides(overrides)])
 
 
 def missing_dependencies(cfg: DictConfig, stages: list[str], overrides: list[str],
@@ -140,10 +145,10 @@ def missing_dependencies(cfg: DictConfig, stages: list[str], overrides: list[str
             run_name, _, model = str(source).rpartition("/")
             if not run_name:
                 continue
-            absent = [probs_path(runs_dir / run_name, model, s) for s in SPLITS
-                      if not probs_path(runs_dir / run_name, model, s).is_file()]
-            if absent:
-                needed.setdefault(run_name, absent[0])
+            absent = next((p for p in (probs_path(runs_dir / run_name, model, s) for s in SPLITS)
+                           if not p.is_file()), None)
+            if absent is not None:
+                needed.setdefault(run_name, absent)
     if not needed:
         return None
     first = next(iter(needed.values()))
