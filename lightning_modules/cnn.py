@@ -53,6 +53,7 @@ class CNNModule(L.LightningModule):
         prob_clip: float = 1e-6,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
+        init_weights: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -104,6 +105,31 @@ class CNNModule(L.LightningModule):
         stats = getattr(dm, "normaliser", None)
         if stage == "fit" and stats is not None:
             self.set_normaliser(torch.from_numpy(stats.mean_), torch.from_numpy(stats.std_))
+        if stage == "fit" and self.hparams.init_weights:
+            # Here, not in __init__: a resumed run's checkpoint is restored after setup and wins, and loading a
+            # finished run's checkpoint never needs the warm-start file to still exist.
+            self.warm_start(self.hparams.init_weights)
+
+    def warm_start(self, source: str | Path) -> None:
+        """Copy the net's weights (not the normaliser, which stays this data's) from a weights file of
+        :func:`save_weights`, a Lightning checkpoint, or ``"shipped"`` (the package's FER2013 weights)."""
+        if str(source) == "shipped":
+            from emotiw.assets import asset_path
+
+            source = asset_path()
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model.init_weights file not found")
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        state = blob.get("state_dict") if isinstance(blob, dict) else None
+        if state is None:
+            raise ValueError(f"{path}: not a CNN weights file or checkpoint (no state_dict)")
+        net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+        try:
+            self.net.load_state_dict(net_state)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+            raise ValueError(f"{path}: weights do not fit this CNN ({first})") from None
 
     def preprocess(
         self, faces: torch.Tensor, *, train: bool, offset: tuple[int, int] | None = None

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.cnn import CNNModule
+from lightning_modules.cnn import CNNModule, save_weights
 from lightning_modules.components.cnn_deep import DeepCNN
 from lightning_modules.components.cnn_paper import PaperCNN
 from tests.fer_stills import write_face_root
@@ -182,6 +182,43 @@ def test_short_training_beats_twice_chance_and_exports_best(face_root):
     m = CNNModule.load_from_checkpoint(best, map_location="cpu")
     assert bool(m.norm_fitted) and float(m.norm_std.min()) >= 1.0
     assert (face_root / "runs" / "demo" / "cnn" / "figures" / "test_confusion.png").stat().st_size > 1000
+
+
+def test_warm_start_copies_net_weights_but_keeps_this_datas_normaliser(face_root, tmp_path):
+    torch.manual_seed(3)
+    source = CNNModule()
+    source.set_normaliser(torch.full((48, 48), 7.0), torch.full((48, 48), 2.0))
+    weights = save_weights(source, tmp_path / "source.pt")
+    # lr 0: the one epoch cannot move the weights, so the exported net must be the warm-start file's
+    metrics = run([*SMALL, "experiment_name=warm", "trainer.max_epochs=1", "model.lr=0.0",
+                   f"model.init_weights={weights}"], face_root)
+    trained = CNNModule.load_from_checkpoint(metrics["best_ckpt_copy"], map_location="cpu")
+    for (name, got), want in zip(trained.net.state_dict().items(), source.net.state_dict().values(), strict=True):
+        assert torch.equal(got, want), name
+    assert float(trained.norm_mean.mean()) != 7.0  # the normaliser is the training data's, not the source's
+    # a Lightning checkpoint works as a source too, and loading it needs no warm-start file any more
+    again = CNNModule()
+    again.warm_start(metrics["best_ckpt_copy"])
+    assert torch.equal(again.net.convs[0].weight, source.net.convs[0].weight)
+
+
+def test_warm_start_bad_sources(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt: model.init_weights file not found"):
+        CNNModule().warm_start(tmp_path / "nope.pt")
+    deep = save_weights(CNNModule(arch="deep", deep_widths=(8, 8, 8, 8)), tmp_path / "deep.pt")
+    with pytest.raises(ValueError, match=r"deep\.pt: weights do not fit this CNN"):
+        CNNModule().warm_start(deep)
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt: not a CNN weights file or checkpoint"):
+        CNNModule().warm_start(tmp_path / "other.pt")
+
+
+def test_warm_start_from_shipped_weights():
+    from lightning_modules.cnn import load_cnn
+
+    module = CNNModule(dropout=0.1)
+    module.warm_start("shipped")
+    assert torch.equal(module.net.fc.weight, load_cnn().net.fc.weight)
 
 
 @pytest.mark.slow
