@@ -314,6 +314,19 @@ static inline vf vmax(vf v, vf b) { return (vf)_mm256_max_ps((__m256)v, (__m256)
 #else
 static inline vf vmax(vf v, vf b) { return vsel(v > b, v, b); }
 #endif
+/* the sum of the 8 lanes */
+static inline int32_t hsum8(vi v) {
+#if defined(__AVX2__)
+    __m128i x = _mm_add_epi32(_mm256_castsi256_si128((__m256i)v), _mm256_extracti128_si256((__m256i)v, 1));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4e));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xb1));
+    return _mm_cvtsi128_si32(x);
+#else
+    int32_t s = 0;
+    for (int i = 0; i < 8; ++i) s += v[i];
+    return s;
+#endif
+}
 static inline vf vlog(vf x) {
     const vi bad = x <= 0.0f;
     x = vsel(x < 1.17549435e-38f, vb(1.17549435e-38f), x);
@@ -414,7 +427,68 @@ typedef struct {
     const float *pm; const int64_t *ym; const float *mask; int64_t n_masked;
     int32_t *bests; int64_t n_threads;
     int64_t *stats; /* per thread: candidates skipped before their weights were made, scored, clips scored */
+    int64_t z_chunk0; /* z holds the chunks from this one on */
+    /* optional (C <= 8): the clip orders p / pf as pairs (label, strongest other class), see pair_arrays */
+    const float *pair_p, *pair_pf; const int32_t *pair_i, *pair_if;
 } scan_t;
+
+/* The cheap half of a hopeless candidate's proof: a complete clip is wrong as soon as one other class t scores at
+   least as much as the label y (more, where t > y: the lowest class wins a tie). Scoring only y and each clip's
+   strongest rival t (per_p: (2, M, n_pad) probabilities of y then t; pair_i: (3, n_pad) y, t, -1 where t < y) with
+   the very float operations of eval_m (a weight per lane per class, permuted to each clip's class) gives a lower
+   bound of the wrong clips; a candidate with more than slack of them cannot beat the bar (1). 0: not shown. */
+#if defined(__AVX2__)
+static inline vf vperm(vf w, vi i) { return (vf)_mm256_permutevar8x32_ps((__m256)w, (__m256i)i); }
+#else
+static inline vf vperm(vf w, vi i) { vf r; for (int l = 0; l < 8; ++l) r[l] = w[i[l] & 7]; return r; }
+#endif
+#define PAIR_EVAL(M) \
+static int hopeless_m##M(const float *w, const float *pp, const int32_t *pi, int64_t n_pad, int64_t u8, \
+                         int64_t slack) { \
+    vf wv[M]; \
+    for (int j = 0; j < M; ++j) wv[j] = *(const vf *)(w + 8 * j); \
+    const float *py = pp, *pt = pp + M * n_pad; \
+    const int32_t *yi = pi, *ti = pi + n_pad, *lo = pi + 2 * n_pad; \
+    vi wrong = (vi){0}; \
+    for (int64_t n = 0; n < u8; n += 8) { \
+        const vi yv = *(const viu *)(yi + n), tv = *(const viu *)(ti + n), lv = *(const viu *)(lo + n); \
+        vf vy = vperm(wv[0], yv) * *(const vfu *)(py + n), vt = vperm(wv[0], tv) * *(const vfu *)(pt + n); \
+        for (int j = 1; j < M; ++j) { \
+            vy = vy + vperm(wv[j], yv) * *(const vfu *)(py + j * n_pad + n); \
+            vt = vt + vperm(wv[j], tv) * *(const vfu *)(pt + j * n_pad + n); \
+        } \
+        wrong -= (lv & (vt >= vy)) | (~lv & (vt > vy)); \
+        if ((n & 8) && hsum8(wrong) > slack) return 1; \
+    } \
+    return hsum8(wrong) > slack; \
+}
+PAIR_EVAL(1) PAIR_EVAL(2) PAIR_EVAL(3) PAIR_EVAL(4) PAIR_EVAL(5) PAIR_EVAL(6) PAIR_EVAL(7) PAIR_EVAL(8)
+
+/* For clips p (C, M, n_pad), y (-1: padding) in some order: each clip's probabilities of its label and of its
+   strongest other class under centre (C x M; NULL: equal weights), as hopeless_m reads them */
+void pair_arrays(const float *p, const int32_t *y, int64_t n_pad, int64_t C, int64_t M, const float *centre,
+                 float *pp, int32_t *pi) {
+    for (int64_t n = 0; n < n_pad; ++n) {
+        int64_t yc = y[n], t = 0;
+        if (yc < 0) {
+            yc = 0;
+        } else {
+            double best = -INFINITY;
+            for (int64_t c = 0; c < C; ++c) {
+                if (c == yc) continue;
+                double s = 0.0;
+                for (int64_t m = 0; m < M; ++m) s += (centre ? (double)centre[c * M + m] : 1.0) * (double)p[(c * M + m) * n_pad + n];
+                if (s > best) { best = s; t = c; }
+            }
+        }
+        if (y[n] < 0) t = 0;
+        for (int64_t m = 0; m < M; ++m) {
+            pp[m * n_pad + n] = p[(yc * M + m) * n_pad + n];
+            pp[(M + m) * n_pad + n] = p[(t * M + m) * n_pad + n];
+        }
+        pi[n] = (int32_t)yc; pi[n_pad + n] = (int32_t)t; pi[2 * n_pad + n] = t < yc ? -1 : 0;
+    }
+}
 
 #define SCAN_EVAL(M) \
 static int32_t eval_m##M(const float *w, int64_t cs, int64_t ms, int64_t C, const float *p, const int32_t *y, \
@@ -437,11 +511,8 @@ static int32_t eval_m##M(const float *w, int64_t cs, int64_t ms, int64_t C, cons
         } \
         count -= i0 == *(const viu *)(y + n); \
         count -= i1 == *(const viu *)(y + n + 8); \
-        if ((n & 16) && n + 16 < u8) { /* every 32 clips: stop once more than slack real clips are wrong */ \
-            int32_t s = 0; \
-            for (int i = 0; i < 8; ++i) s += count[i]; \
-            if ((n + 16 < n_real ? n + 16 : n_real) - s > slack) return -1; \
-        } \
+        /* every 16 clips: stop once more than slack real clips are wrong */ \
+        if (n + 16 < u8 && (n + 16 < n_real ? n + 16 : n_real) - hsum8(count) > slack) return -1; \
     } \
     if (n < u8) { \
         vf best = (vf){0} - INFINITY; vi idx = (vi){0}, cv = (vi){0}; \
@@ -455,9 +526,7 @@ static int32_t eval_m##M(const float *w, int64_t cs, int64_t ms, int64_t C, cons
         } \
         count -= idx == *(const viu *)(y + n); \
     } \
-    int32_t s = 0; \
-    for (int i = 0; i < 8; ++i) s += count[i]; \
-    return s; \
+    return hsum8(count); \
 }
 SCAN_EVAL(1) SCAN_EVAL(2) SCAN_EVAL(3) SCAN_EVAL(4) SCAN_EVAL(5) SCAN_EVAL(6) SCAN_EVAL(7) SCAN_EVAL(8)
 
@@ -478,6 +547,23 @@ static int32_t eval_masked(const float *w, int64_t cs, int64_t ms, int64_t C, in
     return count;
 }
 
+/* A local round's candidate with max |z| < skip_below(bar) is skipped by the test in scan_round below (which
+   takes d = sigma max|z| (1 + 1e-6) + 2.5e-7 and needs T - M d > T / 2 and, for the q-th phi, d / (T - M d) <
+   phi_q): so most candidates are settled on their first draws, without gathering them. The limit is solved for
+   max|z| with a relative 1e-9 to spare, far above double rounding; 0 where nothing can be skipped so. */
+static double skip_below(const scan_t *a, int32_t bar) {
+    const double t_min = a->t_min, M = (double)a->M;
+    const int64_t q = (int64_t)bar - a->right_total - a->n_masked;
+    double d_lim = 0.5 * t_min / M;
+    if (q < 0) return 0.0;
+    if (q < a->n_phi) {
+        const double phi = a->phi[q];
+        if (!(phi > 0.0)) return 0.0;
+        if (phi < INFINITY) { const double dp = phi * t_min / (1.0 + M * phi); if (dp < d_lim) d_lim = dp; }
+    }
+    const double z = (d_lim * (1.0 - 1e-9) - 2.5e-7) / ((double)a->sigma * (1.0 + 1e-6)) * (1.0 - 1e-9);
+    return z > 0.0 ? z : 0.0;
+}
 void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0, int32_t *out_count,
                 int64_t *out_k, float *out_w) {
     const int64_t C = a->C, M = a->M, CM = C * M;
@@ -488,7 +574,8 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
     vf cen[8], fb[8];
     for (int i = 0; i < 64; ++i) z[i] = w[i] = 0.0f;
     int32_t own = bar0; int64_t own_k = -1;
-    int64_t n_skipped = 0, n_scored = 0, n_clips = 0;
+    int64_t n_skipped = 0, n_scored = 0, n_clips = 0, n_paired = 0, pair_tried = 0, pair_left = 0;
+    int32_t quick_bar = -1; float quick = 0.0f; /* skip_below(quick_bar), rounded down to a float */
     const float equal = (float)(1.0 / (double)M);
     if (lanes) {
         for (int64_t m = 0; m < M; ++m) {
@@ -506,13 +593,32 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
         }
         const int64_t j = k / a->chunk, kk = k - j * a->chunk;
         const int64_t kj = a->K - j * a->chunk < a->chunk ? a->K - j * a->chunk : a->chunk;
-        const float *base = a->z + j * a->chunk * CM;
-        for (int64_t c = 0; c < C; ++c)
-            for (int64_t m = 0; m < M; ++m) z[c * cs + m * ms] = base[(c * kj + kk) * M + m];
+        const float *base = a->z + (j - a->z_chunk0) * a->chunk * CM;
+        int gathered = 0;
+#define GATHER_Z() do { \
+            for (int64_t c = 0; c < C; ++c) \
+                for (int64_t m = 0; m < M; ++m) z[c * cs + m * ms] = base[(c * kj + kk) * M + m]; \
+            gathered = 1; \
+        } while (0)
         int64_t u8 = a->n_pad;
         if (a->theta) {
+            if (bar != quick_bar) {
+                const double zl = skip_below(a, bar);
+                quick = (float)zl;
+                if ((double)quick > zl) quick = nextafterf(quick, 0.0f);
+                quick_bar = bar;
+            }
+            if (quick > 0.0f) {
+                int small = 1;
+                for (int64_t c = 0; c < C && small; ++c) {
+                    const float *zc = base + (c * kj + kk) * M;
+                    for (int64_t m = 0; m < M; ++m) small &= fabsf(zc[m]) < quick;
+                }
+                if (small) { ++n_skipped; continue; }
+            }
             float zmax = 0.0f;
             if (lanes) {
+                GATHER_Z();
                 vf amax = (vf){0};
                 for (int64_t m = 0; m < M; ++m) {
                     const vf av = (vf)((vi)(*(vf *)(z + 8 * m)) & (int32_t)0x7fffffff);
@@ -520,6 +626,7 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
                 }
                 for (int i = 0; i < 8; ++i) zmax = amax[i] > zmax ? amax[i] : zmax;
             } else {
+                GATHER_Z();
                 for (int64_t i = 0; i < CM; ++i) zmax = fabsf(z[i]) > zmax ? fabsf(z[i]) : zmax;
             }
             /* |v - centre| <= |fl(fl(z sigma) + centre) - centre|: sigma |z| to a relative 2^-23, plus half an ulp
@@ -530,18 +637,28 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
                 /* wrong clips that must be able to turn right: more than bar - right_total - n_masked */
                 const int64_t q = (int64_t)bar - a->right_total - a->n_masked;
                 if (q >= a->n_phi || (q >= 0 && e < a->phi[q])) { ++n_skipped; continue; }
-                int64_t lo = 0, hi = a->n_real;
-                while (lo < hi) { const int64_t mid = (lo + hi) / 2; if (a->theta[mid] <= e) lo = mid + 1; else hi = mid; }
-                u8 = (lo + 7) & ~(int64_t)7;
+                /* u8 = 8 ceil(#{theta <= e} / 8) = 8 #{j: theta[8 j] <= e} (theta ascending): a branch-free search */
+                const double *th = a->theta;
+                int64_t lo = 0, len = (a->n_real + 7) / 8;
+                if (len > 0) {
+                    while (len > 1) { const int64_t half = len / 2; lo += (int64_t)(th[8 * (lo + half)] <= e) * half; len -= half; }
+                    lo += th[8 * lo] <= e;
+                }
+                u8 = 8 * lo;
                 if (u8 > a->n_pad) u8 = a->n_pad;
             }
         }
         const float *p = a->p; const int32_t *y = a->y; const int32_t *safe = a->safe_suffix;
-        if (2 * u8 > a->n_pad) { u8 = a->n_pad; p = a->pf; y = a->yf; }  /* safe_suffix[n_pad] = 0 either way */
+        const float *pair_p = a->pair_p; const int32_t *pair_i = a->pair_i;
+        if (2 * u8 > a->n_pad) { /* safe_suffix[n_pad] = 0 either way */
+            u8 = a->n_pad; p = a->pf; y = a->yf; pair_p = a->pair_pf; pair_i = a->pair_if;
+        }
         const int64_t ur = u8 < a->n_real ? u8 : a->n_real;
         const int64_t need = (int64_t)bar + 1 - safe[u8] - a->n_masked; /* right among the first u8 */
         if (need > ur) { ++n_skipped; continue; }
         ++n_scored; n_clips += u8 + a->n_masked;
+        if (!gathered) GATHER_Z();
+#undef GATHER_Z
         /* the candidate's weights, as prepare() makes them (the same float operations, a class per lane) */
         if (lanes) {
             vf v[8];
@@ -565,6 +682,23 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
             else { for (int64_t m = 0; m < M; ++m) wc[m] = wc[m] / total; }
         }
         const int64_t slack = ur - (need > 0 ? need : 0);
+        /* pairs first while they settle most candidates (then a candidate they leave costs both) */
+        if (lanes && pair_p && u8 >= 32 && 2 * pair_left <= pair_tried + 64) {
+            ++pair_tried;
+            int hopeless;
+            switch (M) {
+            case 1: hopeless = hopeless_m1(w, pair_p, pair_i, a->n_pad, u8, slack); break;
+            case 2: hopeless = hopeless_m2(w, pair_p, pair_i, a->n_pad, u8, slack); break;
+            case 3: hopeless = hopeless_m3(w, pair_p, pair_i, a->n_pad, u8, slack); break;
+            case 4: hopeless = hopeless_m4(w, pair_p, pair_i, a->n_pad, u8, slack); break;
+            case 5: hopeless = hopeless_m5(w, pair_p, pair_i, a->n_pad, u8, slack); break;
+            case 6: hopeless = hopeless_m6(w, pair_p, pair_i, a->n_pad, u8, slack); break;
+            case 7: hopeless = hopeless_m7(w, pair_p, pair_i, a->n_pad, u8, slack); break;
+            default: hopeless = hopeless_m8(w, pair_p, pair_i, a->n_pad, u8, slack); break;
+            }
+            if (hopeless) { ++n_paired; continue; }
+            ++pair_left;
+        }
         int32_t got = 0;
         if (u8 > 0) {
             switch (M) {
@@ -589,7 +723,50 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
         }
     }
     *out_count = own; *out_k = own_k;
-    if (a->stats) { a->stats[3 * t] += n_skipped; a->stats[3 * t + 1] += n_scored; a->stats[3 * t + 2] += n_clips; }
+    if (a->stats) {
+        int64_t *st = a->stats + 4 * t;
+        st[0] += n_skipped; st[1] += n_scored; st[2] += n_clips; st[3] += n_paired;
+    }
+}
+
+/* the generator as after mt_uniform(g, ., n), without the floats */
+void mt_skip(mt_t *g, int64_t n) {
+    for (int64_t i = 0; i < n;) {
+        if (--g->left == 0) mt_twist(g);
+        const int64_t avail = 624 - g->next, take = n - i < avail ? n - i : avail;
+        g->next += (int32_t)take; g->left -= (int32_t)(take - 1);
+        i += take;
+    }
+}
+
+/* A whole round on one thread, drawn chunk by chunk just before it is scored (while the chunk is in cache):
+   torch.rand (uniform) or torch.randn chunks of `chunk` candidates, as the torch path draws them, into zbuf (one
+   chunk). Same results as drawing the round first and calling scan_round on it. A local round whose every
+   candidate the bar skips (skip_below beyond 6 > any |z| the generator's Box-Muller gives: its radius is at most
+   sqrt(-2 log 2^-24) = 5.77) only advances the generator. 1: a chunk too small for the copy of randn. */
+int run_round(const scan_t *a0, mt_t *g, int normal, float *zbuf, int32_t bar0, int32_t *out_count,
+              int64_t *out_k, float *out_w) {
+    scan_t a = *a0;
+    const int64_t C = a.C, M = a.M;
+    int32_t bar = bar0; int64_t best_k = -1;
+    const int skip_all = a.theta && a.n_threads == 1 && skip_below(&a, bar0) > 6.0;
+    for (int64_t k0 = 0, j = 0; k0 < a.K; k0 += a.chunk, ++j) {
+        const int64_t kj = a.K - k0 < a.chunk ? a.K - k0 : a.chunk, n = C * kj * M;
+        if (normal && n < 16) return 1;
+        if (skip_all) {
+            mt_skip(g, n + (normal && n % 16 ? 16 : 0)); /* mt_normal redraws the last 16 of a ragged size */
+            if (a.stats) a.stats[0] += kj;
+            continue;
+        }
+        if (normal) mt_normal(g, zbuf, n);
+        else mt_uniform(g, zbuf, n);
+        a.z = zbuf; a.z_chunk0 = j;
+        int32_t count; int64_t kb;
+        scan_round(&a, 0, k0, k0 + kj, bar, &count, &kb, out_w);
+        if (kb >= 0) { bar = count; best_k = kb; }
+    }
+    *out_count = bar; *out_k = best_k;
+    return 0;
 }
 
 /* Per local round, from the centre (C x M): how far each complete clip (p (C, M, n), y) is from changing the
@@ -612,6 +789,86 @@ static int by_double(const void *a, const void *b) {
     const double x = *(const double *)a, z = *(const double *)b;
     return (x > z) - (x < z);
 }
+/* The order in which a round scores all clips (p_focus, y_focus, padded to n_pad) and each clip's rival for the
+   pair test, from a pilot: S weightings drawn like the round's (centre + sigma N(0, 1) clipped, or U[0, 1) without
+   a centre; from a generator of its own, so the search's stream is untouched) and scored in double. A clip's
+   rival is the class that beat its label most often there; clips go by how often that happened, most first, so
+   that a hopeless candidate shows its wrong clips first. Speed only: any order and rivals give the same counts. */
+static uint64_t splitmix(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull; z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static double unit(uint64_t *x) { return (double)(splitmix(x) >> 11) * (1.0 / 9007199254740992.0); }
+int pilot_order(const float *p, const int64_t *y, int64_t n, int64_t n_pad, int64_t C, int64_t M,
+                const float *centre, float sigma, int64_t S, uint64_t seed, float *p_focus, int32_t *y_focus,
+                float *pair_p, int32_t *pair_i) {
+    const int64_t CM = C * M;
+    double *w = malloc(sizeof(double) * (size_t)(CM * S)), *mu = malloc(sizeof(double) * (size_t)(C > 0 ? C : 1));
+    int32_t *cnt = calloc((size_t)(n * C > 0 ? n * C : 1), sizeof(int32_t));
+    keyed_t *ord = malloc(sizeof(keyed_t) * (size_t)(n > 0 ? n : 1));
+    int32_t *rival = malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+    if (!w || !mu || !cnt || !ord || !rival) { free(w); free(mu); free(cnt); free(ord); free(rival); return 1; }
+    uint64_t st = seed;
+    for (int64_t s = 0; s < S; ++s) {
+        double *ws = w + s * CM;
+        for (int64_t c = 0; c < C; ++c) {
+            double tot = 0.0;
+            for (int64_t m = 0; m < M; ++m) {
+                double v;
+                if (centre) {
+                    const double u1 = 1.0 - unit(&st), u2 = unit(&st);
+                    v = centre[c * M + m] + sigma * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+                    v = v > 0.0 ? v : 0.0;
+                } else {
+                    v = unit(&st);
+                }
+                ws[c * M + m] = v; tot += v;
+            }
+            for (int64_t m = 0; m < M; ++m)
+                ws[c * M + m] = tot > 1e-12 ? ws[c * M + m] / tot : (centre ? centre[c * M + m] : 1.0 / (double)M);
+        }
+    }
+    for (int64_t i = 0; i < n; ++i) {
+        for (int64_t s = 0; s < S; ++s) {
+            const double *ws = w + s * CM;
+            double best = -INFINITY; int64_t arg = 0;
+            for (int64_t c = 0; c < C; ++c) {
+                double v = 0.0;
+                for (int64_t m = 0; m < M; ++m) v += ws[c * M + m] * (double)p[(c * M + m) * n + i];
+                if (v > best) { best = v; arg = c; }
+            }
+            if (arg != y[i]) ++cnt[i * C + arg];
+        }
+        /* rival: most frequent winner; unseen: the strongest other class under the centre (or equal weights) */
+        int64_t t = -1; double tbest = -INFINITY;
+        for (int64_t c = 0; c < C; ++c) {
+            if (c == y[i]) continue;
+            double v = 0.0;
+            for (int64_t m = 0; m < M; ++m) v += (centre ? (double)centre[c * M + m] : 1.0) * (double)p[(c * M + m) * n + i];
+            const double key = (double)cnt[i * C + c] * 1e6 + v; /* counts first; v < 1e6 */
+            if (key > tbest) { tbest = key; t = c; }
+        }
+        if (t < 0) t = 0;
+        rival[i] = (int32_t)t;
+        ord[i].key = -(double)cnt[i * C + t]; ord[i].i = i;
+    }
+    qsort(ord, (size_t)n, sizeof(keyed_t), by_key);
+    for (int64_t r = 0; r < CM; ++r)
+        for (int64_t k = 0; k < n_pad; ++k) p_focus[r * n_pad + k] = k < n ? p[r * n + ord[k].i] : 0.0f;
+    for (int64_t k = 0; k < n_pad; ++k) {
+        const int64_t i = k < n ? ord[k].i : -1, yc = i >= 0 ? y[i] : 0, t = i >= 0 ? rival[i] : 0;
+        y_focus[k] = i >= 0 ? (int32_t)y[i] : -1;
+        for (int64_t m = 0; m < M; ++m) {
+            pair_p[m * n_pad + k] = i >= 0 ? p[(yc * M + m) * n + i] : 0.0f;
+            pair_p[(M + m) * n_pad + k] = i >= 0 ? p[(t * M + m) * n + i] : 0.0f;
+        }
+        pair_i[k] = (int32_t)yc; pair_i[n_pad + k] = (int32_t)t; pair_i[2 * n_pad + k] = t < yc ? -1 : 0;
+    }
+    free(w); free(mu); free(cnt); free(ord); free(rival);
+    return 0;
+}
+
 static void gather_clips(const float *p, const int64_t *y, int64_t n, int64_t n_pad, int64_t CM, const keyed_t *order,
                          float *po, int32_t *yo) {
     for (int64_t r = 0; r < CM; ++r)
@@ -698,7 +955,8 @@ class _Scan(ctypes.Structure):
     _fields_ = [("z", _p), ("K", _i), ("chunk", _i), ("C", _i), ("M", _i), ("centre", _p), ("sigma", _f),
                 ("t_min", _d), ("p", _p), ("y", _p), ("n_pad", _i), ("n_real", _i), ("pf", _p), ("yf", _p), ("theta", _p),
                 ("safe_suffix", _p), ("phi", _p), ("n_phi", _i), ("right_total", _i), ("pm", _p), ("ym", _p), ("mask", _p), ("n_masked", _i), ("bests", _p),
-                ("n_threads", _i), ("stats", _p)]
+                ("n_threads", _i), ("stats", _p), ("z_chunk0", _i), ("pair_p", _p), ("pair_pf", _p),
+                ("pair_i", _p), ("pair_if", _p)]
 
 
 def _build(compiler: str, c_file: Path, out: Path) -> None:
@@ -746,6 +1004,13 @@ def _native_library():
         lib.scan_round.restype = None
         lib.round_order.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
         lib.round_order.restype = ctypes.c_int
+        lib.pair_arrays.argtypes = [ptr, ptr, i64, i64, i64, ptr, ptr, ptr]
+        lib.pair_arrays.restype = None
+        lib.pilot_order.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr, ctypes.c_float, i64, ctypes.c_uint64, ptr, ptr,
+                                    ptr, ptr]
+        lib.pilot_order.restype = ctypes.c_int
+        lib.run_round.argtypes = [ptr, ptr, ctypes.c_int, ptr, ctypes.c_int32, ptr, ptr, ptr]
+        lib.run_round.restype = ctypes.c_int
     except (OSError, subprocess.SubprocessError) as err:
         warnings.warn(f"could not build the combiner's C scorer ({type(err).__name__}: {err}); falling back to "
                       "backend='compiled'", RuntimeWarning, stacklevel=3)
@@ -1033,7 +1298,13 @@ class _FastSearch:
         self.by_theta = (np.zeros((cm, n_pad), np.float32), np.zeros(n_pad, np.int32))
         self.by_focus = (np.zeros((cm, n_pad), np.float32), np.zeros(n_pad, np.int32))
         self.n_phi, self.right_total, self.t_min = ctypes.c_int64(), ctypes.c_int64(), ctypes.c_double()
-        self.stats = np.zeros((self.n_threads, 3), np.int64)
+        # the same clips as (label, strongest other class) pairs, per order (pair_arrays)
+        self.pairs = {name: (np.zeros((2 * n_sub, n_pad), np.float32), np.zeros((3, n_pad), np.int32))
+                      for name in ("natural", "theta", "focus")}
+        self.by_pilot = (np.zeros((cm, n_pad), np.float32), np.zeros(n_pad, np.int32))  # the global round's
+        # per thread: candidates skipped unscored, scored, clips to score, shown hopeless by pairs
+        self.stats = np.zeros((self.n_threads, 4), np.int64)
+        self.pilot_samples = 64
 
     def run(self, seed: int, n_samples: int, chunk: int, sigmas: list[float]) -> tuple[torch.Tensor, int]:
         """Global stage then one local round per sigma; returns the best weights (C, m) and correct count."""
@@ -1041,13 +1312,36 @@ class _FastSearch:
         sizes = [min(chunk, n_samples - s) for s in range(0, n_samples, chunk)]
         gen = _MT()
         lib.mt_seed(ctypes.byref(gen), seed % 2**64)
-        bufs = [np.empty(c * m * n_samples, np.float32) for _ in range(2)]
+        # One thread draws each chunk just before scoring it (C run_round: the chunk is still in cache); several
+        # threads score a round while this one draws the next.
+        fused = self.pool is None
+        if fused:
+            zbuf = np.empty(c * m * min(chunk, n_samples), np.float32)
+        else:
+            bufs = [np.empty(c * m * n_samples, np.float32) for _ in range(2)]
 
         def fill(buf: np.ndarray, normal: bool) -> None:  # chunk by chunk, as the torch path draws them
             off = 0
             for k in sizes:
                 (lib.mt_normal if normal else lib.mt_uniform)(ctypes.byref(gen), buf.ctypes.data + 4 * off, c * k * m)
                 off += c * k * m
+
+        pairs = self.c <= 8  # the C scan's pair test needs a lane per class
+
+        def pair_arrays(name: str, p: np.ndarray, y: np.ndarray, centre: np.ndarray | None) -> tuple:
+            pp, pi = self.pairs[name]
+            lib.pair_arrays(p.ctypes.data, y.ctypes.data, n_pad, c, m, None if centre is None else centre.ctypes.data,
+                            pp.ctypes.data, pi.ctypes.data)
+            return pp.ctypes.data, pi.ctypes.data
+
+        def pilot(r: int, pf: np.ndarray, yf: np.ndarray, centre: np.ndarray | None, sigma: float) -> tuple:
+            """Reorder the all-clips order (pf, yf) and its pairs by a pilot of the round (C pilot_order)."""
+            pp, pi = self.pairs["focus"]
+            if lib.pilot_order(self.p.ctypes.data, self.y.ctypes.data, n, n_pad, c, m,
+                               None if centre is None else centre.ctypes.data, sigma, self.pilot_samples, r + 1,
+                               pf.ctypes.data, yf.ctypes.data, pp.ctypes.data, pi.ctypes.data):
+                raise MemoryError("the combiner's C pilot_order could not allocate its work space")
+            return pp.ctypes.data, pi.ctypes.data
 
         # the global stage scores every clip in their given order
         natural = (np.ascontiguousarray(np.concatenate([self.p.reshape(c * m, n),
@@ -1063,11 +1357,18 @@ class _FastSearch:
         bounds = np.linspace(0, n_samples, self.n_threads + 1).astype(np.int64)
         best_w = np.full((c, m), 1.0 / m, np.float32)
         best = -1 - self.n_constant_correct  # the counts here are of the clips left after pruning
-        fill(bufs[0], normal=False)
+        if not fused:
+            fill(bufs[0], normal=False)
         for r in range(len(sigmas) + 1):
             if r == 0:
                 (p, y), (pf, yf), safe, centre, sigma = natural, natural, no_safe, None, 1.0
                 theta = phi = None
+                pair = pair_arrays("natural", p, y, None) if pairs else (None, None)
+                if pairs:
+                    pf, yf = self.by_pilot
+                    pair_f = pilot(r, pf, yf, None, 1.0)
+                else:
+                    pair_f = pair
             else:
                 centre, sigma = np.ascontiguousarray(best_w), float(sigmas[r - 1])
                 theta, safe, phi, (p, y), (pf, yf) = self.theta, self.safe, self.phi, self.by_theta, self.by_focus
@@ -1076,26 +1377,31 @@ class _FastSearch:
                                    ctypes.byref(self.right_total), ctypes.byref(self.t_min), p.ctypes.data,
                                    y.ctypes.data, pf.ctypes.data, yf.ctypes.data):
                     raise MemoryError("the combiner's C round_order could not allocate its work space")
+                pair = pair_arrays("theta", p, y, centre) if pairs else (None, None)
+                pair_f = pair_arrays("focus", pf, yf, centre) if pairs else (None, None)
             bests[:] = best
-            scan = _Scan(bufs[r % 2].ctypes.data, n_samples, chunk, c, m,
+            scan = _Scan(None if fused else bufs[r % 2].ctypes.data, n_samples, chunk, c, m,
                          None if centre is None else centre.ctypes.data, sigma,
                          1.0 if centre is None else self.t_min.value, p.ctypes.data, y.ctypes.data, n_pad, n,
                          pf.ctypes.data, yf.ctypes.data, None if theta is None else theta.ctypes.data,
                          safe.ctypes.data, None if phi is None else phi.ctypes.data,
                          0 if phi is None else self.n_phi.value, 0 if phi is None else self.right_total.value,
-                         *masked, bests.ctypes.data, self.n_threads, self.stats.ctypes.data)
+                         *masked, bests.ctypes.data, self.n_threads, self.stats.ctypes.data, 0,
+                         pair[0], pair_f[0], pair[1], pair_f[1])
+            if fused:
+                if lib.run_round(ctypes.byref(scan), ctypes.byref(gen), int(r > 0), zbuf.ctypes.data, best,
+                                 counts.ctypes.data, ks.ctypes.data, ws.ctypes.data):
+                    raise ValueError("a chunk of fewer than 16 normal draws (_fast_applies lets none through)")
+            else:
+                def work(t: int, scan: _Scan = scan, bar: int = best) -> None:
+                    lib.scan_round(ctypes.byref(scan), t, int(bounds[t]), int(bounds[t + 1]), bar,
+                                   counts[t:].ctypes.data, ks[t:].ctypes.data, ws[t].ctypes.data)
 
-            def work(t: int, scan: _Scan = scan, bar: int = best) -> None:
-                lib.scan_round(ctypes.byref(scan), t, int(bounds[t]), int(bounds[t + 1]), bar,
-                               counts[t:].ctypes.data, ks[t:].ctypes.data, ws[t].ctypes.data)
-
-            futures = [] if self.pool is None else [self.pool.submit(work, t) for t in range(self.n_threads)]
-            if self.pool is None:
-                work(0)
-            if r < len(sigmas):  # the next round's draws do not depend on this round's scores
-                fill(bufs[(r + 1) % 2], normal=True)
-            for f in futures:
-                f.result()
+                futures = [self.pool.submit(work, t) for t in range(self.n_threads)]
+                if r < len(sigmas):  # the next round's draws do not depend on this round's scores
+                    fill(bufs[(r + 1) % 2], normal=True)
+                for f in futures:
+                    f.result()
             t = int(counts.argmax())  # first maximum: the earliest thread's candidate wins a tie
             if counts[t] > best and ks[t] >= 0:
                 best, best_w = int(counts[t]), ws[t].reshape(c, m).copy()
