@@ -265,6 +265,8 @@ int correct_counts(const float *w, int64_t K, int64_t C, int64_t M, const float 
    u1 = 1 - u[0..7], u2 = u[8..15]; a size that is not a multiple of 16 redraws the last 16). Python checks at load
    that these reproduce torch.rand / torch.randn bit for bit and otherwise keeps drawing with torch. */
 typedef uint32_t vu __attribute__((vector_size(32)));
+typedef double vd __attribute__((vector_size(32)));
+typedef int64_t vl __attribute__((vector_size(32)));
 typedef struct { uint32_t s[624]; int32_t left, next; } mt_t;
 
 void mt_seed(mt_t *g, uint64_t seed) {
@@ -314,6 +316,16 @@ static inline vf vmax(vf v, vf b) { return (vf)_mm256_max_ps((__m256)v, (__m256)
 #else
 static inline vf vmax(vf v, vf b) { return vsel(v > b, v, b); }
 #endif
+/* the lanes set in a mask (all bits or none per lane): a scalar count keeps the loop's check off the vector unit */
+static inline int64_t count8(vi m) {
+#if defined(__AVX__)
+    return __builtin_popcount((unsigned)_mm256_movemask_ps((__m256)m));
+#else
+    int64_t s = 0;
+    for (int i = 0; i < 8; ++i) s -= m[i];
+    return s;
+#endif
+}
 /* the sum of the 8 lanes */
 static inline int32_t hsum8(vi v) {
 #if defined(__AVX2__)
@@ -449,7 +461,7 @@ static int hopeless_m##M(const float *w, const float *pp, const int32_t *pi, int
     for (int j = 0; j < M; ++j) wv[j] = *(const vf *)(w + 8 * j); \
     const float *py = pp, *pt = pp + M * n_pad; \
     const int32_t *yi = pi, *ti = pi + n_pad, *lo = pi + 2 * n_pad; \
-    vi wrong = (vi){0}; \
+    int64_t wrong = 0; \
     for (int64_t n = 0; n < u8; n += 8) { \
         const vi yv = *(const viu *)(yi + n), tv = *(const viu *)(ti + n), lv = *(const viu *)(lo + n); \
         vf vy = vperm(wv[0], yv) * *(const vfu *)(py + n), vt = vperm(wv[0], tv) * *(const vfu *)(pt + n); \
@@ -457,10 +469,10 @@ static int hopeless_m##M(const float *w, const float *pp, const int32_t *pi, int
             vy = vy + vperm(wv[j], yv) * *(const vfu *)(py + j * n_pad + n); \
             vt = vt + vperm(wv[j], tv) * *(const vfu *)(pt + j * n_pad + n); \
         } \
-        wrong -= (lv & (vt >= vy)) | (~lv & (vt > vy)); \
-        if ((n & 8) && hsum8(wrong) > slack) return 1; \
+        wrong += count8((lv & (vt >= vy)) | (~lv & (vt > vy))); \
+        if (wrong > slack) return 1; \
     } \
-    return hsum8(wrong) > slack; \
+    return 0; \
 }
 PAIR_EVAL(1) PAIR_EVAL(2) PAIR_EVAL(3) PAIR_EVAL(4) PAIR_EVAL(5) PAIR_EVAL(6) PAIR_EVAL(7) PAIR_EVAL(8)
 
@@ -573,6 +585,10 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
     float z[CM > 64 ? CM : 64] __attribute__((aligned(32))), w[CM > 64 ? CM : 64] __attribute__((aligned(32)));
     vf cen[8], fb[8];
     for (int i = 0; i < 64; ++i) z[i] = w[i] = 0.0f;
+    /* every 8th theta, padded with +inf to whole vectors: a short table counts those <= e in a few compares */
+    const int64_t nb = (a->n_real + 7) / 8, nb4 = (nb + 3) & ~(int64_t)3;
+    double *th8 = a->theta && nb <= 256 ? aligned_alloc(32, sizeof(double) * (size_t)(nb4 > 0 ? nb4 : 4)) : NULL;
+    if (th8) for (int64_t i = 0; i < nb4; ++i) th8[i] = i < nb ? a->theta[8 * i] : INFINITY;
     int32_t own = bar0; int64_t own_k = -1;
     int64_t n_skipped = 0, n_scored = 0, n_clips = 0, n_paired = 0, pair_tried = 0, pair_left = 0;
     int32_t quick_bar = -1; float quick = 0.0f; /* skip_below(quick_bar), rounded down to a float */
@@ -584,22 +600,54 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
             if (a->centre) fb[m] = cen[m];
         }
     }
-    for (int64_t k = k0; k < k1; ++k) {
+    int64_t j = k0 / a->chunk, kk = k0 - j * a->chunk;
+    for (int64_t k = k0; k < k1; ++k, (++kk == a->chunk ? (kk = 0, ++j) : 0)) {
         int32_t bar = own;
         for (int64_t s = 0; s < a->n_threads; ++s) {
             if (s == t) continue;
             const int32_t b = __atomic_load_n(a->bests + s, __ATOMIC_RELAXED) - (s > t);
             if (b > bar) bar = b;
         }
-        const int64_t j = k / a->chunk, kk = k - j * a->chunk;
         const int64_t kj = a->K - j * a->chunk < a->chunk ? a->K - j * a->chunk : a->chunk;
         const float *base = a->z + (j - a->z_chunk0) * a->chunk * CM;
         int gathered = 0;
+#if defined(__AVX__)
+#define GATHER_Z() do { \
+            if (lanes) { /* a row of 8 floats per class from the candidate's first draw on (its M, then the next \
+                            candidate's: the buffers end 8 floats late), transposed: a vector per model */ \
+                __m256 r[8]; \
+                for (int c = 0; c < 8; ++c) \
+                    r[c] = c < C ? _mm256_loadu_ps(base + (c * kj + kk) * M) : _mm256_setzero_ps(); \
+                const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]); \
+                const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]); \
+                const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]); \
+                const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]); \
+                const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee); \
+                const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee); \
+                const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee); \
+                const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee); \
+                __m256 *zv = (__m256 *)z; \
+                zv[0] = _mm256_permute2f128_ps(u0, u4, 0x20); \
+                if (M > 1) zv[1] = _mm256_permute2f128_ps(u1, u5, 0x20); \
+                if (M > 2) zv[2] = _mm256_permute2f128_ps(u2, u6, 0x20); \
+                if (M > 3) zv[3] = _mm256_permute2f128_ps(u3, u7, 0x20); \
+                if (M > 4) zv[4] = _mm256_permute2f128_ps(u0, u4, 0x31); \
+                if (M > 5) zv[5] = _mm256_permute2f128_ps(u1, u5, 0x31); \
+                if (M > 6) zv[6] = _mm256_permute2f128_ps(u2, u6, 0x31); \
+                if (M > 7) zv[7] = _mm256_permute2f128_ps(u3, u7, 0x31); \
+            } else { \
+                for (int64_t c = 0; c < C; ++c) \
+                    for (int64_t m = 0; m < M; ++m) z[c * cs + m * ms] = base[(c * kj + kk) * M + m]; \
+            } \
+            gathered = 1; \
+        } while (0)
+#else
 #define GATHER_Z() do { \
             for (int64_t c = 0; c < C; ++c) \
                 for (int64_t m = 0; m < M; ++m) z[c * cs + m * ms] = base[(c * kj + kk) * M + m]; \
             gathered = 1; \
         } while (0)
+#endif
         int64_t u8 = a->n_pad;
         if (a->theta) {
             if (bar != quick_bar) {
@@ -608,7 +656,7 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
                 if ((double)quick > zl) quick = nextafterf(quick, 0.0f);
                 quick_bar = bar;
             }
-            if (quick > 0.0f) {
+            if (quick > 0.0f && !lanes) {
                 int small = 1;
                 for (int64_t c = 0; c < C && small; ++c) {
                     const float *zc = base + (c * kj + kk) * M;
@@ -625,6 +673,7 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
                     amax = vsel(av > amax, av, amax);
                 }
                 for (int i = 0; i < 8; ++i) zmax = amax[i] > zmax ? amax[i] : zmax;
+                if (zmax < quick) { ++n_skipped; continue; }
             } else {
                 GATHER_Z();
                 for (int64_t i = 0; i < CM; ++i) zmax = fabsf(z[i]) > zmax ? fabsf(z[i]) : zmax;
@@ -638,11 +687,18 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
                 const int64_t q = (int64_t)bar - a->right_total - a->n_masked;
                 if (q >= a->n_phi || (q >= 0 && e < a->phi[q])) { ++n_skipped; continue; }
                 /* u8 = 8 ceil(#{theta <= e} / 8) = 8 #{j: theta[8 j] <= e} (theta ascending): a branch-free search */
-                const double *th = a->theta;
-                int64_t lo = 0, len = (a->n_real + 7) / 8;
-                if (len > 0) {
-                    while (len > 1) { const int64_t half = len / 2; lo += (int64_t)(th[8 * (lo + half)] <= e) * half; len -= half; }
-                    lo += th[8 * lo] <= e;
+                int64_t lo = 0;
+                if (th8) {
+                    vl cnt = (vl){0};
+                    for (int64_t i = 0; i < nb4; i += 4) cnt -= (vl)(*(const vd *)(th8 + i) <= e);
+                    lo = cnt[0] + cnt[1] + cnt[2] + cnt[3];
+                } else {
+                    const double *th = a->theta;
+                    int64_t len = nb;
+                    if (len > 0) {
+                        while (len > 1) { const int64_t half = len / 2; lo += (int64_t)(th[8 * (lo + half)] <= e) * half; len -= half; }
+                        lo += th[8 * lo] <= e;
+                    }
                 }
                 u8 = 8 * lo;
                 if (u8 > a->n_pad) u8 = a->n_pad;
@@ -722,6 +778,7 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
             __atomic_store_n(a->bests + t, own, __ATOMIC_RELAXED);
         }
     }
+    free(th8);
     *out_count = own; *out_k = own_k;
     if (a->stats) {
         int64_t *st = a->stats + 4 * t;
@@ -1316,9 +1373,9 @@ class _FastSearch:
         # threads score a round while this one draws the next.
         fused = self.pool is None
         if fused:
-            zbuf = np.empty(c * m * min(chunk, n_samples), np.float32)
+            zbuf = np.zeros(c * m * min(chunk, n_samples) + 8, np.float32)  # + 8: scan_round reads 8 at a time
         else:
-            bufs = [np.empty(c * m * n_samples, np.float32) for _ in range(2)]
+            bufs = [np.zeros(c * m * n_samples + 8, np.float32) for _ in range(2)]
 
         def fill(buf: np.ndarray, normal: bool) -> None:  # chunk by chunk, as the torch path draws them
             off = 0
