@@ -592,6 +592,14 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
     int32_t own = bar0; int64_t own_k = -1;
     int64_t n_skipped = 0, n_scored = 0, n_clips = 0, n_paired = 0, pair_tried = 0, pair_left = 0;
     int32_t quick_bar = -1; float quick = 0.0f; /* skip_below(quick_bar), rounded down to a float */
+    /* from max|z| = far on, T - M d <= T / 2 for sure (a relative 1e-9 to spare): the bounds below do not apply, so
+       the early rounds' candidates skip the arithmetic that shows it */
+    float far = INFINITY;
+    if (a->theta) {
+        const double zf = (0.5 * a->t_min / (double)M * (1.0 + 1e-9) - 2.5e-7) / ((double)a->sigma * (1.0 + 1e-6)) * (1.0 + 1e-9);
+        far = zf > 0.0 ? (float)zf : 0.0f;
+        if ((double)far < zf) far = nextafterf(far, INFINITY);
+    }
     const float equal = (float)(1.0 / (double)M);
     if (lanes) {
         for (int64_t m = 0; m < M; ++m) {
@@ -672,7 +680,14 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
                     const vf av = (vf)((vi)(*(vf *)(z + 8 * m)) & (int32_t)0x7fffffff);
                     amax = vsel(av > amax, av, amax);
                 }
+#if defined(__AVX__)
+                __m256 mx = _mm256_max_ps((__m256)amax, _mm256_permute2f128_ps((__m256)amax, (__m256)amax, 1));
+                mx = _mm256_max_ps(mx, _mm256_shuffle_ps(mx, mx, 0x4e));
+                mx = _mm256_max_ps(mx, _mm256_shuffle_ps(mx, mx, 0xb1));
+                zmax = _mm256_cvtss_f32(mx);
+#else
                 for (int i = 0; i < 8; ++i) zmax = amax[i] > zmax ? amax[i] : zmax;
+#endif
                 if (zmax < quick) { ++n_skipped; continue; }
             } else {
                 GATHER_Z();
@@ -681,7 +696,7 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
             /* |v - centre| <= |fl(fl(z sigma) + centre) - centre|: sigma |z| to a relative 2^-23, plus half an ulp
                of a weight (< 2) */
             const double d = (double)a->sigma * (double)zmax * (1.0 + 1e-6) + 2.5e-7, den = a->t_min - (double)M * d;
-            if (den > 0.5 * a->t_min) {
+            if (zmax < far && den > 0.5 * a->t_min) {
                 const double e = d / den;
                 /* wrong clips that must be able to turn right: more than bar - right_total - n_masked */
                 const int64_t q = (int64_t)bar - a->right_total - a->n_masked;
@@ -1057,6 +1072,8 @@ def _native_library():
         lib.mt_uniform.restype = None
         lib.mt_normal.argtypes = [ptr, ptr, i64]
         lib.mt_normal.restype = ctypes.c_int
+        lib.mt_skip.argtypes = [ptr, i64]
+        lib.mt_skip.restype = None
         lib.scan_round.argtypes = [ptr, i64, i64, i64, ctypes.c_int32, ptr, ptr, ptr]
         lib.scan_round.restype = None
         lib.round_order.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr]

@@ -98,6 +98,24 @@ def test_c_generator_reproduces_torch_rand_and_randn() -> None:
             np.testing.assert_array_equal(out.view(np.int32), ref.view(np.int32), err_msg=f"{kind} {n} seed {seed}")
 
 
+def test_c_generator_skips_draws_as_drawing_them_would() -> None:
+    # a round whose every candidate the bar skips only advances the generator (mt_skip): the draws after it must
+    # be those after drawing it, for uniform and normal sizes (a ragged normal size consumes 16 more)
+    lib = _native_library()
+    for first, n in ((("rand", 37), 1250), (("randn", 33), 4099), (("randn", 16), 623), (("rand", 624), 1)):
+        drawn, skipped = _MT(), _MT()
+        lib.mt_seed(ctypes.byref(drawn), 9)
+        lib.mt_seed(ctypes.byref(skipped), 9)
+        kind, k = first
+        out = np.empty(max(k, n), np.float32)
+        (lib.mt_uniform if kind == "rand" else lib.mt_normal)(ctypes.byref(drawn), out.ctypes.data, k)
+        lib.mt_skip(ctypes.byref(skipped), k + (16 if kind == "randn" and k % 16 else 0))
+        a, b = np.empty(n, np.float32), np.empty(n, np.float32)
+        lib.mt_uniform(ctypes.byref(drawn), a.ctypes.data, n)
+        lib.mt_uniform(ctypes.byref(skipped), b.ctypes.data, n)
+        np.testing.assert_array_equal(a.view(np.int32), b.view(np.int32), err_msg=f"after {kind} {k}")
+
+
 @pytest.mark.parametrize(("seed", "m", "ties", "missing"),
                          [(0, 2, False, False), (1, 3, True, True), (2, 4, True, False), (3, 5, False, True),
                           (4, 3, False, False)])
@@ -138,6 +156,26 @@ def test_fast_search_equals_the_chunked_native_search_on_threads(monkeypatch: py
         torch.set_num_threads(1)
     assert fast.search_stats_["fast_subsets"] == 1 and chunked.search_stats_["fast_subsets"] == 0
     assert_same_search(fast, chunked)
+
+
+def test_every_subset_gives_the_same_search_on_one_and_two_threads() -> None:
+    # one thread draws each chunk just before scoring it (C run_round); two threads take a subset each, and a
+    # single subset on two threads splits every round (C scan_round on both, the next round drawn meanwhile)
+    X, y = random_problem(12, n=110, m=4, ties=False)
+    kw = {**PAPER_SHORT, "n_samples": 300, "chunk_size": 100, "random_state": 4}
+    one = RandomSearchCombiner(**kw).fit(X, y)
+    one_full = RandomSearchCombiner(**kw, search_subsets=False).fit(X, y)
+    torch.set_num_threads(2)
+    try:
+        two = RandomSearchCombiner(**kw).fit(X, y)
+        two_full = RandomSearchCombiner(**kw, search_subsets=False).fit(X, y)
+    finally:
+        torch.set_num_threads(1)
+    assert one.search_stats_["fast_subsets"] == two.search_stats_["fast_subsets"] == 11
+    assert one.search_stats_["candidates_skipped"] > 0
+    assert_same_search(one, two)
+    assert_same_search(one_full, two_full)
+    assert one.subset_scores_[(0, 1, 2, 3)] == one_full.best_score_
 
 
 def test_every_candidate_ties_keeps_the_first_sample() -> None:
@@ -183,3 +221,10 @@ def test_builds_without_march_native(monkeypatch: pytest.MonkeyPatch, tmp_path) 
     X, y = random_problem(6, n=40, m=2)
     probs = X.reshape(len(y), 2, C).transpose(1, 0, 2)
     assert _ScoreTable(probs, np.ones((2, len(y)), bool), y, torch.device("cpu"), "native").backend == "native"
+    # built for a generic target, the search takes the portable code (no AVX: lane loops instead of permutes,
+    # gathers and mask counts) and must still find the exhaustive search's weights
+    X, y = random_problem(13, n=90, m=3, ties=True)
+    kw = {**PAPER_SHORT, "random_state": 6, "search_subsets": False}
+    fast = RandomSearchCombiner(**kw).fit(X, y)
+    assert fast.search_stats_["fast_subsets"] == 1
+    assert_same_search(fast, fit_reference(monkeypatch, X, y, **kw))
