@@ -23,9 +23,12 @@ On CPU the whole search of a subset runs in C (``_FastSearch``) where it can giv
 torch's CPU generator draws the very candidates ``torch.rand`` / ``torch.randn`` would (checked bit for bit against
 torch once per process; otherwise the chunk-by-chunk path draws with torch), and a local round scores a candidate
 only on the clips its distance from the round's centre lets change, and not at all when no clip it could turn right
-would let it beat the best (bounds in ``round_order`` / ``scan_round`` of the C source). Every candidate that could
-beat the best is counted exactly, so the chosen weights, subset and accuracy are bit for bit those of the
-exhaustive search.
+would let it beat the best (bounds in ``round_order`` / ``scan_round`` of the C source). A candidate that must be
+scored is first shown hopeless, where it is, by scoring each clip's label against one rival class only (a clip is
+wrong once a rival wins; ``hopeless_m``), which settles most candidates of the early rounds at a third of the cost.
+Every candidate that could beat the best is counted exactly, so the chosen weights, subset and accuracy are bit for
+bit those of the exhaustive search. The subsets run on the scorer's threads, one subset per thread, each drawing a
+chunk just before scoring it; a round the best already rules out entirely only advances the generator.
 
 Clips that a model cannot score (no face, no audio) are NaN in that model's 7 columns. For such a clip the score of
 class c is renormalised over the models that are present: ``sum_{m present} W[m,c] P[m,n,c] / sum_{m present} W[m,c]``
@@ -1340,7 +1343,8 @@ class _ScoreTable:
 
 class _FastSearch:
     """The whole search of one subset in C: the C copy of torch's generator draws every round (bit for bit the
-    candidates of the torch path) while the C ``scan_round`` scores the previous one on the scorer's threads.
+    candidates of the torch path). On one thread each chunk is drawn just before the C ``run_round`` scores it; on
+    several, the C ``scan_round`` scores a round on the scorer's threads while this thread draws the next.
     Local rounds score only the clips a candidate could move (C ``round_order``) and skip the candidates that
     cannot beat the best; the chosen weights and counts are those of the exhaustive search."""
 
@@ -1530,7 +1534,8 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
     search_stats_ : dict[str, int]
         Work of the whole-search C path (``fast_subsets``: subsets it searched; ``candidates_skipped``: candidates
         shown unable to beat the best before scoring; ``candidates_scored``; ``clips_to_score``: clips those were
-        to be scored on before any early stop). Zero where the chunk-by-chunk path ran.
+        to be scored on before any early stop; ``shown_hopeless_by_pairs``: scored candidates settled by the
+        label-vs-rival pair test alone). Zero where the chunk-by-chunk path ran.
     classes_ : ndarray (n_classes,)
     n_features_in_ : int
     """
@@ -1729,7 +1734,7 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
         """Search every subset (the C scorer on ``threads`` threads) and set the fitted attributes."""
         self.subset_scores_: dict[tuple[int, ...], float] = {}
         self.search_stats_ = {"fast_subsets": 0, "candidates_skipped": 0, "candidates_scored": 0,
-                              "clips_to_score": 0}
+                              "clips_to_score": 0, "shown_hopeless_by_pairs": 0}
         best_count, best_subset, best_w = -1, None, None
         n = probs.shape[1]
         m = probs.shape[0]
@@ -1761,6 +1766,7 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
                 stats["candidates_skipped"] += int(work[0])
                 stats["candidates_scored"] += int(work[1])
                 stats["clips_to_score"] += int(work[2])
+                stats["shown_hopeless_by_pairs"] += int(work[3])
             self.subset_scores_[subset] = count / n
             if count > best_count:  # strict: the earliest (smallest) subset wins a tie
                 best_count, best_subset, best_w = count, subset, w

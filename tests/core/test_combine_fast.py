@@ -127,6 +127,7 @@ def test_fast_search_equals_the_plain_exhaustive_search(seed: int, m: int, ties:
     stats = fast.search_stats_
     assert stats["fast_subsets"] == 1
     assert stats["clips_to_score"] < stats["candidates_scored"] * len(y)  # the bounds cut clips
+    assert 0 < stats["shown_hopeless_by_pairs"] <= stats["candidates_scored"]  # the pair test settles some
     # skipping needs every clip that could still flip to be bounded: a clip tied between its label and another
     # class can always flip, and clips missing a model are all scored
     if not ties and not missing:
