@@ -579,15 +579,48 @@ static double skip_below(const scan_t *a, int32_t bar) {
     const double z = (d_lim * (1.0 - 1e-9) - 2.5e-7) / ((double)a->sigma * (1.0 + 1e-6)) * (1.0 - 1e-9);
     return z > 0.0 ? z : 0.0;
 }
+/* A candidate's draws (class rows `row` floats apart from first, M each) as a vector per model, a lane per class
+   (lanes C.. zero): with AVX a row of 8 floats per class (its M, then the next candidate's: the buffers end 8 floats
+   late), transposed */
+static inline void lanes_of(const float *first, int64_t row, int64_t C, int64_t M, float *z) {
+#if defined(__AVX__)
+    __m256 r[8];
+    for (int c = 0; c < 8; ++c) r[c] = c < C ? _mm256_loadu_ps(first + c * row) : _mm256_setzero_ps();
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    __m256 *zv = (__m256 *)z;
+    zv[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    if (M > 1) zv[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    if (M > 2) zv[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    if (M > 3) zv[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    if (M > 4) zv[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    if (M > 5) zv[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    if (M > 6) zv[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    if (M > 7) zv[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+#else
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t m = 0; m < M; ++m) z[8 * m + c] = first[c * row + m];
+#endif
+}
+
 void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0, int32_t *out_count,
                 int64_t *out_k, float *out_w) {
     const int64_t C = a->C, M = a->M, CM = C * M;
     /* up to 8 classes: one vector per model, a lane per class (weights at w[m * 8 + c]); else w[c * M + m] */
     const int lanes = C <= 8;
     const int64_t cs = lanes ? 1 : M, ms = lanes ? 8 : 1;
-    float z[CM > 64 ? CM : 64] __attribute__((aligned(32))), w[CM > 64 ? CM : 64] __attribute__((aligned(32)));
+    float za[CM > 64 ? CM : 64] __attribute__((aligned(32))), zb[64] __attribute__((aligned(32)));
+    float w[CM > 64 ? CM : 64] __attribute__((aligned(32)));
+    float *z = za, *zn = zb; /* the candidate's draws; the next one's, loaded ahead (lanes only) */
+    int64_t next_k = -1;
     vf cen[8], fb[8];
-    for (int i = 0; i < 64; ++i) z[i] = w[i] = 0.0f;
+    for (int i = 0; i < 64; ++i) za[i] = zb[i] = w[i] = 0.0f;
     /* every 8th theta, padded with +inf to whole vectors: a short table counts those <= e in a few compares */
     const int64_t nb = (a->n_real + 7) / 8, nb4 = (nb + 3) & ~(int64_t)3;
     double *th8 = a->theta && nb <= 256 ? aligned_alloc(32, sizeof(double) * (size_t)(nb4 > 0 ? nb4 : 4)) : NULL;
@@ -622,43 +655,13 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
         const int64_t kj = a->K - j * a->chunk < a->chunk ? a->K - j * a->chunk : a->chunk;
         const float *base = a->z + (j - a->z_chunk0) * a->chunk * CM;
         int gathered = 0;
-#if defined(__AVX__)
 #define GATHER_Z() do { \
-            if (lanes) { /* a row of 8 floats per class from the candidate's first draw on (its M, then the next \
-                            candidate's: the buffers end 8 floats late), transposed: a vector per model */ \
-                __m256 r[8]; \
-                for (int c = 0; c < 8; ++c) \
-                    r[c] = c < C ? _mm256_loadu_ps(base + (c * kj + kk) * M) : _mm256_setzero_ps(); \
-                const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]); \
-                const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]); \
-                const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]); \
-                const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]); \
-                const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee); \
-                const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee); \
-                const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee); \
-                const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee); \
-                __m256 *zv = (__m256 *)z; \
-                zv[0] = _mm256_permute2f128_ps(u0, u4, 0x20); \
-                if (M > 1) zv[1] = _mm256_permute2f128_ps(u1, u5, 0x20); \
-                if (M > 2) zv[2] = _mm256_permute2f128_ps(u2, u6, 0x20); \
-                if (M > 3) zv[3] = _mm256_permute2f128_ps(u3, u7, 0x20); \
-                if (M > 4) zv[4] = _mm256_permute2f128_ps(u0, u4, 0x31); \
-                if (M > 5) zv[5] = _mm256_permute2f128_ps(u1, u5, 0x31); \
-                if (M > 6) zv[6] = _mm256_permute2f128_ps(u2, u6, 0x31); \
-                if (M > 7) zv[7] = _mm256_permute2f128_ps(u3, u7, 0x31); \
-            } else { \
-                for (int64_t c = 0; c < C; ++c) \
-                    for (int64_t m = 0; m < M; ++m) z[c * cs + m * ms] = base[(c * kj + kk) * M + m]; \
-            } \
-            gathered = 1; \
-        } while (0)
-#else
-#define GATHER_Z() do { \
-            for (int64_t c = 0; c < C; ++c) \
+            if (lanes && next_k == k) { float *zt = z; z = zn; zn = zt; } /* loaded while the last one was scored */ \
+            else if (lanes) lanes_of(base + kk * M, kj * M, C, M, z); \
+            else for (int64_t c = 0; c < C; ++c) \
                 for (int64_t m = 0; m < M; ++m) z[c * cs + m * ms] = base[(c * kj + kk) * M + m]; \
             gathered = 1; \
         } while (0)
-#endif
         int64_t u8 = a->n_pad;
         if (a->theta) {
             if (bar != quick_bar) {
@@ -759,6 +762,14 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
         /* pairs first while they settle most candidates (then a candidate they leave costs both) */
         if (lanes && pair_p && u8 >= 32 && 2 * pair_left <= pair_tried + 64) {
             ++pair_tried;
+            if (k + 1 < k1) { /* load the next candidate's draws now: the pair test's loop ends in a mispredicted
+                                 branch, which would otherwise stall that chain of loads and shuffles */
+                int64_t j1 = j, kk1 = kk + 1;
+                if (kk1 == a->chunk) { kk1 = 0; ++j1; }
+                const int64_t kj1 = a->K - j1 * a->chunk < a->chunk ? a->K - j1 * a->chunk : a->chunk;
+                lanes_of(a->z + (j1 - a->z_chunk0) * a->chunk * CM + kk1 * M, kj1 * M, C, M, zn);
+                next_k = k + 1;
+            }
             int hopeless;
             switch (M) {
             case 1: hopeless = hopeless_m1(w, pair_p, pair_i, a->n_pad, u8, slack); break;
