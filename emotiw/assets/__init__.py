@@ -10,7 +10,7 @@ ASSETS_DIR = Path(__file__).resolve().parent
 # The paper's face CNN trained on the real FER2013 Training images (MODEL_CARD.md).
 CNN_PAPER_FER2013 = "cnn_paper_fer2013.pt"
 SHA256: dict[str, str] = {
-    CNN_PAPER_FER2013: "8750fb05e2d6dd0895ce8e12edb985d192180c5fb601d69c8921e504dfc4f824",
+    CNN_PAPER_FER2013: "5b7f915978aee250911bade2ecc11e9bf5e6dfeb5795231c36484ec69f220a43",
 }
 
 
