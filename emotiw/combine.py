@@ -28,7 +28,9 @@ scored is first shown hopeless, where it is, by scoring each clip's label agains
 wrong once a rival wins; ``hopeless_m``), which settles most candidates of the early rounds at a third of the cost.
 Every candidate that could beat the best is counted exactly, so the chosen weights, subset and accuracy are bit for
 bit those of the exhaustive search. The subsets run on the scorer's threads, one subset per thread, each drawing a
-chunk just before scoring it; a round the best already rules out entirely only advances the generator.
+chunk just before scoring it; a round the best already rules out entirely only advances the generator. Subsets of
+the same size draw the same stream (every subset re-seeds the generator), so a thread runs a group of them round by
+round in lockstep and draws each chunk once for the group.
 
 Clips that a model cannot score (no face, no audio) are NaN in that model's 7 columns. For such a clip the score of
 class c is renormalised over the models that are present: ``sum_{m present} W[m,c] P[m,n,c] / sum_{m present} W[m,c]``
@@ -829,29 +831,42 @@ void mt_skip(mt_t *g, int64_t n) {
    torch.rand (uniform) or torch.randn chunks of `chunk` candidates, as the torch path draws them, into zbuf (one
    chunk). Same results as drawing the round first and calling scan_round on it. A local round whose every
    candidate the bar skips (skip_below beyond 6 > any |z| the generator's Box-Muller gives: its radius is at most
-   sqrt(-2 log 2^-24) = 5.77) only advances the generator. 1: a chunk too small for the copy of randn. */
-int run_round(const scan_t *a0, mt_t *g, int normal, float *zbuf, int32_t bar0, int32_t *out_count,
-              int64_t *out_k, float *out_w) {
-    scan_t a = *a0;
-    const int64_t C = a.C, M = a.M;
-    int32_t bar = bar0; int64_t best_k = -1;
-    const int skip_all = a.theta && a.n_threads == 1 && skip_below(&a, bar0) > 6.0;
-    for (int64_t k0 = 0, j = 0; k0 < a.K; k0 += a.chunk, ++j) {
-        const int64_t kj = a.K - k0 < a.chunk ? a.K - k0 : a.chunk, n = C * kj * M;
-        if (normal && n < 16) return 1;
-        if (skip_all) {
-            mt_skip(g, n + (normal && n % 16 ? 16 : 0)); /* mt_normal redraws the last 16 of a ragged size */
-            if (a.stats) a.stats[0] += kj;
-            continue;
-        }
-        if (normal) mt_normal(g, zbuf, n);
-        else mt_uniform(g, zbuf, n);
-        a.z = zbuf; a.z_chunk0 = j;
-        int32_t count; int64_t kb;
-        scan_round(&a, 0, k0, k0 + kj, bar, &count, &kb, out_w);
-        if (kb >= 0) { bar = count; best_k = kb; }
+   sqrt(-2 log 2^-24) = 5.77) only advances the generator.
+   The round of n_sub searches at once (as[i], bars[i] in: the best so far, out: the round's best; out_k[i]: -1 or
+   the candidate that set it, its weights at out_w + i C M): searches of the same number of models draw the very
+   same stream (each re-seeds the generator and every round draws the same sizes; only the centre and the bar
+   differ), so each chunk is drawn once and scanned for every search whose bar does not skip the round.
+   1: a chunk too small for the copy of randn, or no memory. */
+int run_round(const scan_t *as, int64_t n_sub, mt_t *g, int normal, float *zbuf, int32_t *bars, int64_t *out_k,
+              float *out_w) {
+    const int64_t C = as[0].C, M = as[0].M, K = as[0].K, chunk = as[0].chunk;
+    int *skip = malloc(sizeof(int) * (size_t)(n_sub > 0 ? n_sub : 1));
+    if (!skip) return 1;
+    int skip_all = 1;
+    for (int64_t i = 0; i < n_sub; ++i) {
+        out_k[i] = -1;
+        skip[i] = as[i].theta && as[i].n_threads == 1 && skip_below(as + i, bars[i]) > 6.0;
+        skip_all &= skip[i];
     }
-    *out_count = bar; *out_k = best_k;
+    for (int64_t k0 = 0, j = 0; k0 < K; k0 += chunk, ++j) {
+        const int64_t kj = K - k0 < chunk ? K - k0 : chunk, n = C * kj * M;
+        if (normal && n < 16) { free(skip); return 1; }
+        if (skip_all) mt_skip(g, n + (normal && n % 16 ? 16 : 0)); /* mt_normal redraws the last 16 of a ragged size */
+        else if (normal) mt_normal(g, zbuf, n);
+        else mt_uniform(g, zbuf, n);
+        for (int64_t i = 0; i < n_sub; ++i) {
+            if (skip[i]) {
+                if (as[i].stats) as[i].stats[0] += kj;
+                continue;
+            }
+            scan_t a = as[i];
+            a.z = zbuf; a.z_chunk0 = j;
+            int32_t count; int64_t kb;
+            scan_round(&a, 0, k0, k0 + kj, bars[i], &count, &kb, out_w + i * C * M);
+            if (kb >= 0) { bars[i] = count; out_k[i] = kb; }
+        }
+    }
+    free(skip);
     return 0;
 }
 
@@ -1097,7 +1112,7 @@ def _native_library():
         lib.pilot_order.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr, ctypes.c_float, i64, ctypes.c_uint64, ptr, ptr,
                                     ptr, ptr]
         lib.pilot_order.restype = ctypes.c_int
-        lib.run_round.argtypes = [ptr, ptr, ctypes.c_int, ptr, ctypes.c_int32, ptr, ptr, ptr]
+        lib.run_round.argtypes = [ptr, i64, ptr, ctypes.c_int, ptr, ptr, ptr, ptr]
         lib.run_round.restype = ctypes.c_int
     except (OSError, subprocess.SubprocessError) as err:
         warnings.warn(f"could not build the combiner's C scorer ({type(err).__name__}: {err}); falling back to "
@@ -1354,8 +1369,9 @@ class _ScoreTable:
 
 class _FastSearch:
     """The whole search of one subset in C: the C copy of torch's generator draws every round (bit for bit the
-    candidates of the torch path). On one thread each chunk is drawn just before the C ``run_round`` scores it; on
-    several, the C ``scan_round`` scores a round on the scorer's threads while this thread draws the next.
+    candidates of the torch path). On one thread each chunk is drawn just before the C ``run_round`` scores it
+    (``_run_searches``, possibly with other subsets of its size); on several, the C ``scan_round`` scores a round on
+    the scorer's threads while this thread draws the next.
     Local rounds score only the clips a candidate could move (C ``round_order``) and skip the candidates that
     cannot beat the best; the chosen weights and counts are those of the exhaustive search."""
 
@@ -1395,26 +1411,25 @@ class _FastSearch:
         self.stats = np.zeros((self.n_threads, 4), np.int64)
         self.pilot_samples = 64
 
-    def run(self, seed: int, n_samples: int, chunk: int, sigmas: list[float]) -> tuple[torch.Tensor, int]:
-        """Global stage then one local round per sigma; returns the best weights (C, m) and correct count."""
+    def start(self, n_samples: int, chunk: int) -> None:
+        """Before the first round: the fixed arrays of every round and the best so far (none)."""
+        c, m, n, n_pad = self.c, self.m, self.n_real, self.n_pad
+        self.n_samples, self.chunk = n_samples, chunk
+        # the global stage scores every clip in their given order
+        self.natural = (np.ascontiguousarray(np.concatenate([self.p.reshape(c * m, n),
+                                                             np.zeros((c * m, n_pad - n), np.float32)], axis=1)),
+                        np.concatenate([self.y, np.full(n_pad - n, -1, np.int64)]).astype(np.int32))
+        self.no_safe = np.zeros(n_pad + 1, np.int32)
+        self.masked = ((None, None, None, 0) if self.pm is None else
+                       (self.pm.ctypes.data, self.ym.ctypes.data, self.mask.ctypes.data, self.pm.shape[2]))
+        self.bests = np.empty(self.n_threads, np.int32)
+        self.best_w = np.full((c, m), 1.0 / m, np.float32)
+        self.best = -1 - self.n_constant_correct  # the counts here are of the clips left after pruning
+
+    def round_scan(self, r: int, sigma: float, z: np.ndarray | None) -> _Scan:
+        """Round r's arguments of the C scan (r = 0: the global stage; else the local round of ``sigma`` around
+        the best so far), on the draws ``z`` (None: run_round draws them chunk by chunk)."""
         lib, c, m, n, n_pad = self.lib, self.c, self.m, self.n_real, self.n_pad
-        sizes = [min(chunk, n_samples - s) for s in range(0, n_samples, chunk)]
-        gen = _MT()
-        lib.mt_seed(ctypes.byref(gen), seed % 2**64)
-        # One thread draws each chunk just before scoring it (C run_round: the chunk is still in cache); several
-        # threads score a round while this one draws the next.
-        fused = self.pool is None
-        if fused:
-            zbuf = np.zeros(c * m * min(chunk, n_samples) + 8, np.float32)  # + 8: scan_round reads 8 at a time
-        else:
-            bufs = [np.zeros(c * m * n_samples + 8, np.float32) for _ in range(2)]
-
-        def fill(buf: np.ndarray, normal: bool) -> None:  # chunk by chunk, as the torch path draws them
-            off = 0
-            for k in sizes:
-                (lib.mt_normal if normal else lib.mt_uniform)(ctypes.byref(gen), buf.ctypes.data + 4 * off, c * k * m)
-                off += c * k * m
-
         pairs = self.c <= 8  # the C scan's pair test needs a lane per class
 
         def pair_arrays(name: str, p: np.ndarray, y: np.ndarray, centre: np.ndarray | None) -> tuple:
@@ -1423,78 +1438,125 @@ class _FastSearch:
                             pp.ctypes.data, pi.ctypes.data)
             return pp.ctypes.data, pi.ctypes.data
 
-        def pilot(r: int, pf: np.ndarray, yf: np.ndarray, centre: np.ndarray | None, sigma: float) -> tuple:
-            """Reorder the all-clips order (pf, yf) and its pairs by a pilot of the round (C pilot_order)."""
-            pp, pi = self.pairs["focus"]
-            if lib.pilot_order(self.p.ctypes.data, self.y.ctypes.data, n, n_pad, c, m,
-                               None if centre is None else centre.ctypes.data, sigma, self.pilot_samples, r + 1,
-                               pf.ctypes.data, yf.ctypes.data, pp.ctypes.data, pi.ctypes.data):
-                raise MemoryError("the combiner's C pilot_order could not allocate its work space")
-            return pp.ctypes.data, pi.ctypes.data
+        if r == 0:
+            (p, y), (pf, yf), safe, centre, sigma = self.natural, self.natural, self.no_safe, None, 1.0
+            theta = phi = None
+            pair = pair_arrays("natural", p, y, None) if pairs else (None, None)
+            if pairs:  # the all-clips order and its pairs from a pilot of the round (C pilot_order)
+                pf, yf = self.by_pilot
+                pp, pi = self.pairs["focus"]
+                if lib.pilot_order(self.p.ctypes.data, self.y.ctypes.data, n, n_pad, c, m, None, 1.0,
+                                   self.pilot_samples, r + 1, pf.ctypes.data, yf.ctypes.data, pp.ctypes.data,
+                                   pi.ctypes.data):
+                    raise MemoryError("the combiner's C pilot_order could not allocate its work space")
+                pair_f = pp.ctypes.data, pi.ctypes.data
+            else:
+                pair_f = pair
+        else:
+            centre, sigma = np.ascontiguousarray(self.best_w), float(sigma)
+            theta, safe, phi, (p, y), (pf, yf) = self.theta, self.safe, self.phi, self.by_theta, self.by_focus
+            if lib.round_order(self.p.ctypes.data, self.y.ctypes.data, n, n_pad, c, m, centre.ctypes.data,
+                               theta.ctypes.data, safe.ctypes.data, phi.ctypes.data, ctypes.byref(self.n_phi),
+                               ctypes.byref(self.right_total), ctypes.byref(self.t_min), p.ctypes.data,
+                               y.ctypes.data, pf.ctypes.data, yf.ctypes.data):
+                raise MemoryError("the combiner's C round_order could not allocate its work space")
+            pair = pair_arrays("theta", p, y, centre) if pairs else (None, None)
+            pair_f = pair_arrays("focus", pf, yf, centre) if pairs else (None, None)
+        self.centre = centre  # the scan points into it
+        self.bests[:] = self.best
+        return _Scan(None if z is None else z.ctypes.data, self.n_samples, self.chunk, c, m,
+                     None if centre is None else centre.ctypes.data, sigma,
+                     1.0 if centre is None else self.t_min.value, p.ctypes.data, y.ctypes.data, n_pad, n,
+                     pf.ctypes.data, yf.ctypes.data, None if theta is None else theta.ctypes.data,
+                     safe.ctypes.data, None if phi is None else phi.ctypes.data,
+                     0 if phi is None else self.n_phi.value, 0 if phi is None else self.right_total.value,
+                     *self.masked, self.bests.ctypes.data, self.n_threads, self.stats.ctypes.data, 0,
+                     pair[0], pair_f[0], pair[1], pair_f[1])
 
-        # the global stage scores every clip in their given order
-        natural = (np.ascontiguousarray(np.concatenate([self.p.reshape(c * m, n),
-                                                        np.zeros((c * m, n_pad - n), np.float32)], axis=1)),
-                   np.concatenate([self.y, np.full(n_pad - n, -1, np.int64)]).astype(np.int32))
-        no_safe = np.zeros(n_pad + 1, np.int32)
-        masked = ((None, None, None, 0) if self.pm is None else
-                  (self.pm.ctypes.data, self.ym.ctypes.data, self.mask.ctypes.data, self.pm.shape[2]))
+    def end_round(self, counts: np.ndarray, ks: np.ndarray, ws: np.ndarray) -> None:
+        """Keep the round's best: counts, ks (-1: none beat the bar), ws (per thread of the scan)."""
+        t = int(counts.argmax())  # first maximum: the earliest thread's candidate wins a tie
+        if counts[t] > self.best and ks[t] >= 0:
+            self.best, self.best_w = int(counts[t]), ws[t].reshape(self.c, self.m).copy()
+
+    def result(self) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(self.best_w), self.best + self.n_constant_correct
+
+    def run(self, seed: int, n_samples: int, chunk: int, sigmas: list[float]) -> tuple[torch.Tensor, int]:
+        """Global stage then one local round per sigma; returns the best weights (C, m) and correct count."""
+        if self.pool is None:  # one thread: the C run_round draws each chunk just before scoring it
+            return _run_searches([self], seed, n_samples, chunk, sigmas)[0]
+        # several threads score a round (C scan_round) while this one draws the next
+        lib, c, m = self.lib, self.c, self.m
+        sizes = [min(chunk, n_samples - s) for s in range(0, n_samples, chunk)]
+        gen = _MT()
+        lib.mt_seed(ctypes.byref(gen), seed % 2**64)
+        bufs = [np.zeros(c * m * n_samples + 8, np.float32) for _ in range(2)]  # + 8: scan_round reads 8 at a time
+
+        def fill(buf: np.ndarray, normal: bool) -> None:  # chunk by chunk, as the torch path draws them
+            off = 0
+            for k in sizes:
+                (lib.mt_normal if normal else lib.mt_uniform)(ctypes.byref(gen), buf.ctypes.data + 4 * off, c * k * m)
+                off += c * k * m
+
+        self.start(n_samples, chunk)
         counts = np.empty(self.n_threads, np.int32)
         ks = np.empty(self.n_threads, np.int64)
         ws = np.zeros((self.n_threads, c * m), np.float32)
-        bests = np.empty(self.n_threads, np.int32)
         bounds = np.linspace(0, n_samples, self.n_threads + 1).astype(np.int64)
-        best_w = np.full((c, m), 1.0 / m, np.float32)
-        best = -1 - self.n_constant_correct  # the counts here are of the clips left after pruning
-        if not fused:
-            fill(bufs[0], normal=False)
+        fill(bufs[0], normal=False)
         for r in range(len(sigmas) + 1):
-            if r == 0:
-                (p, y), (pf, yf), safe, centre, sigma = natural, natural, no_safe, None, 1.0
-                theta = phi = None
-                pair = pair_arrays("natural", p, y, None) if pairs else (None, None)
-                if pairs:
-                    pf, yf = self.by_pilot
-                    pair_f = pilot(r, pf, yf, None, 1.0)
-                else:
-                    pair_f = pair
-            else:
-                centre, sigma = np.ascontiguousarray(best_w), float(sigmas[r - 1])
-                theta, safe, phi, (p, y), (pf, yf) = self.theta, self.safe, self.phi, self.by_theta, self.by_focus
-                if lib.round_order(self.p.ctypes.data, self.y.ctypes.data, n, n_pad, c, m, centre.ctypes.data,
-                                   theta.ctypes.data, safe.ctypes.data, phi.ctypes.data, ctypes.byref(self.n_phi),
-                                   ctypes.byref(self.right_total), ctypes.byref(self.t_min), p.ctypes.data,
-                                   y.ctypes.data, pf.ctypes.data, yf.ctypes.data):
-                    raise MemoryError("the combiner's C round_order could not allocate its work space")
-                pair = pair_arrays("theta", p, y, centre) if pairs else (None, None)
-                pair_f = pair_arrays("focus", pf, yf, centre) if pairs else (None, None)
-            bests[:] = best
-            scan = _Scan(None if fused else bufs[r % 2].ctypes.data, n_samples, chunk, c, m,
-                         None if centre is None else centre.ctypes.data, sigma,
-                         1.0 if centre is None else self.t_min.value, p.ctypes.data, y.ctypes.data, n_pad, n,
-                         pf.ctypes.data, yf.ctypes.data, None if theta is None else theta.ctypes.data,
-                         safe.ctypes.data, None if phi is None else phi.ctypes.data,
-                         0 if phi is None else self.n_phi.value, 0 if phi is None else self.right_total.value,
-                         *masked, bests.ctypes.data, self.n_threads, self.stats.ctypes.data, 0,
-                         pair[0], pair_f[0], pair[1], pair_f[1])
-            if fused:
-                if lib.run_round(ctypes.byref(scan), ctypes.byref(gen), int(r > 0), zbuf.ctypes.data, best,
-                                 counts.ctypes.data, ks.ctypes.data, ws.ctypes.data):
-                    raise ValueError("a chunk of fewer than 16 normal draws (_fast_applies lets none through)")
-            else:
-                def work(t: int, scan: _Scan = scan, bar: int = best) -> None:
-                    lib.scan_round(ctypes.byref(scan), t, int(bounds[t]), int(bounds[t + 1]), bar,
-                                   counts[t:].ctypes.data, ks[t:].ctypes.data, ws[t].ctypes.data)
+            scan = self.round_scan(r, sigmas[r - 1] if r else 1.0, bufs[r % 2])
 
-                futures = [self.pool.submit(work, t) for t in range(self.n_threads)]
-                if r < len(sigmas):  # the next round's draws do not depend on this round's scores
-                    fill(bufs[(r + 1) % 2], normal=True)
-                for f in futures:
-                    f.result()
-            t = int(counts.argmax())  # first maximum: the earliest thread's candidate wins a tie
-            if counts[t] > best and ks[t] >= 0:
-                best, best_w = int(counts[t]), ws[t].reshape(c, m).copy()
-        return torch.from_numpy(best_w), best + self.n_constant_correct
+            def work(t: int, scan: _Scan = scan, bar: int = self.best) -> None:
+                lib.scan_round(ctypes.byref(scan), t, int(bounds[t]), int(bounds[t + 1]), bar,
+                               counts[t:].ctypes.data, ks[t:].ctypes.data, ws[t].ctypes.data)
+
+            futures = [self.pool.submit(work, t) for t in range(self.n_threads)]
+            if r < len(sigmas):  # the next round's draws do not depend on this round's scores
+                fill(bufs[(r + 1) % 2], normal=True)
+            for f in futures:
+                f.result()
+            self.end_round(counts, ks, ws)
+        return self.result()
+
+
+def _run_searches(searches: list[_FastSearch], seed: int, n_samples: int, chunk: int, sigmas: list[float]
+                  ) -> list[tuple[torch.Tensor, int]]:
+    """The whole searches of several subsets of the same size on this thread, round by round in lockstep (C
+    run_round): they draw the same stream (each re-seeds the generator to ``seed``), so each chunk is drawn once
+    for all of them. Each search's result is the one it gets alone."""
+    lib, c, m = searches[0].lib, searches[0].c, searches[0].m
+    assert all(s.m == m and s.c == c and s.pool is None for s in searches)
+    gen = _MT()
+    lib.mt_seed(ctypes.byref(gen), seed % 2**64)
+    zbuf = np.zeros(c * m * min(chunk, n_samples) + 8, np.float32)  # one chunk; + 8: scan_round reads 8 at a time
+    n_sub = len(searches)
+    bars = np.empty(n_sub, np.int32)
+    ks = np.empty(n_sub, np.int64)
+    ws = np.zeros((n_sub, c * m), np.float32)
+    for s in searches:
+        s.start(n_samples, chunk)
+    for r in range(len(sigmas) + 1):
+        scans = (_Scan * n_sub)(*(s.round_scan(r, sigmas[r - 1] if r else 1.0, None) for s in searches))
+        bars[:] = [s.best for s in searches]
+        if lib.run_round(scans, n_sub, ctypes.byref(gen), int(r > 0), zbuf.ctypes.data, bars.ctypes.data,
+                         ks.ctypes.data, ws.ctypes.data):
+            raise ValueError("a chunk of fewer than 16 normal draws (_fast_applies lets none through)")
+        for i, s in enumerate(searches):
+            s.end_round(bars[i : i + 1], ks[i : i + 1], ws[i : i + 1])
+    return [s.result() for s in searches]
+
+
+def _lockstep_groups(subsets: list[tuple[int, ...]], max_group: int = 5) -> list[list[tuple[int, ...]]]:
+    """The subsets in groups of one size for ``_run_searches`` (at most ``max_group`` each, as even as possible),
+    most work first (about proportional to a group's total of models): a pool's last groups are its shortest."""
+    groups = []
+    for size in sorted({len(s) for s in subsets}):
+        same = [s for s in subsets if len(s) == size]
+        parts = np.array_split(np.arange(len(same)), -(-len(same) // max_group))
+        groups += [[same[i] for i in part] for part in parts]
+    return sorted(groups, key=lambda g: -sum(len(s) for s in g))
 
 
 class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
@@ -1751,23 +1813,42 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
         m = probs.shape[0]
         # Where the whole search of every subset runs in C, the subsets (independent: each re-seeds its generator)
         # are spread over the threads, one thread each, instead of splitting every round: no hand-over per round.
-        by_subset = threads > 1 and len(subsets) > 1 and all(
-            self._fast_applies(len(s), device, backend) for s in subsets)
+        # A thread runs a group of subsets of the same size in lockstep: they draw the same stream, once.
+        lockstep = len(subsets) > 1 and all(self._fast_applies(len(s), device, backend) for s in subsets)
 
         def search(subset: tuple[int, ...]) -> tuple[torch.Tensor, int, np.ndarray | None]:
             idx = list(subset)
-            table = _ScoreTable(probs[idx], present[idx], y, device, backend, prune=self._prune,
-                                n_threads=1 if by_subset else threads)
+            table = _ScoreTable(probs[idx], present[idx], y, device, backend, prune=self._prune, n_threads=threads)
             try:
                 with torch.inference_mode():
                     return self._search_subset(table, len(idx), device)
             finally:
                 table.close()
 
-        if by_subset:
-            with ThreadPoolExecutor(threads) as pool:  # largest first: the last to finish are the shortest
-                futures = {s: pool.submit(search, s) for s in sorted(subsets, key=len, reverse=True)}
-                results = [futures[s].result() for s in subsets]
+        def search_group(group: list[tuple[int, ...]]) -> list[tuple[torch.Tensor, int, np.ndarray]]:
+            tables = []
+            try:
+                for subset in group:
+                    idx = list(subset)
+                    tables.append(_ScoreTable(probs[idx], present[idx], y, device, backend, prune=self._prune,
+                                              n_threads=1))
+                with torch.inference_mode():
+                    searches = [_FastSearch(t, t.score.lib, self.n_classes, len(s))
+                                for t, s in zip(tables, group, strict=True)]
+                    found = _run_searches(searches, int(self.random_state), self.n_samples, self.chunk_size,
+                                          sigma_schedule(self.sigma0, self.decay, self.sigma_min))
+                return [(w, count, fast.stats.sum(axis=0)) for (w, count), fast in zip(found, searches, strict=True)]
+            finally:
+                for t in tables:
+                    t.close()
+
+        if lockstep:
+            groups = _lockstep_groups(subsets)
+            with ThreadPoolExecutor(threads) as pool:  # most work first: the last to finish are the shortest
+                futures = [pool.submit(search_group, g) for g in groups]
+                by_subset = {s: r for g, f in zip(groups, futures, strict=True)
+                             for s, r in zip(g, f.result(), strict=True)}
+            results = [by_subset[s] for s in subsets]
         else:
             results = [search(s) for s in subsets]
         for subset, (w, count, work) in zip(subsets, results, strict=True):
