@@ -447,6 +447,8 @@ typedef struct {
     int64_t z_chunk0; /* z holds the chunks from this one on */
     /* optional (C <= 8): the clip orders p / pf as pairs (label, strongest other class), see pair_arrays */
     const float *pair_p, *pair_pf; const int32_t *pair_i, *pair_if;
+    /* optional: per candidate of the chunk z holds (z_chunk0 only), the max |z| of its draws (run_round) */
+    const float *zmax;
 } scan_t;
 
 /* The cheap half of a hopeless candidate's proof: a complete clip is wrong as soon as one other class t scores at
@@ -672,16 +674,25 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
                 if ((double)quick > zl) quick = nextafterf(quick, 0.0f);
                 quick_bar = bar;
             }
-            if (quick > 0.0f && !lanes) {
-                int small = 1;
-                for (int64_t c = 0; c < C && small; ++c) {
-                    const float *zc = base + (c * kj + kk) * M;
-                    for (int64_t m = 0; m < M; ++m) small &= fabsf(zc[m]) < quick;
-                }
-                if (small) { ++n_skipped; continue; }
-            }
             float zmax = 0.0f;
-            if (lanes) {
+            if (a->zmax) { /* the draws are gathered only if the candidate is scored */
+                if (quick > 0.0f) { /* to the next candidate the quick test leaves, 8 at a time (no branch each) */
+                    const int64_t end = kk + (k1 - k);
+                    int64_t s = kk;
+#if defined(__AVX__)
+                    const __m256 qv = _mm256_set1_ps(quick);
+                    for (; s + 8 <= end; s += 8) {
+                        const unsigned hit = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a->zmax + s), qv, _CMP_GE_OQ));
+                        if (hit) { s += __builtin_ctz(hit); break; }
+                    }
+#endif
+                    while (s < end && a->zmax[s] < quick) ++s;
+                    n_skipped += s - kk; k += s - kk; kk = s;
+                    if (k == k1) break;
+                }
+                zmax = a->zmax[kk];
+                if (zmax < quick) { ++n_skipped; continue; }
+            } else if (lanes) {
                 GATHER_Z();
                 vf amax = (vf){0};
                 for (int64_t m = 0; m < M; ++m) {
@@ -698,6 +709,14 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
 #endif
                 if (zmax < quick) { ++n_skipped; continue; }
             } else {
+                if (quick > 0.0f) {
+                    int small = 1;
+                    for (int64_t c = 0; c < C && small; ++c) {
+                        const float *zc = base + (c * kj + kk) * M;
+                        for (int64_t m = 0; m < M; ++m) small &= fabsf(zc[m]) < quick;
+                    }
+                    if (small) { ++n_skipped; continue; }
+                }
                 GATHER_Z();
                 for (int64_t i = 0; i < CM; ++i) zmax = fabsf(z[i]) > zmax ? fabsf(z[i]) : zmax;
             }
@@ -848,25 +867,41 @@ int run_round(const scan_t *as, int64_t n_sub, mt_t *g, int normal, float *zbuf,
         skip[i] = as[i].theta && as[i].n_threads == 1 && skip_below(as + i, bars[i]) > 6.0;
         skip_all &= skip[i];
     }
+    /* a local round's candidates: the max |z| of each, found once for every search (scan_round's first test) */
+    float *zmax = normal ? malloc(sizeof(float) * (size_t)(chunk * (M + 1))) : NULL, *row = NULL;
+    if (normal && !zmax) { free(skip); return 1; }
+    if (zmax) row = zmax + chunk; /* the max over classes of each draw, a candidate's M in a row */
     for (int64_t k0 = 0, j = 0; k0 < K; k0 += chunk, ++j) {
         const int64_t kj = K - k0 < chunk ? K - k0 : chunk, n = C * kj * M;
-        if (normal && n < 16) { free(skip); return 1; }
+        if (normal && n < 16) { free(skip); free(zmax); return 1; }
         if (skip_all) mt_skip(g, n + (normal && n % 16 ? 16 : 0)); /* mt_normal redraws the last 16 of a ragged size */
         else if (normal) mt_normal(g, zbuf, n);
         else mt_uniform(g, zbuf, n);
+        if (zmax && !skip_all) {
+            for (int64_t i = 0; i < kj * M; ++i) row[i] = fabsf(zbuf[i]);
+            for (int64_t c = 1; c < C; ++c) {
+                const float *zc = zbuf + c * kj * M;
+                for (int64_t i = 0; i < kj * M; ++i) { const float v = fabsf(zc[i]); row[i] = v > row[i] ? v : row[i]; }
+            }
+            for (int64_t k = 0; k < kj; ++k) {
+                float v = row[k * M];
+                for (int64_t m = 1; m < M; ++m) v = row[k * M + m] > v ? row[k * M + m] : v;
+                zmax[k] = v;
+            }
+        }
         for (int64_t i = 0; i < n_sub; ++i) {
             if (skip[i]) {
                 if (as[i].stats) as[i].stats[0] += kj;
                 continue;
             }
             scan_t a = as[i];
-            a.z = zbuf; a.z_chunk0 = j;
+            a.z = zbuf; a.z_chunk0 = j; a.zmax = zmax;
             int32_t count; int64_t kb;
             scan_round(&a, 0, k0, k0 + kj, bars[i], &count, &kb, out_w + i * C * M);
             if (kb >= 0) { bars[i] = count; out_k[i] = kb; }
         }
     }
-    free(skip);
+    free(skip); free(zmax);
     return 0;
 }
 
@@ -1057,7 +1092,7 @@ class _Scan(ctypes.Structure):
                 ("t_min", _d), ("p", _p), ("y", _p), ("n_pad", _i), ("n_real", _i), ("pf", _p), ("yf", _p), ("theta", _p),
                 ("safe_suffix", _p), ("phi", _p), ("n_phi", _i), ("right_total", _i), ("pm", _p), ("ym", _p), ("mask", _p), ("n_masked", _i), ("bests", _p),
                 ("n_threads", _i), ("stats", _p), ("z_chunk0", _i), ("pair_p", _p), ("pair_pf", _p),
-                ("pair_i", _p), ("pair_if", _p)]
+                ("pair_i", _p), ("pair_if", _p), ("zmax", _p)]
 
 
 def _build(compiler: str, c_file: Path, out: Path) -> None:
