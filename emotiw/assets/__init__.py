@@ -10,7 +10,7 @@ ASSETS_DIR = Path(__file__).resolve().parent
 # The paper's face CNN trained on the real FER2013 Training images (MODEL_CARD.md).
 CNN_PAPER_FER2013 = "cnn_paper_fer2013.pt"
 SHA256: dict[str, str] = {
-    CNN_PAPER_FER2013: "5b7f915978aee250911bade2ecc11e9bf5e6dfeb5795231c36484ec69f220a43",
+    CNN_PAPER_FER2013: "84f5d38c1398c2b60e3bfa726c54b460546bce315c02f9d8d08f842112426ad2",
 }
 
 
