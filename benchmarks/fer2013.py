@@ -2,9 +2,10 @@
 
     python benchmarks/fer2013.py --test-dir data/fer2013_real/test [--weights FILE | --run RUN_DIR] [--no-tta]
 
-Faces are read as 48x48 gray, equalised to 64 levels (as in training) and classified with the centre crop.
-Prints the machine, throughput (with and without flip test-time augmentation, as a ratio), then the accuracy as a
-plain number on the last line.
+Faces are read as 48x48 gray, equalised to 64 levels (as in training) and classified with the model's own
+test-time averaging (its ``tta_flip`` / ``tta_crops``; the centre crop with --no-tta). Prints the machine, throughput
+and accuracy of the centre crop, of flip alone when the model flips and of the model's own view, then the reported
+accuracy as a plain number on the last line.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ def main(argv: list[str] | None = None) -> float:
 
     # The model's own test-time averaging (hparams) decides the reported number; the others are printed beside it.
     own = (bool(model.hparams.tta_flip), bool(model.hparams.get("tta_crops", False)))
-    views = {"centre crop": (False, False), "flip": (True, False), "flip + five crops": (True, True)}
-    results = {name: score(*setting) for name, setting in views.items() if setting <= own or setting == (False, False)}
+    views = {"centre crop": (False, False), "flip": (True, False), "five crops": (False, True),
+             "flip + five crops": (True, True)}
+    # the centre crop (the timings' baseline), flip alone when the model flips, and the model's own view
+    wanted = {(False, False), (own[0], False), own}
+    results = {name: score(*setting) for name, setting in views.items() if setting in wanted}
     chosen = "centre crop" if args.no_tta else next(name for name, setting in views.items() if setting == own)
     preds = results[chosen][0]
     n = len(images)
