@@ -27,10 +27,10 @@ would let it beat the best (bounds in ``round_order`` / ``scan_round`` of the C 
 scored is first shown hopeless, where it is, by scoring each clip's label against one rival class only (a clip is
 wrong once a rival wins; ``hopeless_m``), which settles most candidates of the early rounds at a third of the cost.
 Every candidate that could beat the best is counted exactly, so the chosen weights, subset and accuracy are bit for
-bit those of the exhaustive search. The subsets run on the scorer's threads, one subset per thread, each drawing a
-chunk just before scoring it; a round the best already rules out entirely only advances the generator. Subsets of
-the same size draw the same stream (every subset re-seeds the generator), so a thread runs a group of them round by
-round in lockstep and draws each chunk once for the group.
+bit those of the exhaustive search. Subsets of the same size draw the same stream (every subset re-seeds the
+generator), so the subsets run on the scorer's threads in groups of one size, a group per thread, round by round in
+lockstep: each chunk is drawn once for the group just before it is scored; a round the best already rules out for
+every member only advances the generator.
 
 Clips that a model cannot score (no face, no audio) are NaN in that model's 7 columns. For such a clip the score of
 class c is renormalised over the models that are present: ``sum_{m present} W[m,c] P[m,n,c] / sum_{m present} W[m,c]``
