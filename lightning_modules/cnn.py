@@ -118,12 +118,7 @@ class CNNModule(L.LightningModule):
 
             source = asset_path()
         path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: model.init_weights file not found")
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        state = blob.get("state_dict") if isinstance(blob, dict) else None
-        if state is None:
-            raise ValueError(f"{path}: not a CNN weights file or checkpoint (no state_dict)")
+        state = read_weights(path, "model.init_weights")["state_dict"]
         net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
         try:
             self.net.load_state_dict(net_state)
@@ -136,9 +131,7 @@ class CNNModule(L.LightningModule):
     ) -> torch.Tensor:
         """uint8 (B,48,48) faces -> z-scored, cropped (and in training augmented) float (B,1,c,c). Eval crops at
         ``offset`` (row, col), the centre by default."""
-        if faces.ndim != 3 or faces.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-            raise ValueError(f"faces must be (B, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(faces.shape)}")
-        x = ((faces.float() - self.norm_mean) / self.norm_std).unsqueeze(1)
+        x = self._zscore(faces)
         if train and (self.hparams.rotate_deg > 0 or self.hparams.scale_jitter > 0):
             x = self._random_similarity(x)
         c, span = self.hparams.crop_size, IMAGE_SIZE - self.hparams.crop_size
@@ -153,14 +146,26 @@ class CNNModule(L.LightningModule):
                 cols = (ox[:, None] + torch.arange(c, device=x.device))[:, None, :]
                 x = x[torch.arange(b, device=x.device)[:, None, None], 0, rows, cols].unsqueeze(1)
         else:
-            oy, ox = offset if offset is not None else (span // 2, span // 2)
-            x = x[:, :, oy : oy + c, ox : ox + c]
+            x = self._eval_crop(x, offset)
         if train and self.hparams.flip_p > 0:
             flip = torch.rand(x.shape[0], device=x.device) < self.hparams.flip_p
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return self._layout(x)
+
+    def _zscore(self, faces: torch.Tensor) -> torch.Tensor:
+        if faces.ndim != 3 or faces.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(f"faces must be (B, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(faces.shape)}")
+        return ((faces.float() - self.norm_mean) / self.norm_std).unsqueeze(1)
+
+    def _eval_crop(self, x: torch.Tensor, offset: tuple[int, int] | None) -> torch.Tensor:
+        c, span = self.hparams.crop_size, IMAGE_SIZE - self.hparams.crop_size
+        oy, ox = offset if offset is not None else (span // 2, span // 2)
+        return x[:, :, oy : oy + c, ox : ox + c]
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x.contiguous() if not self.hparams.channels_last else x
+            return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous()
 
     def _random_similarity(self, x: torch.Tensor) -> torch.Tensor:
         """Beyond the paper: rotate each face by U(-r, r) degrees and scale it by U(1-s, 1+s) about the centre,
@@ -188,11 +193,12 @@ class CNNModule(L.LightningModule):
     def _eval_logits_faces(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eval logits from uint8 faces: the centre crop, or with ``tta_crops`` (beyond the paper) the mean over the
         centre and four corner crops (each with its mirror if ``tta_flip``); the feature is always the centre crop's."""
-        logits, feature = self._eval_logits(self.preprocess(faces, train=False))
+        z = self._zscore(faces)  # once for every crop
+        logits, feature = self._eval_logits(self._layout(self._eval_crop(z, None)))
         if self.hparams.tta_crops:
             span = IMAGE_SIZE - self.hparams.crop_size
             for corner in ((0, 0), (0, span), (span, 0), (span, span)):
-                logits = logits + self._eval_logits(self.preprocess(faces, train=False, offset=corner))[0]
+                logits = logits + self._eval_logits(self._layout(self._eval_crop(z, corner)))[0]
             logits = logits / 5
         return logits, feature
 
@@ -310,6 +316,17 @@ def save_weights(module: CNNModule, path: str | Path) -> Path:
     return Path(path)
 
 
+def read_weights(path: Path, what: str) -> dict:
+    """The blob (``state_dict`` and, in a weights file, ``hparams``) of a :func:`save_weights` file or a Lightning
+    checkpoint, with one-line errors naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} file not found")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
+        raise ValueError(f"{path}: not a CNN weights file or checkpoint (no state_dict)")
+    return blob
+
+
 def load_cnn(*, run_dir: str | Path | None = None, weights: str | Path | None = None) -> CNNModule:
     """The face CNN in eval mode: ``<run_dir>/cnn/best.ckpt``, a weights file from :func:`save_weights`, or (neither
     given) the weights shipped in ``emotiw/assets`` with their checksum verified."""
@@ -322,7 +339,9 @@ def load_cnn(*, run_dir: str | Path | None = None, weights: str | Path | None = 
         from emotiw.assets import asset_path
 
         weights = asset_path()
-    blob = torch.load(weights, map_location="cpu", weights_only=True)
+    blob = read_weights(Path(weights), "weights")
+    if not isinstance(blob.get("hparams"), dict):
+        raise ValueError(f"{weights}: no hparams (a Lightning checkpoint? load it with --run, or export it with save_weights)")
     module = CNNModule(**blob["hparams"])
     missing, unexpected = module.load_state_dict(blob["state_dict"], strict=False)
     bad_missing = [k for k in missing if not k.startswith(("train_", "val_", "test_"))]

@@ -241,3 +241,21 @@ def test_resume_from_last_ckpt_matches_uninterrupted(tmp_path_factory):
     assert a["global_step"] > 0
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_load_cnn_bad_weights(tmp_path):
+    from lightning_modules.cnn import load_cnn
+
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt: weights file not found"):
+        load_cnn(weights=tmp_path / "nope.pt")
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt: not a CNN weights file or checkpoint"):
+        load_cnn(weights=tmp_path / "other.pt")
+    torch.save({"state_dict": CNNModule().state_dict()}, tmp_path / "bare.pt")  # a checkpoint has no "hparams"
+    with pytest.raises(ValueError, match=r"bare\.pt: no hparams"):
+        load_cnn(weights=tmp_path / "bare.pt")
+    blob = torch.load(save_weights(CNNModule(), tmp_path / "ok.pt"), weights_only=True)
+    blob["state_dict"]["net.extra"] = torch.zeros(1)
+    torch.save(blob, tmp_path / "extra.pt")
+    with pytest.raises(ValueError, match=r"extra\.pt: weights do not fit the CNN .*net\.extra"):
+        load_cnn(weights=tmp_path / "extra.pt")
