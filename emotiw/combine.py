@@ -455,14 +455,17 @@ typedef struct {
    least as much as the label y (more, where t > y: the lowest class wins a tie). Scoring only y and each clip's
    strongest rival t (per_p: (2, M, n_pad) probabilities of y then t; pair_i: (3, n_pad) y, t, -1 where t < y) with
    the very float operations of eval_m (a weight per lane per class, permuted to each clip's class) gives a lower
-   bound of the wrong clips; a candidate with more than slack of them cannot beat the bar (1). 0: not shown. */
+   bound of the wrong clips; a candidate with more than slack of them cannot beat the bar (1). 0: not shown.
+   Both scores are sums of products of non-negative floats, never -0 (the table turns -0 inputs into +0), so they
+   order as their bits do as integers: "t wins" is bits(t) + 1 > bits(y) where t < y, else bits(t) > bits(y).
+   Kept out of line (like eval_m): inlined in scan_round, the eight copies of each crowd its registers. */
 #if defined(__AVX2__)
 static inline vf vperm(vf w, vi i) { return (vf)_mm256_permutevar8x32_ps((__m256)w, (__m256i)i); }
 #else
 static inline vf vperm(vf w, vi i) { vf r; for (int l = 0; l < 8; ++l) r[l] = w[i[l] & 7]; return r; }
 #endif
 #define PAIR_EVAL(M) \
-static int hopeless_m##M(const float *w, const float *pp, const int32_t *pi, int64_t n_pad, int64_t u8, \
+__attribute__((noinline)) static int hopeless_m##M(const float *w, const float *pp, const int32_t *pi, int64_t n_pad, int64_t u8, \
                          int64_t slack) { \
     vf wv[M]; \
     for (int j = 0; j < M; ++j) wv[j] = *(const vf *)(w + 8 * j); \
@@ -476,7 +479,7 @@ static int hopeless_m##M(const float *w, const float *pp, const int32_t *pi, int
             vy = vy + vperm(wv[j], yv) * *(const vfu *)(py + j * n_pad + n); \
             vt = vt + vperm(wv[j], tv) * *(const vfu *)(pt + j * n_pad + n); \
         } \
-        wrong += count8((lv & (vt >= vy)) | (~lv & (vt > vy))); \
+        wrong += count8(((vi)vt - lv) > (vi)vy); /* lv: -1 where t < y */ \
         if (wrong > slack) return 1; \
     } \
     return 0; \
@@ -510,7 +513,7 @@ void pair_arrays(const float *p, const int32_t *y, int64_t n_pad, int64_t C, int
 }
 
 #define SCAN_EVAL(M) \
-static int32_t eval_m##M(const float *w, int64_t cs, int64_t ms, int64_t C, const float *p, const int32_t *y, \
+__attribute__((noinline)) static int32_t eval_m##M(const float *w, int64_t cs, int64_t ms, int64_t C, const float *p, const int32_t *y, \
                          int64_t n_pad, int64_t u8, int64_t n_real, int64_t slack) { \
     vi count = (vi){0}; \
     int64_t n = 0; \
@@ -1073,6 +1076,58 @@ int round_order(const float *p, const int64_t *y, int64_t n, int64_t n_pad, int6
     free(mu); free(ord); free(foc); free(right);
     return 0;
 }
+
+/* ---------------------------------------------------------------------------------------------------------------
+   The whole searches of n_sub subsets of one size on this thread, round by round in lockstep (one call instead of a
+   Python loop over the rounds): the global round with the scans as[i] as given, then a local round per sigma
+   around each search's best so far, its clip orders (round_order) and pairs (pair_arrays; without pair buffers, no
+   pair test) made in that search's buffers (local_t) and the scan's fields pointed at them, then run_round for all.
+   best_w (C x M; in: equal weights) and best (in: the count to beat) of every search hold its best on return.
+   0: done; 1: run_round refused a chunk; 2: no memory. */
+typedef struct {
+    const float *p; const int64_t *y; /* the complete clips as round_order takes them */
+    double *theta, *phi; int32_t *safe;
+    float *p_theta; int32_t *y_theta; float *p_focus; int32_t *y_focus;
+    float *pair_theta_p; int32_t *pair_theta_i; float *pair_focus_p; int32_t *pair_focus_i;
+    float *centre, *best_w; /* C x M each */
+    int64_t best;
+} local_t;
+
+int run_search(scan_t *as, local_t *ls, int64_t n_sub, mt_t *g, const double *sigmas, int64_t n_sigmas,
+               float *zbuf, int32_t *bars, int64_t *out_k, float *out_w) {
+    const int64_t C = as[0].C, M = as[0].M, CM = C * M;
+    for (int64_t r = 0; r <= n_sigmas; ++r) {
+        for (int64_t i = 0; i < n_sub; ++i) {
+            scan_t *a = as + i; local_t *l = ls + i;
+            if (r > 0) { /* the round's centre: the best so far (updates apply from the next round) */
+                int64_t n_phi, right_total; double t_min;
+                for (int64_t q = 0; q < CM; ++q) l->centre[q] = l->best_w[q];
+                if (round_order(l->p, l->y, a->n_real, a->n_pad, C, M, l->centre, l->theta, l->safe, l->phi,
+                                &n_phi, &right_total, &t_min, l->p_theta, l->y_theta, l->p_focus, l->y_focus))
+                    return 2;
+                if (l->pair_theta_p) {
+                    pair_arrays(l->p_theta, l->y_theta, a->n_pad, C, M, l->centre, l->pair_theta_p, l->pair_theta_i);
+                    pair_arrays(l->p_focus, l->y_focus, a->n_pad, C, M, l->centre, l->pair_focus_p, l->pair_focus_i);
+                }
+                a->centre = l->centre; a->sigma = (float)sigmas[r - 1]; a->t_min = t_min;
+                a->p = l->p_theta; a->y = l->y_theta; a->pf = l->p_focus; a->yf = l->y_focus;
+                a->theta = l->theta; a->safe_suffix = l->safe; a->phi = l->phi;
+                a->n_phi = n_phi; a->right_total = right_total;
+                a->pair_p = l->pair_theta_p; a->pair_i = l->pair_theta_i;
+                a->pair_pf = l->pair_focus_p; a->pair_if = l->pair_focus_i;
+            }
+            for (int64_t t = 0; t < a->n_threads; ++t) a->bests[t] = (int32_t)l->best;
+            bars[i] = (int32_t)l->best;
+        }
+        if (run_round(as, n_sub, g, r > 0, zbuf, bars, out_k, out_w)) return 1;
+        for (int64_t i = 0; i < n_sub; ++i) {
+            if (out_k[i] < 0) continue;
+            ls[i].best = bars[i];
+            for (int64_t q = 0; q < CM; ++q) ls[i].best_w[q] = out_w[i * CM + q];
+        }
+    }
+    return 0;
+}
 """
 _NATIVE_MAX_MODELS = 8
 _NATIVE: dict[str, object] = {}
@@ -1093,6 +1148,15 @@ class _Scan(ctypes.Structure):
                 ("safe_suffix", _p), ("phi", _p), ("n_phi", _i), ("right_total", _i), ("pm", _p), ("ym", _p), ("mask", _p), ("n_masked", _i), ("bests", _p),
                 ("n_threads", _i), ("stats", _p), ("z_chunk0", _i), ("pair_p", _p), ("pair_pf", _p),
                 ("pair_i", _p), ("pair_if", _p), ("zmax", _p)]
+
+
+class _Local(ctypes.Structure):
+    """A search's buffers for its local rounds and its best so far (the C ``local_t`` of ``run_search``)."""
+
+    _p = ctypes.c_void_p
+    _fields_ = [("p", _p), ("y", _p), ("theta", _p), ("phi", _p), ("safe", _p), ("p_theta", _p), ("y_theta", _p),
+                ("p_focus", _p), ("y_focus", _p), ("pair_theta_p", _p), ("pair_theta_i", _p), ("pair_focus_p", _p),
+                ("pair_focus_i", _p), ("centre", _p), ("best_w", _p), ("best", ctypes.c_int64)]
 
 
 def _build(compiler: str, c_file: Path, out: Path) -> None:
@@ -1149,6 +1213,8 @@ def _native_library():
         lib.pilot_order.restype = ctypes.c_int
         lib.run_round.argtypes = [ptr, i64, ptr, ctypes.c_int, ptr, ptr, ptr, ptr]
         lib.run_round.restype = ctypes.c_int
+        lib.run_search.argtypes = [ptr, ptr, i64, ptr, ptr, i64, ptr, ptr, ptr, ptr]
+        lib.run_search.restype = ctypes.c_int
     except (OSError, subprocess.SubprocessError) as err:
         warnings.warn(f"could not build the combiner's C scorer ({type(err).__name__}: {err}); falling back to "
                       "backend='compiled'", RuntimeWarning, stacklevel=3)
@@ -1289,6 +1355,7 @@ class _ScoreTable:
                  backend: str, prune: bool = True, n_threads: int | None = None) -> None:
         # probs (m, N, C), present (m, N) bool, y (N,)
         probs = np.where(present[:, :, None], probs, 0.0).astype(np.float32)
+        probs += np.float32(0.0)  # -0.0 -> +0.0 (same comparisons; the C pair test orders scores by their bits)
         y = np.asarray(y)
         keep = np.ones(len(y), dtype=bool)
         self.n_constant_correct = 0
@@ -1508,6 +1575,19 @@ class _FastSearch:
                      *self.masked, self.bests.ctypes.data, self.n_threads, self.stats.ctypes.data, 0,
                      pair[0], pair_f[0], pair[1], pair_f[1])
 
+    def local_args(self) -> _Local:
+        """This search's buffers for the C ``run_search`` (its local rounds) and its best so far, after ``start``;
+        ``run_search`` leaves the best in ``best_w`` (in place) and in the returned structure's ``best``."""
+        pairs = self.c <= 8  # the C scan's pair test needs a lane per class
+        self.centre_buf = np.empty((self.c, self.m), np.float32)
+        (pt, yt), (pf, yf) = self.by_theta, self.by_focus
+        (ptp, pti), (pfp, pfi) = self.pairs["theta"], self.pairs["focus"]
+        return _Local(self.p.ctypes.data, self.y.ctypes.data, self.theta.ctypes.data, self.phi.ctypes.data,
+                      self.safe.ctypes.data, pt.ctypes.data, yt.ctypes.data, pf.ctypes.data, yf.ctypes.data,
+                      ptp.ctypes.data if pairs else None, pti.ctypes.data if pairs else None,
+                      pfp.ctypes.data if pairs else None, pfi.ctypes.data if pairs else None,
+                      self.centre_buf.ctypes.data, self.best_w.ctypes.data, self.best)
+
     def end_round(self, counts: np.ndarray, ks: np.ndarray, ws: np.ndarray) -> None:
         """Keep the round's best: counts, ks (-1: none beat the bar), ws (per thread of the scan)."""
         t = int(counts.argmax())  # first maximum: the earliest thread's candidate wins a tie
@@ -1558,9 +1638,9 @@ class _FastSearch:
 
 def _run_searches(searches: list[_FastSearch], seed: int, n_samples: int, chunk: int, sigmas: list[float]
                   ) -> list[tuple[torch.Tensor, int]]:
-    """The whole searches of several subsets of the same size on this thread, round by round in lockstep (C
-    run_round): they draw the same stream (each re-seeds the generator to ``seed``), so each chunk is drawn once
-    for all of them. Each search's result is the one it gets alone."""
+    """The whole searches of several subsets of the same size on this thread, round by round in lockstep (one call
+    of the C ``run_search``): they draw the same stream (each re-seeds the generator to ``seed``), so each chunk is
+    drawn once for all of them. Each search's result is the one it gets alone."""
     lib, c, m = searches[0].lib, searches[0].c, searches[0].m
     assert all(s.m == m and s.c == c and s.pool is None for s in searches)
     gen = _MT()
@@ -1572,14 +1652,17 @@ def _run_searches(searches: list[_FastSearch], seed: int, n_samples: int, chunk:
     ws = np.zeros((n_sub, c * m), np.float32)
     for s in searches:
         s.start(n_samples, chunk)
-    for r in range(len(sigmas) + 1):
-        scans = (_Scan * n_sub)(*(s.round_scan(r, sigmas[r - 1] if r else 1.0, None) for s in searches))
-        bars[:] = [s.best for s in searches]
-        if lib.run_round(scans, n_sub, ctypes.byref(gen), int(r > 0), zbuf.ctypes.data, bars.ctypes.data,
-                         ks.ctypes.data, ws.ctypes.data):
-            raise ValueError("a chunk of fewer than 16 normal draws (_fast_applies lets none through)")
-        for i, s in enumerate(searches):
-            s.end_round(bars[i : i + 1], ks[i : i + 1], ws[i : i + 1])
+    scans = (_Scan * n_sub)(*(s.round_scan(0, 1.0, None) for s in searches))  # the global round's
+    local = (_Local * n_sub)(*(s.local_args() for s in searches))
+    sig = np.asarray(sigmas, np.float64)
+    rc = lib.run_search(scans, local, n_sub, ctypes.byref(gen), sig.ctypes.data, len(sig), zbuf.ctypes.data,
+                        bars.ctypes.data, ks.ctypes.data, ws.ctypes.data)
+    if rc == 1:
+        raise ValueError("a chunk of fewer than 16 normal draws (_fast_applies lets none through)")
+    if rc:
+        raise MemoryError("the combiner's C round_order could not allocate its work space")
+    for s, done in zip(searches, local, strict=True):
+        s.best = int(done.best)  # best_w was updated in place
     return [s.result() for s in searches]
 
 
