@@ -1082,6 +1082,7 @@ int round_order(const float *p, const int64_t *y, int64_t n, int64_t n_pad, int6
    Python loop over the rounds): the global round with the scans as[i] as given, then a local round per sigma
    around each search's best so far, its clip orders (round_order) and pairs (pair_arrays; without pair buffers, no
    pair test) made in that search's buffers (local_t) and the scan's fields pointed at them, then run_round for all.
+   The orders and pairs depend on the centre only: a round whose centre is the last round's keeps them.
    best_w (C x M; in: equal weights) and best (in: the count to beat) of every search hold its best on return.
    0: done; 1: run_round refused a chunk; 2: no memory. */
 typedef struct {
@@ -1096,20 +1097,27 @@ typedef struct {
 int run_search(scan_t *as, local_t *ls, int64_t n_sub, mt_t *g, const double *sigmas, int64_t n_sigmas,
                float *zbuf, int32_t *bars, int64_t *out_k, float *out_w) {
     const int64_t C = as[0].C, M = as[0].M, CM = C * M;
+    int8_t *stale = malloc((size_t)(n_sub > 0 ? n_sub : 1)); /* the best moved since the orders were made */
+    if (!stale) return 2;
+    for (int64_t i = 0; i < n_sub; ++i) stale[i] = 1;
     for (int64_t r = 0; r <= n_sigmas; ++r) {
         for (int64_t i = 0; i < n_sub; ++i) {
             scan_t *a = as + i; local_t *l = ls + i;
-            if (r > 0) { /* the round's centre: the best so far (updates apply from the next round) */
+            if (r > 0) a->sigma = (float)sigmas[r - 1];
+            if (r > 0 && stale[i]) { /* the round's centre: the best so far (updates apply from the next round) */
                 int64_t n_phi, right_total; double t_min;
                 for (int64_t q = 0; q < CM; ++q) l->centre[q] = l->best_w[q];
                 if (round_order(l->p, l->y, a->n_real, a->n_pad, C, M, l->centre, l->theta, l->safe, l->phi,
-                                &n_phi, &right_total, &t_min, l->p_theta, l->y_theta, l->p_focus, l->y_focus))
+                                &n_phi, &right_total, &t_min, l->p_theta, l->y_theta, l->p_focus, l->y_focus)) {
+                    free(stale);
                     return 2;
+                }
+                stale[i] = 0;
                 if (l->pair_theta_p) {
                     pair_arrays(l->p_theta, l->y_theta, a->n_pad, C, M, l->centre, l->pair_theta_p, l->pair_theta_i);
                     pair_arrays(l->p_focus, l->y_focus, a->n_pad, C, M, l->centre, l->pair_focus_p, l->pair_focus_i);
                 }
-                a->centre = l->centre; a->sigma = (float)sigmas[r - 1]; a->t_min = t_min;
+                a->centre = l->centre; a->t_min = t_min;
                 a->p = l->p_theta; a->y = l->y_theta; a->pf = l->p_focus; a->yf = l->y_focus;
                 a->theta = l->theta; a->safe_suffix = l->safe; a->phi = l->phi;
                 a->n_phi = n_phi; a->right_total = right_total;
@@ -1119,13 +1127,15 @@ int run_search(scan_t *as, local_t *ls, int64_t n_sub, mt_t *g, const double *si
             for (int64_t t = 0; t < a->n_threads; ++t) a->bests[t] = (int32_t)l->best;
             bars[i] = (int32_t)l->best;
         }
-        if (run_round(as, n_sub, g, r > 0, zbuf, bars, out_k, out_w)) return 1;
+        if (run_round(as, n_sub, g, r > 0, zbuf, bars, out_k, out_w)) { free(stale); return 1; }
         for (int64_t i = 0; i < n_sub; ++i) {
             if (out_k[i] < 0) continue;
+            stale[i] = 1;
             ls[i].best = bars[i];
             for (int64_t q = 0; q < CM; ++q) ls[i].best_w[q] = out_w[i * CM + q];
         }
     }
+    free(stale);
     return 0;
 }
 """
