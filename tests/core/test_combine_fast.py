@@ -270,3 +270,95 @@ def test_lockstep_searches_give_each_subset_its_own_search(missing: bool) -> Non
         skipped.append(int(fast.stats[0, 0]))
     # the subsets differ in how much the bar skips (whole rounds for some while others still draw them)
     assert len(set(skipped)) > 1
+
+
+def run_round_by_round(searches: list[combine._FastSearch], seed: int, n_samples: int, chunk: int,
+                       sigmas: list[float]) -> list[tuple[torch.Tensor, int]]:
+    """The lockstep searches as a Python loop over the rounds: each round's orders and pairs made afresh by
+    ``round_scan`` and scored by the C ``run_round`` (what the C ``run_search`` does in one call, keeping a round's
+    orders when its centre has not moved)."""
+    lib, c, m = searches[0].lib, searches[0].c, searches[0].m
+    gen = _MT()
+    lib.mt_seed(ctypes.byref(gen), seed % 2**64)
+    zbuf = np.zeros(c * m * min(chunk, n_samples) + 8, np.float32)
+    n_sub = len(searches)
+    bars, ks = np.empty(n_sub, np.int32), np.empty(n_sub, np.int64)
+    ws = np.zeros((n_sub, c * m), np.float32)
+    for s in searches:
+        s.start(n_samples, chunk)
+    for r in range(len(sigmas) + 1):
+        scans = (combine._Scan * n_sub)(*(s.round_scan(r, sigmas[r - 1] if r else 1.0, None) for s in searches))
+        bars[:] = [s.best for s in searches]
+        assert lib.run_round(scans, n_sub, ctypes.byref(gen), int(r > 0), zbuf.ctypes.data, bars.ctypes.data,
+                             ks.ctypes.data, ws.ctypes.data) == 0
+        for i, s in enumerate(searches):
+            s.end_round(bars[i : i + 1], ks[i : i + 1], ws[i : i + 1])
+    return [s.result() for s in searches]
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_whole_search_in_one_c_call_equals_the_round_by_round_loop(missing: bool) -> None:
+    # run_search keeps a round's clip orders and pairs while the best has not moved; every weight bit, count and
+    # work count must be those of making them afresh each round; a search object run twice starts afresh
+    X, y = random_problem(15, n=120, m=4, ties=not missing, missing=missing)
+    probs = X.reshape(len(y), 4, C).transpose(1, 0, 2)
+    present = ~np.isnan(probs).all(axis=2)
+    kw = {**PAPER_SHORT, "n_samples": 250, "chunk_size": 96}
+    sigmas = combine.sigma_schedule(kw["sigma0"], kw["decay"], kw["sigma_min"])
+    lib = _native_library()
+    group = [s for s in combine.model_subsets(4) if len(s) == 2]
+
+    def searches() -> list[combine._FastSearch]:
+        tables = [_ScoreTable(probs[list(s)], present[list(s)], y, torch.device("cpu"), "native", n_threads=1)
+                  for s in group]
+        return [combine._FastSearch(t, lib, C, len(s)) for t, s in zip(tables, group, strict=True)]
+
+    in_c, in_python = searches(), searches()
+    found = combine._run_searches(in_c, 9, kw["n_samples"], kw["chunk_size"], sigmas)
+    reference = run_round_by_round(in_python, 9, kw["n_samples"], kw["chunk_size"], sigmas)
+    again = combine._run_searches(in_c, 9, kw["n_samples"], kw["chunk_size"], sigmas)  # same objects, refreshed
+    for (w, count), (w_ref, count_ref) in zip(found, reference, strict=True):
+        np.testing.assert_array_equal(w.numpy().view(np.int32), w_ref.numpy().view(np.int32))
+        assert count == count_ref
+    for (w, count), (w_ref, count_ref) in zip(again, reference, strict=True):
+        np.testing.assert_array_equal(w.numpy().view(np.int32), w_ref.numpy().view(np.int32))
+        assert count == count_ref
+    # the second run adds the same work again to each search's counters
+    for fast, ref in zip(in_c, in_python, strict=True):
+        np.testing.assert_array_equal(fast.stats, 2 * ref.stats)
+    assert sum(int(r.stats[0, 3]) for r in in_python) > 0  # the pair test settled some candidates
+
+
+def test_negative_zero_probabilities_search_as_positive_zeros(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the pair test orders the scores by their bits as integers, which holds for non-negative floats but not for
+    # -0.0 (its bits are the most negative int): a clip whose every probability is zero is right for label 0 (the
+    # lowest class wins the tie), but with its class-0 entries -0.0 and the rival's +0.0 the bits would call it
+    # wrong and reject candidates that beat the best; the table turns -0.0 inputs into +0.0
+    X, y = random_problem(16, n=80, m=3, ties=False)
+    zeros = np.zeros((25, X.shape[1]))
+    zeros[:, 0::C] = -0.0  # class 0 of every model
+    X, y = np.vstack([X, zeros]), np.concatenate([y, np.zeros(25, y.dtype)])
+    assert np.signbit(X[80:, 0::C]).all() and not np.signbit(X[80:, 1::C]).any()
+    kw = {**PAPER_SHORT, "random_state": 2, "search_subsets": False}
+    minus = RandomSearchCombiner(**kw).fit(X, y)
+    assert minus.search_stats_["shown_hopeless_by_pairs"] > 0
+    assert_same_search(minus, fit_reference(monkeypatch, X, y, **kw))
+    plus = RandomSearchCombiner(**kw).fit(np.abs(X), y)
+    assert_same_search(plus, minus)
+    assert plus.search_stats_ == minus.search_stats_
+
+
+def test_refit_on_other_shapes_gives_fresh_searches() -> None:
+    # each fit builds its own tables and C arguments: fitting one estimator on another number of models and clips,
+    # then on the first problem again, gives what fresh estimators give
+    a, b = random_problem(17, n=70, m=3), random_problem(18, n=95, m=4, missing=True)
+    kw = {**PAPER_SHORT, "n_samples": 120, "chunk_size": 50}
+    est = RandomSearchCombiner(**kw)
+    first = est.fit(*a).weights_.copy(), est.search_stats_.copy()
+    est.fit(*b)
+    fresh_b = RandomSearchCombiner(**kw).fit(*b)
+    assert_same_search(est, fresh_b)
+    assert est.search_stats_ == fresh_b.search_stats_
+    est.fit(*a)
+    np.testing.assert_array_equal(est.weights_, first[0])
+    assert est.search_stats_ == first[1]
