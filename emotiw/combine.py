@@ -616,9 +616,12 @@ static inline void lanes_of(const float *first, int64_t row, int64_t C, int64_t 
 #endif
 }
 
-void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0, int32_t *out_count,
-                int64_t *out_k, float *out_w) {
-    const int64_t C = a->C, M = a->M, CM = C * M;
+/* (scan_round below: this body compiled once for each number of models of the paper's subsets, 2 to 5, so that
+   its loops over the models unroll: 8 % faster; and once for any number) */
+static inline __attribute__((always_inline)) void scan_round_as(const scan_t *a, int64_t t, int64_t k0, int64_t k1,
+                                                                int32_t bar0, int32_t *out_count, int64_t *out_k,
+                                                                float *out_w, const int64_t M) {
+    const int64_t C = a->C, CM = C * M;
     /* up to 8 classes: one vector per model, a lane per class (weights at w[m * 8 + c]); else w[c * M + m] */
     const int lanes = C <= 8;
     const int64_t cs = lanes ? 1 : M, ms = lanes ? 8 : 1;
@@ -836,6 +839,26 @@ void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0
     if (a->stats) {
         int64_t *st = a->stats + 4 * t;
         st[0] += n_skipped; st[1] += n_scored; st[2] += n_clips; st[3] += n_paired;
+    }
+}
+#define SCAN_ROUND_M(MM) \
+static void scan_round_m##MM(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0, int32_t *out_count, \
+                             int64_t *out_k, float *out_w) { \
+    scan_round_as(a, t, k0, k1, bar0, out_count, out_k, out_w, MM); \
+}
+SCAN_ROUND_M(2) SCAN_ROUND_M(3) SCAN_ROUND_M(4) SCAN_ROUND_M(5)
+__attribute__((noinline)) static void scan_round_any(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0,
+                                                     int32_t *out_count, int64_t *out_k, float *out_w) {
+    scan_round_as(a, t, k0, k1, bar0, out_count, out_k, out_w, a->M);
+}
+void scan_round(const scan_t *a, int64_t t, int64_t k0, int64_t k1, int32_t bar0, int32_t *out_count,
+                int64_t *out_k, float *out_w) {
+    switch (a->M) {
+    case 2: scan_round_m2(a, t, k0, k1, bar0, out_count, out_k, out_w); return;
+    case 3: scan_round_m3(a, t, k0, k1, bar0, out_count, out_k, out_w); return;
+    case 4: scan_round_m4(a, t, k0, k1, bar0, out_count, out_k, out_w); return;
+    case 5: scan_round_m5(a, t, k0, k1, bar0, out_count, out_k, out_w); return;
+    default: scan_round_any(a, t, k0, k1, bar0, out_count, out_k, out_w); return;
     }
 }
 
