@@ -362,3 +362,17 @@ def test_refit_on_other_shapes_gives_fresh_searches() -> None:
     est.fit(*a)
     np.testing.assert_array_equal(est.weights_, first[0])
     assert est.search_stats_ == first[1]
+
+
+def test_c_source_ships_beside_the_module_as_package_data() -> None:
+    # the C code lives in emotiw/_combine.c; a non-editable install has it only if setup.cfg lists it as package data
+    import configparser
+    import importlib.resources
+    from pathlib import Path
+
+    shipped = importlib.resources.files("emotiw").joinpath("_combine.c")
+    assert shipped.is_file() and shipped.read_text(encoding="ascii") == combine._NATIVE_SOURCE
+    assert "void scan_round(" in combine._NATIVE_SOURCE and "int run_search(" in combine._NATIVE_SOURCE
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(combine.__file__).resolve().parents[1] / "setup.cfg")
+    assert "_combine.c" in [p.strip() for p in cfg["options.package_data"]["emotiw"].split(",")]
