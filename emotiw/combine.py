@@ -23,7 +23,7 @@ On CPU the whole search of a subset runs in C (``_FastSearch``) where it can giv
 torch's CPU generator draws the very candidates ``torch.rand`` / ``torch.randn`` would (checked bit for bit against
 torch once per process; otherwise the chunk-by-chunk path draws with torch), and a local round scores a candidate
 only on the clips its distance from the round's centre lets change, and not at all when no clip it could turn right
-would let it beat the best (bounds in ``round_order`` / ``scan_round`` of the C source). A candidate that must be
+would let it beat the best (bounds in ``round_order`` / ``scan_round`` of ``_combine.c``). A candidate that must be
 scored is first shown hopeless, where it is, by scoring each clip's label against one rival class only (a clip is
 wrong once a rival wins; ``hopeless_m``), which settles most candidates of the early rounds at a third of the cost.
 Every candidate that could beat the best is counted exactly, so the chosen weights, subset and accuracy are bit for
