@@ -241,6 +241,15 @@ def test_lockstep_groups_cover_every_subset_once_by_size() -> None:
     assert [len(g) for g in combine._lockstep_groups(subsets, max_group=4)] == [4, 3, 3, 3, 4, 2, 3, 3, 1]
 
 
+def fast_searches(probs: np.ndarray, present: np.ndarray, y: np.ndarray,
+                  subsets: list[tuple[int, ...]]) -> list[combine._FastSearch]:
+    """One C whole-search per subset of the models (one thread each), ready for ``_run_searches``."""
+    lib = _native_library()
+    tables = [_ScoreTable(probs[list(s)], present[list(s)], y, torch.device("cpu"), "native", n_threads=1)
+              for s in subsets]
+    return [combine._FastSearch(t, lib, C, len(s)) for t, s in zip(tables, subsets, strict=True)]
+
+
 @pytest.mark.parametrize("missing", [False, True])
 def test_lockstep_searches_give_each_subset_its_own_search(missing: bool) -> None:
     # subsets of one size share the drawn stream, round by round; the rounds the bar skips for one subset are
@@ -250,19 +259,12 @@ def test_lockstep_searches_give_each_subset_its_own_search(missing: bool) -> Non
     present = ~np.isnan(probs).all(axis=2)
     kw = {**PAPER_SHORT, "n_samples": 200, "chunk_size": 64}
     sigmas = combine.sigma_schedule(kw["sigma0"], kw["decay"], kw["sigma_min"])
-    lib = _native_library()
-
-    def searches(subsets: list[tuple[int, ...]]) -> list[combine._FastSearch]:
-        tables = [_ScoreTable(probs[list(s)], present[list(s)], y, torch.device("cpu"), "native", n_threads=1)
-                  for s in subsets]
-        return [combine._FastSearch(t, lib, C, len(s)) for t, s in zip(tables, subsets, strict=True)]
-
     group = [s for s in combine.model_subsets(5) if len(s) == 3]
-    together = searches(group)
+    together = fast_searches(probs, present, y, group)
     found = combine._run_searches(together, 3, kw["n_samples"], kw["chunk_size"], sigmas)
     skipped = []
     for subset, (w, count), fast in zip(group, found, together, strict=True):
-        alone = searches([subset])
+        alone = fast_searches(probs, present, y, [subset])
         w1, count1 = combine._run_searches(alone, 3, kw["n_samples"], kw["chunk_size"], sigmas)[0]
         np.testing.assert_array_equal(w.numpy().view(np.int32), w1.numpy().view(np.int32))
         assert count == count1
@@ -305,15 +307,8 @@ def test_whole_search_in_one_c_call_equals_the_round_by_round_loop(missing: bool
     present = ~np.isnan(probs).all(axis=2)
     kw = {**PAPER_SHORT, "n_samples": 250, "chunk_size": 96}
     sigmas = combine.sigma_schedule(kw["sigma0"], kw["decay"], kw["sigma_min"])
-    lib = _native_library()
     group = [s for s in combine.model_subsets(4) if len(s) == 2]
-
-    def searches() -> list[combine._FastSearch]:
-        tables = [_ScoreTable(probs[list(s)], present[list(s)], y, torch.device("cpu"), "native", n_threads=1)
-                  for s in group]
-        return [combine._FastSearch(t, lib, C, len(s)) for t, s in zip(tables, group, strict=True)]
-
-    in_c, in_python = searches(), searches()
+    in_c, in_python = fast_searches(probs, present, y, group), fast_searches(probs, present, y, group)
     found = combine._run_searches(in_c, 9, kw["n_samples"], kw["chunk_size"], sigmas)
     reference = run_round_by_round(in_python, 9, kw["n_samples"], kw["chunk_size"], sigmas)
     again = combine._run_searches(in_c, 9, kw["n_samples"], kw["chunk_size"], sigmas)  # same objects, refreshed
