@@ -734,7 +734,9 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
         Work of the whole-search C path (``fast_subsets``: subsets it searched; ``candidates_skipped``: candidates
         shown unable to beat the best before scoring; ``candidates_scored``; ``clips_to_score``: clips those were
         to be scored on before any early stop; ``shown_hopeless_by_pairs``: scored candidates settled by the
-        label-vs-rival pair test alone). Zero where the chunk-by-chunk path ran.
+        label-vs-rival pair test alone). Zero where the chunk-by-chunk path ran. Diagnostics only: when one
+        subset's search is split over threads (``search_subsets=False``), the threads share the running best as
+        they go, so the work counts (not the weights) vary a little from run to run.
     classes_ : ndarray (n_classes,)
     n_features_in_ : int
     """
