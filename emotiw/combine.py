@@ -487,6 +487,7 @@ class _FastSearch:
 
     def __init__(self, table: _ScoreTable, lib, n_classes: int, n_sub: int) -> None:
         self.lib, self.c, self.m = lib, n_classes, n_sub
+        self.pair_test = n_classes <= 8  # the C scan's pair test needs a lane per class
         self.pool = table.score.pool
         self.n_threads = table.score.n_threads
         self.n_constant_correct = table.n_constant_correct
@@ -540,7 +541,7 @@ class _FastSearch:
         """Round r's arguments of the C scan (r = 0: the global stage; else the local round of ``sigma`` around
         the best so far), on the draws ``z`` (None: run_round draws them chunk by chunk)."""
         lib, c, m, n, n_pad = self.lib, self.c, self.m, self.n_real, self.n_pad
-        pairs = self.c <= 8  # the C scan's pair test needs a lane per class
+        pairs = self.pair_test
 
         def pair_arrays(name: str, p: np.ndarray, y: np.ndarray, centre: np.ndarray | None) -> tuple:
             pp, pi = self.pairs[name]
@@ -586,7 +587,7 @@ class _FastSearch:
     def local_args(self) -> _Local:
         """This search's buffers for the C ``run_search`` (its local rounds) and its best so far, after ``start``;
         ``run_search`` leaves the best in ``best_w`` (in place) and in the returned structure's ``best``."""
-        pairs = self.c <= 8  # the C scan's pair test needs a lane per class
+        pairs = self.pair_test
         self.centre_buf = np.empty((self.c, self.m), np.float32)
         (pt, yt), (pf, yf) = self.by_theta, self.by_focus
         (ptp, pti), (pfp, pfi) = self.pairs["theta"], self.pairs["focus"]
