@@ -61,7 +61,11 @@ class FaceFinder:
         return self._source
 
     def __call__(self, image: np.ndarray, *, bgr: bool = True) -> tuple[np.ndarray, str]:
-        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)
+        gray = (
+            image
+            if image.ndim == 2
+            else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)
+        )
         if gray.shape == (48, 48):
             return equalize_hist(gray, HISTEQ_LEVELS), "aligned"
         if self.detect:
@@ -137,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("preds.csv"), help="CSV to write (default preds.csv)")
     model_src = ap.add_mutually_exclusive_group()
     model_src.add_argument("--run", type=Path, help="a run directory whose cnn/best.ckpt to use")
-    model_src.add_argument("--weights", type=Path, help="a weights file written by lightning_modules.cnn.save_weights")
-    ap.add_argument("--no-detect", action="store_true", help="never run the face detector (centre crop instead)")
+    model_src.add_argument(
+        "--weights", type=Path, help="a weights file written by lightning_modules.cnn.save_weights"
+    )
+    ap.add_argument(
+        "--no-detect", action="store_true", help="never run the face detector (centre crop instead)"
+    )
     ap.add_argument("--every", type=int, default=5, help="video: classify every n-th frame (default 5)")
     args = ap.parse_args(argv)
 

@@ -78,66 +78,97 @@ def work(est: RandomSearchCombiner) -> str:
     total = s["candidates_skipped"] + s["candidates_scored"]
     if not total:
         return "chunk-by-chunk path"
-    return (f"{s['candidates_skipped'] / total:.0%} of candidates skipped unscored, "
-            f"{s['clips_to_score'] / max(s['candidates_scored'], 1):.0f} clips per scored candidate, "
-            f"{s['shown_hopeless_by_pairs'] / max(s['candidates_scored'], 1):.0%} of those shown hopeless by the "
-            "label-vs-rival pair test")
+    return (
+        f"{s['candidates_skipped'] / total:.0%} of candidates skipped unscored, "
+        f"{s['clips_to_score'] / max(s['candidates_scored'], 1):.0f} clips per scored candidate, "
+        f"{s['shown_hopeless_by_pairs'] / max(s['candidates_scored'], 1):.0%} of those shown hopeless by the "
+        "label-vs-rival pair test"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n-samples", type=int, default=100_000, help="candidates per round (paper: 100,000)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--n-samples", type=int, default=100_000, help="candidates per round (paper: 100,000)"
+    )
     parser.add_argument("--loop-slice", type=int, default=2000, help="candidates timed in the numpy loop")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--previous-all", action="store_true",
-                        help="also time the previous chunk-by-chunk path on all 26 subsets")
+    parser.add_argument(
+        "--previous-all",
+        action="store_true",
+        help="also time the previous chunk-by-chunk path on all 26 subsets",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    print(f"machine: {describe()}, torch {torch.__version__}; load average "
-          + "/".join(f"{x:.1f}" for x in os.getloadavg()) + " (1/5/15 min; others' jobs slow every figure)")
+    print(
+        f"machine: {describe()}, torch {torch.__version__}; load average "
+        + "/".join(f"{x:.1f}" for x in os.getloadavg())
+        + " (1/5/15 min; others' jobs slow every figure)"
+    )
     X, y = paper_sized_problem()
     est = RandomSearchCombiner(n_samples=args.n_samples)
     per_subset = est.n_evaluations_per_subset
     paper = RandomSearchCombiner().n_evaluations_per_subset
     scaled = "" if per_subset == paper else f" (SHORTENED: --n-samples {args.n_samples}; paper {paper:,})"
     subsets = model_subsets(N_MODELS)
-    print(f"problem: {N_CLIPS} clips x {N_MODELS} models x {N_CLASSES} classes; "
-          f"{per_subset:,} evaluations per subset{scaled}, {len(subsets)} subsets")
+    print(
+        f"problem: {N_CLIPS} clips x {N_MODELS} models x {N_CLASSES} classes; "
+        f"{per_subset:,} evaluations per subset{scaled}, {len(subsets)} subsets"
+    )
 
     loop = numpy_loop_seconds_per_candidate(X, y, args.loop_slice)
     loop_full = loop * per_subset
     loop_all = loop * per_subset * sum(len(s) for s in subsets) / N_MODELS  # the loop's cost scales with m
-    print(f"numpy loop: {loop * 1e6:.1f} us/candidate (slice of {args.loop_slice}) -> {loop_full:.0f} s per 5-model "
-          f"subset, {loop_all:.0f} s for all subsets (extrapolated)")
+    print(
+        f"numpy loop: {loop * 1e6:.1f} us/candidate (slice of {args.loop_slice}) -> {loop_full:.0f} s per 5-model "
+        f"subset, {loop_all:.0f} s for all subsets (extrapolated)"
+    )
 
     fast = RandomSearchCombiner(n_samples=args.n_samples, search_subsets=False)
     t_fast, cpu_fast = timed_fit(fast, X, y, fast=True)
-    print(f"5-model subset, whole-search C path: {t_fast:.2f} s (CPU {cpu_fast:.2f} s), {loop_full / t_fast:.0f}x the loop{scaled}; "
-          f"val acc {fast.best_score_:.4f}; {work(fast)}")
+    print(
+        f"5-model subset, whole-search C path: {t_fast:.2f} s (CPU {cpu_fast:.2f} s), {loop_full / t_fast:.0f}x the loop{scaled}; "
+        f"val acc {fast.best_score_:.4f}; {work(fast)}"
+    )
     previous = RandomSearchCombiner(n_samples=args.n_samples, search_subsets=False)
     t_prev, cpu_prev = timed_fit(previous, X, y, fast=False)
     same = np.array_equal(fast.weights_, previous.weights_) and fast.best_score_ == previous.best_score_
-    print(f"5-model subset, previous chunk-by-chunk path: {t_prev:.2f} s (CPU {cpu_prev:.2f} s), {loop_full / t_prev:.0f}x the loop; "
-          f"C path {t_prev / t_fast:.1f}x faster; identical weights and accuracy: {same}")
+    print(
+        f"5-model subset, previous chunk-by-chunk path: {t_prev:.2f} s (CPU {cpu_prev:.2f} s), {loop_full / t_prev:.0f}x the loop; "
+        f"C path {t_prev / t_fast:.1f}x faster; identical weights and accuracy: {same}"
+    )
 
     t_all, cpu_all = timed_fit(est, X, y, fast=True)
-    print(f"all {len(subsets)} subsets, whole-search C path: {t_all:.1f} s (CPU {cpu_all:.1f} s), {loop_all / t_all:.0f}x the loop{scaled}; "
-          f"chosen subset {est.subset_}, acc {est.best_score_:.4f}; {work(est)}")
+    print(
+        f"all {len(subsets)} subsets, whole-search C path: {t_all:.1f} s (CPU {cpu_all:.1f} s), {loop_all / t_all:.0f}x the loop{scaled}; "
+        f"chosen subset {est.subset_}, acc {est.best_score_:.4f}; {work(est)}"
+    )
     if not scaled:
-        print(f"  goal (issue #6): all subsets under 10 s wall and at least 50x the loop -> "
-              f"{'MET' if t_all < 10 and loop_all / t_all >= 50 else 'NOT MET'} at {t_all:.1f} s on "
-              f"{args.threads} threads (wall time counts others' jobs: see the load average)")
+        print(
+            f"  goal (issue #6): all subsets under 10 s wall and at least 50x the loop -> "
+            f"{'MET' if t_all < 10 and loop_all / t_all >= 50 else 'NOT MET'} at {t_all:.1f} s on "
+            f"{args.threads} threads (wall time counts others' jobs: see the load average)"
+        )
     if args.previous_all:
         prev_all = RandomSearchCombiner(n_samples=args.n_samples)
         t_prev_all, cpu_prev_all = timed_fit(prev_all, X, y, fast=False)
-        same = (np.array_equal(est.weights_, prev_all.weights_) and est.subset_ == prev_all.subset_
-                and est.subset_scores_ == prev_all.subset_scores_)
-        print(f"all {len(subsets)} subsets, previous chunk-by-chunk path: {t_prev_all:.1f} s (CPU {cpu_prev_all:.1f} s), "
-              f"{loop_all / t_prev_all:.0f}x the loop; C path {t_prev_all / t_all:.1f}x faster; identical: {same}")
+        same = (
+            np.array_equal(est.weights_, prev_all.weights_)
+            and est.subset_ == prev_all.subset_
+            and est.subset_scores_ == prev_all.subset_scores_
+        )
+        print(
+            f"all {len(subsets)} subsets, previous chunk-by-chunk path: {t_prev_all:.1f} s (CPU {cpu_prev_all:.1f} s), "
+            f"{loop_all / t_prev_all:.0f}x the loop; C path {t_prev_all / t_all:.1f}x faster; identical: {same}"
+        )
     if scaled:
-        print(f"  -> at the paper's 100,000 per round: about {t_all * paper / per_subset:.0f} s for all subsets "
-              "(EXTRAPOLATED linearly from the shortened run)")
+        print(
+            f"  -> at the paper's 100,000 per round: about {t_all * paper / per_subset:.0f} s for all subsets "
+            "(EXTRAPOLATED linearly from the shortened run)"
+        )
     print("load average at the end: " + "/".join(f"{x:.1f}" for x in os.getloadavg()))
 
 

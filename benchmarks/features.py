@@ -54,9 +54,11 @@ def bench_audio(n_clips: int, seconds: float) -> None:
         extract_is10(clips, cache_dir=cache)
         cached = time.perf_counter() - start
     assert report.counts["ok"] == n_clips
-    print(f"audio IS10: {n_clips} clips x {seconds:.1f} s in {wall:.2f} s -> {n_clips / wall:.2f} clips/s, "
-          f"{n_clips * seconds / wall:.1f} s of audio per second (1 process); cached re-read {n_clips / cached:.0f} clips/s "
-          f"({wall / cached:.0f}x)")
+    print(
+        f"audio IS10: {n_clips} clips x {seconds:.1f} s in {wall:.2f} s -> {n_clips / wall:.2f} clips/s, "
+        f"{n_clips * seconds / wall:.1f} s of audio per second (1 process); cached re-read {n_clips / cached:.0f} clips/s "
+        f"({wall / cached:.0f}x)"
+    )
 
 
 def bench_blocks(n_blocks: int, n_loop: int) -> None:
@@ -85,8 +87,10 @@ def bench_blocks(n_blocks: int, n_loop: int) -> None:
     t_loop = time.perf_counter() - start
     np.testing.assert_allclose(loop, batched[:n_loop], atol=1e-4)
     rate_b, rate_l = n_blocks / t_batched, n_loop / t_loop
-    print(f"SAE encodings: batched folded matmul {rate_b:,.0f} blocks/s ({n_blocks} blocks, "
-          f"whitened dims {whitener.n_components_}) vs per-block loop {rate_l:,.0f} blocks/s -> {rate_b / rate_l:.1f}x")
+    print(
+        f"SAE encodings: batched folded matmul {rate_b:,.0f} blocks/s ({n_blocks} blocks, "
+        f"whitened dims {whitener.n_components_}) vs per-block loop {rate_l:,.0f} blocks/s -> {rate_b / rate_l:.1f}x"
+    )
 
 
 def bench_codebook(n_blocks: int, n_words: int) -> None:
@@ -105,8 +109,10 @@ def bench_codebook(n_blocks: int, n_words: int) -> None:
             bow = BagOfWords(n_words=n_words, random_state=0).fit(feats)
             bow.histograms(clips)
             times[threads] = time.perf_counter() - start
-    print(f"codebook ({n_blocks} blocks, {n_words} words) + histograms: default threads {times[None]:.2f} s, "
-          f"one thread {times[1]:.2f} s -> {times[None] / times[1]:.1f}x")
+    print(
+        f"codebook ({n_blocks} blocks, {n_words} words) + histograms: default threads {times[None]:.2f} s, "
+        f"one thread {times[1]:.2f} s -> {times[None] / times[1]:.1f}x"
+    )
 
 
 def main() -> None:

@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
     ap.add_argument("--run", type=Path, default=None, help="use <run>/cnn/best.ckpt instead")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--no-tta", action="store_true", help="score the centre crop only, without test-time averaging")
+    ap.add_argument(
+        "--no-tta", action="store_true", help="score the centre crop only, without test-time averaging"
+    )
     args = ap.parse_args(argv)
 
     from emotiw.faces.histeq import equalize_hist
@@ -50,20 +52,32 @@ def main(argv: list[str] | None = None) -> float:
 
     # The model's own test-time averaging (hparams) decides the reported number; the others are printed beside it.
     own = (bool(model.hparams.tta_flip), bool(model.hparams.get("tta_crops", False)))
-    views = {"centre crop": (False, False), "flip": (True, False), "five crops": (False, True),
-             "flip + five crops": (True, True)}
+    views = {
+        "centre crop": (False, False),
+        "flip": (True, False),
+        "five crops": (False, True),
+        "flip + five crops": (True, True),
+    }
     # the centre crop (the timings' baseline), flip alone when the model flips, and the model's own view
     wanted = {(False, False), (own[0], False), own}
     results = {name: score(*setting) for name, setting in views.items() if setting in wanted}
     chosen = "centre crop" if args.no_tta else next(name for name, setting in views.items() if setting == own)
     preds = results[chosen][0]
     n = len(images)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"images: {n} in {test_dir}")
     base = results["centre crop"][1]
-    print("images/s: " + ", ".join(f"{n / t:.0f} ({name}, x{t / base:.1f} the time)" for name, (_, t) in results.items()))
-    print("accuracy: " + ", ".join(f"{np.mean(p == faces.labels):.4f} ({name})" for name, (p, _) in results.items()))
+    print(
+        "images/s: "
+        + ", ".join(f"{n / t:.0f} ({name}, x{t / base:.1f} the time)" for name, (_, t) in results.items())
+    )
+    print(
+        "accuracy: "
+        + ", ".join(f"{np.mean(p == faces.labels):.4f} ({name})" for name, (p, _) in results.items())
+    )
     print(f"reported: {chosen}")
     acc = float(np.mean(preds == faces.labels))
     print(f"{acc:.4f}")

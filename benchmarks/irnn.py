@@ -120,7 +120,6 @@ def time_rounds(
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-
 def machine_info(device: torch.device) -> str:
     info = (
         f"machine: {platform.machine()} {cpu_name()}; cores: {os.cpu_count()}; "

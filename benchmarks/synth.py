@@ -29,8 +29,13 @@ def _timed(out: Path, preset: str, workers: int) -> dict:
     cpu, wall = _cpu_seconds(), time.perf_counter()
     generate(out, preset=preset, seed=0, workers=workers, force=True)
     marker = json.loads((out / ".complete").read_text())
-    return {"wall": time.perf_counter() - wall, "cpu": _cpu_seconds() - cpu, "phases": marker["seconds"],
-            "frames": marker["counts"]["afew"]["frames"], "sha256": marker["sha256"]}
+    return {
+        "wall": time.perf_counter() - wall,
+        "cpu": _cpu_seconds() - cpu,
+        "phases": marker["seconds"],
+        "frames": marker["counts"]["afew"]["frames"],
+        "sha256": marker["sha256"],
+    }
 
 
 def main() -> None:
@@ -46,12 +51,16 @@ def main() -> None:
             runs[1] = _timed(Path(tmp) / "one", args.preset, 1)
         runs[args.workers] = _timed(Path(tmp) / "pool", args.preset, args.workers)
     for workers, r in runs.items():
-        print(f"{args.preset}, {workers} process(es): wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, "
-              f"clips {r['frames'] / r['phases']['afew']:.0f} frames/s, phases {r['phases']}")
+        print(
+            f"{args.preset}, {workers} process(es): wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, "
+            f"clips {r['frames'] / r['phases']['afew']:.0f} frames/s, phases {r['phases']}"
+        )
     if len(runs) == 2:
         one, pool = runs[1], runs[args.workers]
-        print(f"speed-up with {args.workers} processes: {one['wall'] / pool['wall']:.2f}x; "
-              f"same bytes: {one['sha256'] == pool['sha256']}")
+        print(
+            f"speed-up with {args.workers} processes: {one['wall'] / pool['wall']:.2f}x; "
+            f"same bytes: {one['sha256'] == pool['sha256']}"
+        )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ def build_combiner(estimator: Any) -> RandomSearchCombiner:
         import hydra
 
         return hydra.utils.instantiate(estimator, _convert_="all")
-    raise ValueError(f"estimator must be a RandomSearchCombiner or a config with _target_, got "
-                     f"{type(estimator).__name__}")
+    raise ValueError(
+        f"estimator must be a RandomSearchCombiner or a config with _target_, got {type(estimator).__name__}"
+    )
 
 
 def search_and_write(
@@ -57,14 +58,18 @@ def search_and_write(
     """The rank-zero part, testable without a Trainer: search (or freeze) the weights, write the artifacts."""
     X, y, ids, split = table["features"].astype(np.float64), table["label"], table["clip_id"], table["split"]
     if X.shape[1] != len(models) * NUM_CLASSES:
-        raise ValueError(f"{task_name}: batches carry {X.shape[1]} probability columns, expected "
-                         f"{len(models)} models x {NUM_CLASSES}")
+        raise ValueError(
+            f"{task_name}: batches carry {X.shape[1]} probability columns, expected "
+            f"{len(models)} models x {NUM_CLASSES}"
+        )
     estimator.set_params(n_models=len(models))
     frozen = frozen_choice(partition, runs_dir, task_name)
     if frozen is not None:
         if list(frozen["models"]) != list(models):
-            raise ValueError(f"{chosen_path(Path(runs_dir) / str(partition.from_run), task_name)}: weights are for "
-                             f"models {frozen['models']}, this run combines {list(models)}")
+            raise ValueError(
+                f"{chosen_path(Path(runs_dir) / str(partition.from_run), task_name)}: weights are for "
+                f"models {frozen['models']}, this run combines {list(models)}"
+            )
         estimator.weights_ = np.asarray(frozen["weights"], dtype=np.float64)
         estimator.subset_ = tuple(models.index(m) for m in frozen["subset"])
         estimator.classes_ = np.arange(NUM_CLASSES)
@@ -74,7 +79,9 @@ def search_and_write(
     else:
         rows = np.isin(split, list(search_splits)) & (y != UNLABELLED)
         if not rows.any():
-            raise ValueError(f"{task_name}: no labelled clip of the search splits {list(search_splits)} was served")
+            raise ValueError(
+                f"{task_name}: no labelled clip of the search splits {list(search_splits)} was served"
+            )
         estimator.fit(X[rows], y[rows])
         n_search = int(rows.sum())
     chosen = {
@@ -89,11 +96,15 @@ def search_and_write(
     if frozen is not None:
         chosen["frozen_from"] = partition.from_run
     if hasattr(estimator, "subset_scores_") and frozen is None:
-        chosen["subset_scores"] = {"+".join(models[i] for i in s): v for s, v in estimator.subset_scores_.items()}
+        chosen["subset_scores"] = {
+            "+".join(models[i] for i in s): v for s, v in estimator.subset_scores_.items()
+        }
     save_json(chosen_path(run_dir, task_name), chosen)
 
     metrics: dict[str, float] = {f"{task_name}/search_score": float(estimator.best_score_)}
-    metrics.update(write_split_probs(run_dir, output_model, ids, y, split, lambda rows: estimator.predict_proba(X[rows])))
+    metrics.update(
+        write_split_probs(run_dir, output_model, ids, y, split, lambda rows: estimator.predict_proba(X[rows]))
+    )
     return estimator, metrics
 
 
@@ -110,9 +121,16 @@ class RandomSearchCombine(GatherThenFitOnRankZero):
         task_name: folder of ``chosen.json`` and the key prefix of the metrics.
     """
 
-    def __init__(self, models: Sequence[str], estimator: Any, run_dir: str | Path, partition: Partition | Any,
-                 search_splits: Sequence[str] | None = None, runs_dir: str | Path | None = None,
-                 task_name: str = "combine") -> None:
+    def __init__(
+        self,
+        models: Sequence[str],
+        estimator: Any,
+        run_dir: str | Path,
+        partition: Partition | Any,
+        search_splits: Sequence[str] | None = None,
+        runs_dir: str | Path | None = None,
+        task_name: str = "combine",
+    ) -> None:
         super().__init__()
         self.models = list(models)
         if len(self.models) < 2:
@@ -133,7 +151,13 @@ class RandomSearchCombine(GatherThenFitOnRankZero):
         if trainer.fast_dev_run:  # keep the smoke test cheap: 2 local rounds of 500 candidates
             estimator.set_params(n_samples=500, decay=0.1, sigma_min=0.01)
         _, metrics = search_and_write(
-            table, models=self.models, estimator=estimator, run_dir=self.run_dir,
-            search_splits=self.search_splits, partition=self.partition, runs_dir=self.runs_dir,
-            task_name=self.task_name)
+            table,
+            models=self.models,
+            estimator=estimator,
+            run_dir=self.run_dir,
+            search_splits=self.search_splits,
+            partition=self.partition,
+            runs_dir=self.runs_dir,
+            task_name=self.task_name,
+        )
         return metrics

@@ -30,7 +30,9 @@ class ConfusionMatrixFigure(Callback):
         from emotiw.plots import confusion_matrix_figure, save_figure
 
         title = f"{split} epoch {trainer.current_epoch}"
-        path = save_figure(confusion_matrix_figure(cm, title=title), Path(self.dirpath) / f"{split}_confusion.png")
+        path = save_figure(
+            confusion_matrix_figure(cm, title=title), Path(self.dirpath) / f"{split}_confusion.png"
+        )
         for lg in trainer.loggers:
             if isinstance(lg, WandbLogger):
                 lg.log_image(key=f"{split}/confusion", images=[str(path)], step=trainer.global_step)

@@ -53,8 +53,9 @@ def gather_objects(obj: Any) -> list[Any]:
     return [obj]
 
 
-
-def share_rank_zero_result(trainer: L.Trainer, metrics: dict[str, float], error: str | None, who: str) -> dict:
+def share_rank_zero_result(
+    trainer: L.Trainer, metrics: dict[str, float], error: str | None, who: str
+) -> dict:
     """Broadcast rank zero's metrics (or its error) to every rank, barrier, and log them on each.
 
     An error on rank zero is re-raised on every rank, so no rank waits forever at a later collective.
@@ -72,6 +73,7 @@ def share_rank_zero_result(trainer: L.Trainer, metrics: dict[str, float], error:
         lg.save()
     log.info("%s: %s", who, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
+
 
 def build_estimator(estimator: Any) -> GridSearchSVM:
     """A fresh estimator from an object (cloned) or a Hydra config with ``_target_``."""
@@ -198,15 +200,27 @@ def fit_and_write(
     }
     metrics.update(
         write_split_probs(
-            run_dir, model_name, ids, y, split,
-            lambda rows: estimator.predict_proba(X[rows], clip_ids=ids[rows]), features=fusion_features,
+            run_dir,
+            model_name,
+            ids,
+            y,
+            split,
+            lambda rows: estimator.predict_proba(X[rows], clip_ids=ids[rows]),
+            features=fusion_features,
         )
     )
     return estimator, metrics
 
 
-def write_split_probs(run_dir, model_name: str, ids: np.ndarray, y: np.ndarray, split: np.ndarray,
-                      predict_proba, features: np.ndarray | None = None) -> dict[str, float]:
+def write_split_probs(
+    run_dir,
+    model_name: str,
+    ids: np.ndarray,
+    y: np.ndarray,
+    split: np.ndarray,
+    predict_proba,
+    features: np.ndarray | None = None,
+) -> dict[str, float]:
     """Write ``probs/<model_name>_<Split>.npz`` for every split present; return ``<split>/acc`` where labels exist.
 
     ``predict_proba(rows)`` gets a boolean row mask and returns the (n, 7) probabilities of those rows.

@@ -30,7 +30,9 @@ class ClipFeatureDataset(Dataset):
 
     def __init__(self, clip_ids: Sequence[str], labels: np.ndarray, split: str, features: np.ndarray):
         if not len(clip_ids) == len(labels) == len(features):
-            raise ValueError(f"{split}: {len(clip_ids)} clip ids, {len(labels)} labels, {len(features)} feature rows")
+            raise ValueError(
+                f"{split}: {len(clip_ids)} clip ids, {len(labels)} labels, {len(features)} feature rows"
+            )
         self.clip_ids = list(clip_ids)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.split = split
@@ -40,7 +42,12 @@ class ClipFeatureDataset(Dataset):
         return len(self.clip_ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"clip_id": self.clip_ids[i], "label": self.labels[i], "split": self.split, "features": self.features[i]}
+        return {
+            "clip_id": self.clip_ids[i],
+            "label": self.labels[i],
+            "split": self.split,
+            "features": self.features[i],
+        }
 
 
 class ClipFeaturesDataModule(L.LightningDataModule):
@@ -56,7 +63,9 @@ class ClipFeaturesDataModule(L.LightningDataModule):
         self.tables: dict[str, ClipFeatureDataset] | None = None
 
     def _loader(self, split: str) -> DataLoader:
-        return DataLoader(self.tables[split], batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(
+            self.tables[split], batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
+        )
 
     def predict_dataloader(self) -> list[DataLoader]:
         if self.tables is None:
@@ -106,9 +115,14 @@ class AfewAudioDataModule(ClipFeaturesDataModule):
         from emotiw.audio import extract_is10
 
         hp = self.hparams
-        extract_is10([(c.clip_id, c.video_path) for c in self._clips()], cache_dir=hp.cache_dir,
-                     sample_rate=hp.sample_rate, min_duration_s=hp.min_duration_s, silence_rms=hp.silence_rms,
-                     n_jobs=hp.n_jobs)
+        extract_is10(
+            [(c.clip_id, c.video_path) for c in self._clips()],
+            cache_dir=hp.cache_dir,
+            sample_rate=hp.sample_rate,
+            min_duration_s=hp.min_duration_s,
+            silence_rms=hp.silence_rms,
+            n_jobs=hp.n_jobs,
+        )
 
     def preprocessor_path(self, run_dir: str | Path) -> Path:
         return Path(run_dir) / self.hparams.task_name / "preprocess.skops"
@@ -125,8 +139,12 @@ class AfewAudioDataModule(ClipFeaturesDataModule):
         partition = self.partition
         clips = self._clips()
         feats, self.report = extract_is10(
-            [(c.clip_id, c.video_path) for c in clips], cache_dir=hp.cache_dir, sample_rate=hp.sample_rate,
-            min_duration_s=hp.min_duration_s, silence_rms=hp.silence_rms, n_jobs=hp.n_jobs,
+            [(c.clip_id, c.video_path) for c in clips],
+            cache_dir=hp.cache_dir,
+            sample_rate=hp.sample_rate,
+            min_duration_s=hp.min_duration_s,
+            silence_rms=hp.silence_rms,
+            n_jobs=hp.n_jobs,
         )
         scored = [c for c in clips if c.clip_id in feats]
 
@@ -138,29 +156,48 @@ class AfewAudioDataModule(ClipFeaturesDataModule):
             # in the tuned run.
             path = self.preprocessor_path(Path(hp.runs_dir) / str(partition.from_run))
             if not path.is_file():
-                raise FileNotFoundError(f"{path}: partition=retrain reuses the audio PCA of run {partition.from_run!r}; "
-                                        f"run stage=audio with experiment_name={partition.from_run} first")
+                raise FileNotFoundError(
+                    f"{path}: partition=retrain reuses the audio PCA of run {partition.from_run!r}; "
+                    f"run stage=audio with experiment_name={partition.from_run} first"
+                )
             fitted = load_fitted(path)
             self.scaler, self.whitener = fitted["scaler"], fitted["whitener"]
         else:
             fit_refs = [c for c in scored if c.split in partition.fit]
             tune_refs = [c for c in scored if c.split in partition.tune]
             if len(fit_refs) < 2:
-                raise ValueError(f"audio: only {len(fit_refs)} clips of {list(partition.fit)} have usable audio "
-                                 f"({self.report.summary()}); cannot fit the PCA")
-            self.scaler = FeatureScaler(column_filter=hp.column_filter).fit(stack(fit_refs), X_tune=stack(tune_refs))
-            self.whitener = ContrastPCAWhitener(n_components=hp.n_components, max_variance=hp.max_variance).fit(
-                self.scaler.transform(stack(fit_refs)))
+                raise ValueError(
+                    f"audio: only {len(fit_refs)} clips of {list(partition.fit)} have usable audio "
+                    f"({self.report.summary()}); cannot fit the PCA"
+                )
+            self.scaler = FeatureScaler(column_filter=hp.column_filter).fit(
+                stack(fit_refs), X_tune=stack(tune_refs)
+            )
+            self.whitener = ContrastPCAWhitener(
+                n_components=hp.n_components, max_variance=hp.max_variance
+            ).fit(self.scaler.transform(stack(fit_refs)))
         projected = self.whitener.transform(self.scaler.transform(stack(scored))).astype(np.float32)
         by_id = {c.clip_id: projected[i] for i, c in enumerate(scored)}
         dim = projected.shape[1]
         self.tables = {}
         for split in hp.splits:
-            refs = [c for c in clips if c.split == split and (c.clip_id in by_id or hp.missing_audio == "zeros")]
-            rows = np.stack([by_id.get(c.clip_id, np.zeros(dim, np.float32)) for c in refs]) if refs else np.zeros((0, dim))
-            self.tables[split] = ClipFeatureDataset([c.clip_id for c in refs], np.array([c.label for c in refs]),
-                                                    split, rows)
-        log.info("audio: %s; missing_audio=%s; %d whitened components", self.report.summary(), hp.missing_audio, dim)
+            refs = [
+                c for c in clips if c.split == split and (c.clip_id in by_id or hp.missing_audio == "zeros")
+            ]
+            rows = (
+                np.stack([by_id.get(c.clip_id, np.zeros(dim, np.float32)) for c in refs])
+                if refs
+                else np.zeros((0, dim))
+            )
+            self.tables[split] = ClipFeatureDataset(
+                [c.clip_id for c in refs], np.array([c.label for c in refs]), split, rows
+            )
+        log.info(
+            "audio: %s; missing_audio=%s; %d whitened components",
+            self.report.summary(),
+            hp.missing_audio,
+            dim,
+        )
 
     def save_preprocessor(self, run_dir: str | Path) -> Path:
         from emotiw.audio.whitening import save_fitted

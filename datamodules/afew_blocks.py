@@ -104,11 +104,15 @@ class AfewBlocksDataModule(L.LightningDataModule):
         hp = self.hparams
         partition = self.partition
         fit_paths = [c.video_path for c in list_splits(hp.afew_root, partition.fit)]
-        tune_paths = [c.video_path for c in list_splits(hp.afew_root, partition.tune)] if partition.tune else []
+        tune_paths = (
+            [c.video_path for c in list_splits(hp.afew_root, partition.tune)] if partition.tune else []
+        )
         train = sample_clip_blocks(fit_paths, hp.n_train_blocks, hp.seed, self.failures)
         if len(train) < 2:
-            raise ValueError(f"activity: no blocks could be sampled from the {len(fit_paths)} clips of {list(partition.fit)}"
-                             f" ({len(self.failures)} undecodable)")
+            raise ValueError(
+                f"activity: no blocks could be sampled from the {len(fit_paths)} clips of {list(partition.fit)}"
+                f" ({len(self.failures)} undecodable)"
+            )
         if tune_paths:
             val = sample_clip_blocks(tune_paths, hp.n_val_blocks, hp.seed + 1, self.failures)
         else:  # no tune split: hold out a tenth of the fitting blocks for the reconstruction loss
@@ -118,16 +122,31 @@ class AfewBlocksDataModule(L.LightningDataModule):
             val, train = train[order[:n_val]], train[order[n_val:]]
         rng = np.random.RandomState(hp.seed + 2)
         fit_rows = rng.choice(len(train), size=min(len(train), hp.whitener_fit_blocks), replace=False)
-        self.whitener = block_whitener(max_variance=hp.max_variance, max_components=hp.max_components,
-                                       contrast_offset=hp.contrast_offset).fit(train[fit_rows].astype(np.float64))
+        self.whitener = block_whitener(
+            max_variance=hp.max_variance, max_components=hp.max_components, contrast_offset=hp.contrast_offset
+        ).fit(train[fit_rows].astype(np.float64))
         self.train_set, self.val_set = BlockDataset(self._whiten(train)), BlockDataset(self._whiten(val))
-        log.info("activity blocks: %d train, %d val, whitened to %d dims; %d clips undecodable",
-                 len(self.train_set), len(self.val_set), self.n_visible, len(self.failures))
+        log.info(
+            "activity blocks: %d train, %d val, whitened to %d dims; %d clips undecodable",
+            len(self.train_set),
+            len(self.val_set),
+            self.n_visible,
+            len(self.failures),
+        )
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True,
-                          num_workers=self.hparams.num_workers, drop_last=len(self.train_set) > self.hparams.batch_size)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.hparams.batch_size,
+            shuffle=True,
+            num_workers=self.hparams.num_workers,
+            drop_last=len(self.train_set) > self.hparams.batch_size,
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=max(self.hparams.batch_size, 1000), shuffle=False,
-                          num_workers=self.hparams.num_workers)
+        return DataLoader(
+            self.val_set,
+            batch_size=max(self.hparams.batch_size, 1000),
+            shuffle=False,
+            num_workers=self.hparams.num_workers,
+        )

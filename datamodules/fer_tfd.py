@@ -103,11 +103,15 @@ class FerTfdDataModule(L.LightningDataModule):
         missing = []
         fer = self._fer_path()
         if not fer.exists():
-            missing.append(f"data.root: {fer} ({'fer2013.csv' if hp.fer_format == 'csv' else '<root>/{train,test}/<emotion>/'} expected)")
+            missing.append(
+                f"data.root: {fer} ({'fer2013.csv' if hp.fer_format == 'csv' else '<root>/{train,test}/<emotion>/'} expected)"
+            )
         if hp.tfd_mat and not Path(hp.tfd_mat).is_file():
             missing.append(f"data.tfd_mat: {hp.tfd_mat}")
         if hp.val_source == "afew" and not (hp.afew_root and Path(hp.afew_root).is_dir()):
-            missing.append(f"data.afew_root: {hp.afew_root} (needed by val_source=afew; use val_source=fer_holdout without AFEW)")
+            missing.append(
+                f"data.afew_root: {hp.afew_root} (needed by val_source=afew; use val_source=fer_holdout without AFEW)"
+            )
         if missing:
             raise FileNotFoundError("missing input(s): " + "; ".join(missing))
 
@@ -119,7 +123,9 @@ class FerTfdDataModule(L.LightningDataModule):
         hp = self.hparams
         files = [self._fer_path()]
         if hp.fer_format == "images":
-            files = sorted(p for split in ("train", "test") for p in (files[0] / split).rglob("*") if p.is_file())
+            files = sorted(
+                p for split in ("train", "test") for p in (files[0] / split).rglob("*") if p.is_file()
+            )
         if hp.tfd_mat:
             files.append(Path(hp.tfd_mat))
         return files
@@ -160,9 +166,13 @@ class FerTfdDataModule(L.LightningDataModule):
         try:
             from emotiw.faces import load_afew_faces
         except ImportError as err:
-            raise ImportError(f"val_source=afew needs emotiw.faces.load_afew_faces ({err}); use val_source=fer_holdout") from err
+            raise ImportError(
+                f"val_source=afew needs emotiw.faces.load_afew_faces ({err}); use val_source=fer_holdout"
+            ) from err
         hp = self.hparams
-        clips, report = load_afew_faces(hp.afew_root, splits=tuple(hp.afew_splits), cache_dir=hp.cache_dir or "cache")
+        clips, report = load_afew_faces(
+            hp.afew_root, splits=tuple(hp.afew_splits), cache_dir=hp.cache_dir or "cache"
+        )
         log.info("AFEW early-stopping frames: %s", report.summary())
         sets = [
             FaceSet(
@@ -183,15 +193,24 @@ class FerTfdDataModule(L.LightningDataModule):
         from emotiw.faces.histeq import equalize_hist
 
         levels = int(self.hparams.histeq_levels)
-        images = np.stack([equalize_hist(img, levels) for img in faces.images]) if len(faces) else faces.images
+        images = (
+            np.stack([equalize_hist(img, levels) for img in faces.images]) if len(faces) else faces.images
+        )
         return FaceSet(images, faces.labels, faces.keys)
 
     def _load_cached(self) -> dict[str, FaceSet]:
         """Read + equalise every split, through an ``.npz`` cache keyed by ``data_hash`` when ``cache_dir`` is set."""
-        cache = Path(self.hparams.cache_dir) / "fer_tfd" / f"{self.data_hash()}.npz" if self.hparams.cache_dir else None
+        cache = (
+            Path(self.hparams.cache_dir) / "fer_tfd" / f"{self.data_hash()}.npz"
+            if self.hparams.cache_dir
+            else None
+        )
         if cache is not None and cache.is_file():
             with np.load(cache, allow_pickle=False) as z:
-                return {s: FaceSet(z[f"{s}_images"], z[f"{s}_labels"], z[f"{s}_keys"]) for s in ("train", "val", "test")}
+                return {
+                    s: FaceSet(z[f"{s}_images"], z[f"{s}_labels"], z[f"{s}_keys"])
+                    for s in ("train", "val", "test")
+                }
         # AFEW frames come out of emotiw.faces already equalised (before registration, as the authors did).
         data = {
             split: faces if (split == "val" and self.hparams.val_source == "afew") else self._equalise(faces)

@@ -39,8 +39,13 @@ class FusedSplit:
     present: np.ndarray
 
 
-def load_fused_split(run_dir: str | Path, models: Sequence[str], split: str, in_dims: Sequence[int] | None = None,
-                     missing: str = "zeros") -> FusedSplit:
+def load_fused_split(
+    run_dir: str | Path,
+    models: Sequence[str],
+    split: str,
+    in_dims: Sequence[int] | None = None,
+    missing: str = "zeros",
+) -> FusedSplit:
     """Align the models' per-clip features of one split by clip id (union), per the ``missing`` rule."""
     if missing not in MISSING_MODES:
         raise ValueError(f"missing={missing!r} must be one of {', '.join(MISSING_MODES)}")
@@ -48,11 +53,15 @@ def load_fused_split(run_dir: str | Path, models: Sequence[str], split: str, in_
     for i, model in enumerate(models):
         cp = load_probs(run_dir, model, split)
         if cp.features is None:
-            raise ValueError(f"{probs_path(run_dir, model, split)}: has no `features` array; the fusion MLP needs "
-                             f"model {model!r}'s clip-level features")
+            raise ValueError(
+                f"{probs_path(run_dir, model, split)}: has no `features` array; the fusion MLP needs "
+                f"model {model!r}'s clip-level features"
+            )
         if in_dims is not None and cp.features.shape[1] != in_dims[i]:
-            raise ValueError(f"{probs_path(run_dir, model, split)}: features have {cp.features.shape[1]} columns, "
-                             f"but model.in_dims[{i}]={in_dims[i]}")
+            raise ValueError(
+                f"{probs_path(run_dir, model, split)}: features have {cp.features.shape[1]} columns, "
+                f"but model.in_dims[{i}]={in_dims[i]}"
+            )
         if not np.all(np.isfinite(cp.features)):
             raise ValueError(f"{probs_path(run_dir, model, split)}: features contain NaN or inf")
         per_model.append(cp)
@@ -68,8 +77,10 @@ def load_fused_split(run_dir: str | Path, models: Sequence[str], split: str, in_
         known = labels[rows] != -2
         if np.any(labels[rows][known] != cp.labels[known]):
             bad = cp.clip_ids[np.flatnonzero(labels[rows][known] != cp.labels[known])[0]]
-            raise ValueError(f"{probs_path(run_dir, models[m], split)}: clip {bad} has a label that disagrees with "
-                             f"model {models[0]!r}")
+            raise ValueError(
+                f"{probs_path(run_dir, models[m], split)}: clip {bad} has a label that disagrees with "
+                f"model {models[0]!r}"
+            )
         labels[rows] = cp.labels
         present[rows, m] = True
         blocks.append(block)
@@ -90,10 +101,12 @@ class _ClipDataset(Dataset):
     def __init__(self, parts: Sequence[FusedSplit], index: np.ndarray | None = None) -> None:
         self.clip_ids = np.concatenate([p.clip_ids for p in parts]) if parts else np.array([], dtype=str)
         self.splits = np.concatenate([[p.split] * len(p.clip_ids) for p in parts]) if parts else np.array([])
-        self.features = torch.as_tensor(np.concatenate([p.features for p in parts]) if parts else np.zeros((0, 0)),
-                                        dtype=torch.float32)
-        self.labels = torch.as_tensor(np.concatenate([p.labels for p in parts]) if parts else np.zeros(0),
-                                      dtype=torch.int64)
+        self.features = torch.as_tensor(
+            np.concatenate([p.features for p in parts]) if parts else np.zeros((0, 0)), dtype=torch.float32
+        )
+        self.labels = torch.as_tensor(
+            np.concatenate([p.labels for p in parts]) if parts else np.zeros(0), dtype=torch.int64
+        )
         self.index = np.arange(len(self.clip_ids)) if index is None else index
 
     def __len__(self) -> int:
@@ -101,8 +114,12 @@ class _ClipDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         i = int(self.index[i])
-        return {"clip_id": str(self.clip_ids[i]), "split": str(self.splits[i]), "features": self.features[i],
-                "label": self.labels[i]}
+        return {
+            "clip_id": str(self.clip_ids[i]),
+            "split": str(self.splits[i]),
+            "features": self.features[i],
+            "label": self.labels[i],
+        }
 
 
 class FusionFeaturesDataModule(L.LightningDataModule):
@@ -134,20 +151,28 @@ class FusionFeaturesDataModule(L.LightningDataModule):
             return
         world = self.trainer.world_size if self.trainer is not None else 1
         if self.hparams.batch_size % world:
-            raise RuntimeError(f"batch_size={self.hparams.batch_size} is not divisible by the number of devices "
-                               f"({world})")
+            raise RuntimeError(
+                f"batch_size={self.hparams.batch_size} is not divisible by the number of devices ({world})"
+            )
         self.batch_size_per_device = self.hparams.batch_size // world
         for split in SPLITS:
-            self.data[split] = load_fused_split(self.hparams.run_dir, self.hparams.models, split,
-                                                self.hparams.in_dims, self.hparams.missing)
+            self.data[split] = load_fused_split(
+                self.hparams.run_dir, self.hparams.models, split, self.hparams.in_dims, self.hparams.missing
+            )
 
     def _loader(self, splits: Sequence[str], shuffle: bool, pad: bool = False) -> DataLoader:
         parts = [self.data[s] for s in splits]
         index = None
         if pad:  # a multiple of the global batch: under DDP each rank then gets whole per-device batches too
-            index = padded_index(sum(len(p.clip_ids) for p in parts), self.hparams.batch_size, self.hparams.seed)
-        return DataLoader(_ClipDataset(parts, index), batch_size=self.batch_size_per_device,
-                          shuffle=shuffle, num_workers=self.hparams.num_workers)
+            index = padded_index(
+                sum(len(p.clip_ids) for p in parts), self.hparams.batch_size, self.hparams.seed
+            )
+        return DataLoader(
+            _ClipDataset(parts, index),
+            batch_size=self.batch_size_per_device,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.hparams.fit_splits, shuffle=True, pad=self.hparams.pad_to_batch)

@@ -126,7 +126,9 @@ def save_probs(run_dir: str | os.PathLike, model: str, split: str, probs: ClipPr
 def load_probs(run_dir: str | os.PathLike, model: str, split: str) -> ClipProbs:
     path = probs_path(run_dir, model, split)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no probabilities for model {model!r} on split {split!r}; run stage={model} first")
+        raise FileNotFoundError(
+            f"{path}: no probabilities for model {model!r} on split {split!r}; run stage={model} first"
+        )
     with np.load(path, allow_pickle=False) as z:
         feats = z["features"] if "features" in z.files else None
         return ClipProbs(z["clip_ids"], z["labels"], z["probs"], feats)

@@ -93,8 +93,9 @@ def normalise_columns(w: torch.Tensor, fallback: torch.Tensor | None = None) -> 
     return out
 
 
-def _fused_correct(wt: torch.Tensor, pt: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None
-                   ) -> torch.Tensor:
+def _fused_correct(
+    wt: torch.Tensor, pt: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Correctly classified clips (K,) of K candidates ``wt`` (C, K, m) on probabilities ``pt`` (C, m, N).
 
     Written class by class so that ``torch.compile`` fuses the weighted sum, the running argmax (strict ``>``: the
@@ -122,8 +123,9 @@ def _fused_correct(wt: torch.Tensor, pt: torch.Tensor, y: torch.Tensor, mask: to
     return (idx == y).sum(1)
 
 
-def _bmm_correct(wt: torch.Tensor, pt: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None
-                 ) -> torch.Tensor:
+def _bmm_correct(
+    wt: torch.Tensor, pt: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Same as ``_fused_correct`` as one batched matmul + argmax (first maximum) + compare: the GPU path."""
     s = torch.bmm(wt, pt)  # (C, K, N)
     if mask is not None:
@@ -151,20 +153,64 @@ class _Scan(ctypes.Structure):
     """Arguments of the C ``scan_round`` (``scan_t``)."""
 
     _p, _i, _f, _d = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_double
-    _fields_ = [("z", _p), ("K", _i), ("chunk", _i), ("C", _i), ("M", _i), ("centre", _p), ("sigma", _f),
-                ("t_min", _d), ("p", _p), ("y", _p), ("n_pad", _i), ("n_real", _i), ("pf", _p), ("yf", _p), ("theta", _p),
-                ("safe_suffix", _p), ("phi", _p), ("n_phi", _i), ("right_total", _i), ("pm", _p), ("ym", _p), ("mask", _p), ("n_masked", _i), ("bests", _p),
-                ("n_threads", _i), ("stats", _p), ("z_chunk0", _i), ("pair_p", _p), ("pair_pf", _p),
-                ("pair_i", _p), ("pair_if", _p), ("zmax", _p)]
+    _fields_ = [
+        ("z", _p),
+        ("K", _i),
+        ("chunk", _i),
+        ("C", _i),
+        ("M", _i),
+        ("centre", _p),
+        ("sigma", _f),
+        ("t_min", _d),
+        ("p", _p),
+        ("y", _p),
+        ("n_pad", _i),
+        ("n_real", _i),
+        ("pf", _p),
+        ("yf", _p),
+        ("theta", _p),
+        ("safe_suffix", _p),
+        ("phi", _p),
+        ("n_phi", _i),
+        ("right_total", _i),
+        ("pm", _p),
+        ("ym", _p),
+        ("mask", _p),
+        ("n_masked", _i),
+        ("bests", _p),
+        ("n_threads", _i),
+        ("stats", _p),
+        ("z_chunk0", _i),
+        ("pair_p", _p),
+        ("pair_pf", _p),
+        ("pair_i", _p),
+        ("pair_if", _p),
+        ("zmax", _p),
+    ]
 
 
 class _Local(ctypes.Structure):
     """A search's buffers for its local rounds and its best so far (the C ``local_t`` of ``run_search``)."""
 
     _p = ctypes.c_void_p
-    _fields_ = [("p", _p), ("y", _p), ("theta", _p), ("phi", _p), ("safe", _p), ("p_theta", _p), ("y_theta", _p),
-                ("p_focus", _p), ("y_focus", _p), ("pair_theta_p", _p), ("pair_theta_i", _p), ("pair_focus_p", _p),
-                ("pair_focus_i", _p), ("centre", _p), ("best_w", _p), ("best", ctypes.c_int64)]
+    _fields_ = [
+        ("p", _p),
+        ("y", _p),
+        ("theta", _p),
+        ("phi", _p),
+        ("safe", _p),
+        ("p_theta", _p),
+        ("y_theta", _p),
+        ("p_focus", _p),
+        ("y_focus", _p),
+        ("pair_theta_p", _p),
+        ("pair_theta_i", _p),
+        ("pair_focus_p", _p),
+        ("pair_focus_i", _p),
+        ("centre", _p),
+        ("best_w", _p),
+        ("best", ctypes.c_int64),
+    ]
 
 
 def _build(compiler: str, c_file: Path, out: Path) -> None:
@@ -185,8 +231,9 @@ def _native_library():
         return _NATIVE["lib"]
     lib = None
     try:
-        key = hashlib.sha256("\0".join([_NATIVE_SOURCE, platform.machine(), platform.node(),
-                                        sys.platform]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            "\0".join([_NATIVE_SOURCE, platform.machine(), platform.node(), sys.platform]).encode()
+        ).hexdigest()[:16]
         cache = Path(tempfile.gettempdir()) / f"emotiw-combine-{os.getuid() if hasattr(os, 'getuid') else 0}"
         so = cache / f"scorer-{key}.so"
         if not so.exists():
@@ -212,20 +259,56 @@ def _native_library():
         lib.mt_skip.restype = None
         lib.scan_round.argtypes = [ptr, i64, i64, i64, ctypes.c_int32, ptr, ptr, ptr]
         lib.scan_round.restype = None
-        lib.round_order.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
+        lib.round_order.argtypes = [
+            ptr,
+            ptr,
+            i64,
+            i64,
+            i64,
+            i64,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+        ]
         lib.round_order.restype = ctypes.c_int
         lib.pair_arrays.argtypes = [ptr, ptr, i64, i64, i64, ptr, ptr, ptr]
         lib.pair_arrays.restype = None
-        lib.pilot_order.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr, ctypes.c_float, i64, ctypes.c_uint64, ptr, ptr,
-                                    ptr, ptr]
+        lib.pilot_order.argtypes = [
+            ptr,
+            ptr,
+            i64,
+            i64,
+            i64,
+            i64,
+            ptr,
+            ctypes.c_float,
+            i64,
+            ctypes.c_uint64,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+        ]
         lib.pilot_order.restype = ctypes.c_int
         lib.run_round.argtypes = [ptr, i64, ptr, ctypes.c_int, ptr, ptr, ptr, ptr]
         lib.run_round.restype = ctypes.c_int
         lib.run_search.argtypes = [ptr, ptr, i64, ptr, ptr, i64, ptr, ptr, ptr, ptr]
         lib.run_search.restype = ctypes.c_int
     except (OSError, subprocess.SubprocessError) as err:
-        warnings.warn(f"could not build the combiner's C scorer ({type(err).__name__}: {err}); falling back to "
-                      "backend='compiled'", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"could not build the combiner's C scorer ({type(err).__name__}: {err}); falling back to "
+            "backend='compiled'",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         lib = None
     _NATIVE["lib"] = lib
     return lib
@@ -246,8 +329,12 @@ def _native_generator_matches_torch(lib) -> bool:
                 ref = getattr(torch, kind)(n, generator=tg).numpy()
                 ok = ok and np.array_equal(out.view(np.int32), ref.view(np.int32))
         if not ok:
-            warnings.warn("the combiner's C generator does not reproduce torch's random stream on this machine; "
-                          "drawing with torch instead (same results, slower)", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                "the combiner's C generator does not reproduce torch's random stream on this machine; "
+                "drawing with torch instead (same results, slower)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         _NATIVE["rng_ok"] = ok
     return bool(_NATIVE["rng_ok"])
 
@@ -260,12 +347,18 @@ class _NativeScorer:
         self.n_threads = max(1, int(n_threads))
         self.pool = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
 
-    def __call__(self, wt: torch.Tensor, pt: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None
-                 ) -> torch.Tensor:
+    def __call__(
+        self, wt: torch.Tensor, pt: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.submit(wt, [(pt, y, mask)])()[0]
 
-    def submit(self, wt: torch.Tensor, parts: list, prepare: tuple[torch.Tensor | None, float] | None = None,
-               limits: list[tuple[int, int]] | None = None):
+    def submit(
+        self,
+        wt: torch.Tensor,
+        parts: list,
+        prepare: tuple[torch.Tensor | None, float] | None = None,
+        limits: list[tuple[int, int]] | None = None,
+    ):
         """Start scoring ``wt`` (C, K, m) on every part (pt, y, mask) on the worker threads, each thread taking a
         range of candidates; with ``prepare`` = (centre (C, m) or None, sigma) the raw draws are first turned into
         candidates in place (the C ``prepare``: the steps of ``normalise_columns``). ``limits`` gives per part
@@ -276,14 +369,36 @@ class _NativeScorer:
         outs = [torch.empty(k, dtype=torch.int32) for _ in parts]
         centre = None if prepare is None or prepare[0] is None else prepare[0].contiguous()
         no_limit = [(pt.shape[2], np.iinfo(np.int64).max) for pt, _, _ in parts]
-        calls = [((wt.data_ptr(), k, c, m, pt.data_ptr(), y.data_ptr(), pt.shape[2],
-                   None if mask is None else mask.data_ptr(), out.data_ptr()), lim)
-                 for (pt, y, mask), out, lim in zip(parts, outs, limits or no_limit, strict=True)]
+        calls = [
+            (
+                (
+                    wt.data_ptr(),
+                    k,
+                    c,
+                    m,
+                    pt.data_ptr(),
+                    y.data_ptr(),
+                    pt.shape[2],
+                    None if mask is None else mask.data_ptr(),
+                    out.data_ptr(),
+                ),
+                lim,
+            )
+            for (pt, y, mask), out, lim in zip(parts, outs, limits or no_limit, strict=True)
+        ]
 
         def work(k0: int, k1: int) -> None:
             if prepare is not None:
-                self.lib.prepare(wt.data_ptr(), k, c, m, None if centre is None else centre.data_ptr(),
-                                 float(prepare[1]), k0, k1)
+                self.lib.prepare(
+                    wt.data_ptr(),
+                    k,
+                    c,
+                    m,
+                    None if centre is None else centre.data_ptr(),
+                    float(prepare[1]),
+                    k0,
+                    k1,
+                )
             for args, (n_real, limit) in calls:
                 self.lib.correct_counts(*args, k0, k1, n_real, limit)
 
@@ -347,7 +462,9 @@ def _scorer(backend: str):
         return _bmm_correct
     if backend == "fused":
         return _fused_correct
-    if "compiled" not in _COMPILED:  # one compile per process; dynamic shapes cover every subset size and chunk
+    if (
+        "compiled" not in _COMPILED
+    ):  # one compile per process; dynamic shapes cover every subset size and chunk
         _COMPILED["compiled"] = torch.compile(_fused_correct, dynamic=True)
     return _COMPILED["compiled"]
 
@@ -359,11 +476,21 @@ class _ScoreTable:
     With ``prune`` the clips whose correctness is the same for every weighting (``_constant_clips``) are counted
     once in ``n_constant_correct`` and left out of the table; counts are unchanged."""
 
-    def __init__(self, probs: np.ndarray, present: np.ndarray, y: np.ndarray, device: torch.device,
-                 backend: str, prune: bool = True, n_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        probs: np.ndarray,
+        present: np.ndarray,
+        y: np.ndarray,
+        device: torch.device,
+        backend: str,
+        prune: bool = True,
+        n_threads: int | None = None,
+    ) -> None:
         # probs (m, N, C), present (m, N) bool, y (N,)
         probs = np.where(present[:, :, None], probs, 0.0).astype(np.float32)
-        probs += np.float32(0.0)  # -0.0 -> +0.0 (same comparisons; the C pair test orders scores by their bits)
+        probs += np.float32(
+            0.0
+        )  # -0.0 -> +0.0 (same comparisons; the C pair test orders scores by their bits)
         y = np.asarray(y)
         keep = np.ones(len(y), dtype=bool)
         self.n_constant_correct = 0
@@ -433,8 +560,12 @@ class _ScoreTable:
         """Whether ``submit`` takes raw draws and a ``prepare`` argument (the C scorer does it on its threads)."""
         return isinstance(self.score, _NativeScorer)
 
-    def submit(self, wt: torch.Tensor, prepare: tuple[torch.Tensor | None, float] | None = None,
-               bar: int | None = None):
+    def submit(
+        self,
+        wt: torch.Tensor,
+        prepare: tuple[torch.Tensor | None, float] | None = None,
+        bar: int | None = None,
+    ):
         """Start scoring ``wt``; returns a function that gives the counts. With the C scorer the work runs on
         threads, so the caller can draw the next candidates meanwhile (and ``prepare`` turns raw draws into
         candidates there, in place); otherwise it is done before returning. With ``bar`` the C scorer may stop
@@ -457,16 +588,21 @@ class _ScoreTable:
 
             return result
         if prepare is not None:
-            raise ValueError(f"backend {self.backend!r} scores finished candidates; prepare them with "
-                             "normalise_columns")
+            raise ValueError(
+                f"backend {self.backend!r} scores finished candidates; prepare them with normalise_columns"
+            )
         for pt, y, mask in self.parts:
             try:
                 n = self.score(wt, pt, y, mask)
             except Exception as err:  # e.g. no C++ compiler for torch.compile: same numbers, slower
                 if self.backend != "compiled":
                     raise
-                warnings.warn(f"torch.compile of the combiner's scorer failed ({type(err).__name__}: {err}); "
-                              "falling back to backend='fused'", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"torch.compile of the combiner's scorer failed ({type(err).__name__}: {err}); "
+                    "falling back to backend='fused'",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 self.score, self.backend = _fused_correct, "fused"
                 n = self.score(wt, pt, y, mask)
             total += n
@@ -500,9 +636,11 @@ class _FastSearch:
         masked = [part for part in table.parts if part[2] is not None]
         if masked:
             pm, ym, mask = masked[0]
-            self.pm, self.ym, self.mask = (np.ascontiguousarray(pm.numpy(), np.float32),
-                                           np.ascontiguousarray(ym.numpy(), np.int64),
-                                           np.ascontiguousarray(mask.numpy(), np.float32))
+            self.pm, self.ym, self.mask = (
+                np.ascontiguousarray(pm.numpy(), np.float32),
+                np.ascontiguousarray(ym.numpy(), np.int64),
+                np.ascontiguousarray(mask.numpy(), np.float32),
+            )
         else:
             self.pm = self.ym = self.mask = None
         self.p = np.ascontiguousarray(self.p, np.float32)
@@ -515,8 +653,10 @@ class _FastSearch:
         self.by_focus = (np.zeros((cm, n_pad), np.float32), np.zeros(n_pad, np.int32))
         self.n_phi, self.right_total, self.t_min = ctypes.c_int64(), ctypes.c_int64(), ctypes.c_double()
         # the same clips as (label, strongest other class) pairs, per order (pair_arrays)
-        self.pairs = {name: (np.zeros((2 * n_sub, n_pad), np.float32), np.zeros((3, n_pad), np.int32))
-                      for name in ("natural", "theta", "focus")}
+        self.pairs = {
+            name: (np.zeros((2 * n_sub, n_pad), np.float32), np.zeros((3, n_pad), np.int32))
+            for name in ("natural", "theta", "focus")
+        }
         self.by_pilot = (np.zeros((cm, n_pad), np.float32), np.zeros(n_pad, np.int32))  # the global round's
         # per thread: candidates skipped unscored, scored, clips to score, shown hopeless by pairs
         self.stats = np.zeros((self.n_threads, 4), np.int64)
@@ -527,12 +667,18 @@ class _FastSearch:
         c, m, n, n_pad = self.c, self.m, self.n_real, self.n_pad
         self.n_samples, self.chunk = n_samples, chunk
         # the global stage scores every clip in their given order
-        self.natural = (np.ascontiguousarray(np.concatenate([self.p.reshape(c * m, n),
-                                                             np.zeros((c * m, n_pad - n), np.float32)], axis=1)),
-                        np.concatenate([self.y, np.full(n_pad - n, -1, np.int64)]).astype(np.int32))
+        self.natural = (
+            np.ascontiguousarray(
+                np.concatenate([self.p.reshape(c * m, n), np.zeros((c * m, n_pad - n), np.float32)], axis=1)
+            ),
+            np.concatenate([self.y, np.full(n_pad - n, -1, np.int64)]).astype(np.int32),
+        )
         self.no_safe = np.zeros(n_pad + 1, np.int32)
-        self.masked = ((None, None, None, 0) if self.pm is None else
-                       (self.pm.ctypes.data, self.ym.ctypes.data, self.mask.ctypes.data, self.pm.shape[2]))
+        self.masked = (
+            (None, None, None, 0)
+            if self.pm is None
+            else (self.pm.ctypes.data, self.ym.ctypes.data, self.mask.ctypes.data, self.pm.shape[2])
+        )
         self.bests = np.empty(self.n_threads, np.int32)
         self.best_w = np.full((c, m), 1.0 / m, np.float32)
         self.best = -1 - self.n_constant_correct  # the counts here are of the clips left after pruning
@@ -545,8 +691,16 @@ class _FastSearch:
 
         def pair_arrays(name: str, p: np.ndarray, y: np.ndarray, centre: np.ndarray | None) -> tuple:
             pp, pi = self.pairs[name]
-            lib.pair_arrays(p.ctypes.data, y.ctypes.data, n_pad, c, m, None if centre is None else centre.ctypes.data,
-                            pp.ctypes.data, pi.ctypes.data)
+            lib.pair_arrays(
+                p.ctypes.data,
+                y.ctypes.data,
+                n_pad,
+                c,
+                m,
+                None if centre is None else centre.ctypes.data,
+                pp.ctypes.data,
+                pi.ctypes.data,
+            )
             return pp.ctypes.data, pi.ctypes.data
 
         if r == 0:
@@ -556,9 +710,22 @@ class _FastSearch:
             if pairs:  # the all-clips order and its pairs from a pilot of the round (C pilot_order)
                 pf, yf = self.by_pilot
                 pp, pi = self.pairs["focus"]
-                if lib.pilot_order(self.p.ctypes.data, self.y.ctypes.data, n, n_pad, c, m, None, 1.0,
-                                   self.pilot_samples, r + 1, pf.ctypes.data, yf.ctypes.data, pp.ctypes.data,
-                                   pi.ctypes.data):
+                if lib.pilot_order(
+                    self.p.ctypes.data,
+                    self.y.ctypes.data,
+                    n,
+                    n_pad,
+                    c,
+                    m,
+                    None,
+                    1.0,
+                    self.pilot_samples,
+                    r + 1,
+                    pf.ctypes.data,
+                    yf.ctypes.data,
+                    pp.ctypes.data,
+                    pi.ctypes.data,
+                ):
                     raise MemoryError("the combiner's C pilot_order could not allocate its work space")
                 pair_f = pp.ctypes.data, pi.ctypes.data
             else:
@@ -566,23 +733,60 @@ class _FastSearch:
         else:
             centre, sigma = np.ascontiguousarray(self.best_w), float(sigma)
             theta, safe, phi, (p, y), (pf, yf) = self.theta, self.safe, self.phi, self.by_theta, self.by_focus
-            if lib.round_order(self.p.ctypes.data, self.y.ctypes.data, n, n_pad, c, m, centre.ctypes.data,
-                               theta.ctypes.data, safe.ctypes.data, phi.ctypes.data, ctypes.byref(self.n_phi),
-                               ctypes.byref(self.right_total), ctypes.byref(self.t_min), p.ctypes.data,
-                               y.ctypes.data, pf.ctypes.data, yf.ctypes.data):
+            if lib.round_order(
+                self.p.ctypes.data,
+                self.y.ctypes.data,
+                n,
+                n_pad,
+                c,
+                m,
+                centre.ctypes.data,
+                theta.ctypes.data,
+                safe.ctypes.data,
+                phi.ctypes.data,
+                ctypes.byref(self.n_phi),
+                ctypes.byref(self.right_total),
+                ctypes.byref(self.t_min),
+                p.ctypes.data,
+                y.ctypes.data,
+                pf.ctypes.data,
+                yf.ctypes.data,
+            ):
                 raise MemoryError("the combiner's C round_order could not allocate its work space")
             pair = pair_arrays("theta", p, y, centre) if pairs else (None, None)
             pair_f = pair_arrays("focus", pf, yf, centre) if pairs else (None, None)
         self.centre = centre  # the scan points into it
         self.bests[:] = self.best
-        return _Scan(None if z is None else z.ctypes.data, self.n_samples, self.chunk, c, m,
-                     None if centre is None else centre.ctypes.data, sigma,
-                     1.0 if centre is None else self.t_min.value, p.ctypes.data, y.ctypes.data, n_pad, n,
-                     pf.ctypes.data, yf.ctypes.data, None if theta is None else theta.ctypes.data,
-                     safe.ctypes.data, None if phi is None else phi.ctypes.data,
-                     0 if phi is None else self.n_phi.value, 0 if phi is None else self.right_total.value,
-                     *self.masked, self.bests.ctypes.data, self.n_threads, self.stats.ctypes.data, 0,
-                     pair[0], pair_f[0], pair[1], pair_f[1])
+        return _Scan(
+            None if z is None else z.ctypes.data,
+            self.n_samples,
+            self.chunk,
+            c,
+            m,
+            None if centre is None else centre.ctypes.data,
+            sigma,
+            1.0 if centre is None else self.t_min.value,
+            p.ctypes.data,
+            y.ctypes.data,
+            n_pad,
+            n,
+            pf.ctypes.data,
+            yf.ctypes.data,
+            None if theta is None else theta.ctypes.data,
+            safe.ctypes.data,
+            None if phi is None else phi.ctypes.data,
+            0 if phi is None else self.n_phi.value,
+            0 if phi is None else self.right_total.value,
+            *self.masked,
+            self.bests.ctypes.data,
+            self.n_threads,
+            self.stats.ctypes.data,
+            0,
+            pair[0],
+            pair_f[0],
+            pair[1],
+            pair_f[1],
+        )
 
     def local_args(self) -> _Local:
         """This search's buffers for the C ``run_search`` (its local rounds) and its best so far, after ``start``;
@@ -591,11 +795,24 @@ class _FastSearch:
         self.centre_buf = np.empty((self.c, self.m), np.float32)
         (pt, yt), (pf, yf) = self.by_theta, self.by_focus
         (ptp, pti), (pfp, pfi) = self.pairs["theta"], self.pairs["focus"]
-        return _Local(self.p.ctypes.data, self.y.ctypes.data, self.theta.ctypes.data, self.phi.ctypes.data,
-                      self.safe.ctypes.data, pt.ctypes.data, yt.ctypes.data, pf.ctypes.data, yf.ctypes.data,
-                      ptp.ctypes.data if pairs else None, pti.ctypes.data if pairs else None,
-                      pfp.ctypes.data if pairs else None, pfi.ctypes.data if pairs else None,
-                      self.centre_buf.ctypes.data, self.best_w.ctypes.data, self.best)
+        return _Local(
+            self.p.ctypes.data,
+            self.y.ctypes.data,
+            self.theta.ctypes.data,
+            self.phi.ctypes.data,
+            self.safe.ctypes.data,
+            pt.ctypes.data,
+            yt.ctypes.data,
+            pf.ctypes.data,
+            yf.ctypes.data,
+            ptp.ctypes.data if pairs else None,
+            pti.ctypes.data if pairs else None,
+            pfp.ctypes.data if pairs else None,
+            pfi.ctypes.data if pairs else None,
+            self.centre_buf.ctypes.data,
+            self.best_w.ctypes.data,
+            self.best,
+        )
 
     def end_round(self, counts: np.ndarray, ks: np.ndarray, ws: np.ndarray) -> None:
         """Keep the round's best: counts, ks (-1: none beat the bar), ws (per thread of the scan)."""
@@ -615,12 +832,16 @@ class _FastSearch:
         sizes = [min(chunk, n_samples - s) for s in range(0, n_samples, chunk)]
         gen = _MT()
         lib.mt_seed(ctypes.byref(gen), seed % 2**64)
-        bufs = [np.zeros(c * m * n_samples + 8, np.float32) for _ in range(2)]  # + 8: scan_round reads 8 at a time
+        bufs = [
+            np.zeros(c * m * n_samples + 8, np.float32) for _ in range(2)
+        ]  # + 8: scan_round reads 8 at a time
 
         def fill(buf: np.ndarray, normal: bool) -> None:  # chunk by chunk, as the torch path draws them
             off = 0
             for k in sizes:
-                (lib.mt_normal if normal else lib.mt_uniform)(ctypes.byref(gen), buf.ctypes.data + 4 * off, c * k * m)
+                (lib.mt_normal if normal else lib.mt_uniform)(
+                    ctypes.byref(gen), buf.ctypes.data + 4 * off, c * k * m
+                )
                 off += c * k * m
 
         self.start(n_samples, chunk)
@@ -633,8 +854,16 @@ class _FastSearch:
             scan = self.round_scan(r, sigmas[r - 1] if r else 1.0, bufs[r % 2])
 
             def work(t: int, scan: _Scan = scan, bar: int = self.best) -> None:
-                lib.scan_round(ctypes.byref(scan), t, int(bounds[t]), int(bounds[t + 1]), bar,
-                               counts[t:].ctypes.data, ks[t:].ctypes.data, ws[t].ctypes.data)
+                lib.scan_round(
+                    ctypes.byref(scan),
+                    t,
+                    int(bounds[t]),
+                    int(bounds[t + 1]),
+                    bar,
+                    counts[t:].ctypes.data,
+                    ks[t:].ctypes.data,
+                    ws[t].ctypes.data,
+                )
 
             futures = [self.pool.submit(work, t) for t in range(self.n_threads)]
             if r < len(sigmas):  # the next round's draws do not depend on this round's scores
@@ -645,8 +874,9 @@ class _FastSearch:
         return self.result()
 
 
-def _run_searches(searches: list[_FastSearch], seed: int, n_samples: int, chunk: int, sigmas: list[float]
-                  ) -> list[tuple[torch.Tensor, int]]:
+def _run_searches(
+    searches: list[_FastSearch], seed: int, n_samples: int, chunk: int, sigmas: list[float]
+) -> list[tuple[torch.Tensor, int]]:
     """The whole searches of several subsets of the same size on this thread, round by round in lockstep (one call
     of the C ``run_search``): they draw the same stream (each re-seeds the generator to ``seed``), so each chunk is
     drawn once for all of them. Each search's result is the one it gets alone."""
@@ -654,7 +884,9 @@ def _run_searches(searches: list[_FastSearch], seed: int, n_samples: int, chunk:
     assert all(s.m == m and s.c == c and s.pool is None for s in searches)
     gen = _MT()
     lib.mt_seed(ctypes.byref(gen), seed % 2**64)
-    zbuf = np.zeros(c * m * min(chunk, n_samples) + 8, np.float32)  # one chunk; + 8: scan_round reads 8 at a time
+    zbuf = np.zeros(
+        c * m * min(chunk, n_samples) + 8, np.float32
+    )  # one chunk; + 8: scan_round reads 8 at a time
     n_sub = len(searches)
     bars = np.empty(n_sub, np.int32)
     ks = np.empty(n_sub, np.int64)
@@ -664,8 +896,18 @@ def _run_searches(searches: list[_FastSearch], seed: int, n_samples: int, chunk:
     scans = (_Scan * n_sub)(*(s.round_scan(0, 1.0, None) for s in searches))  # the global round's
     local = (_Local * n_sub)(*(s.local_args() for s in searches))
     sig = np.asarray(sigmas, np.float64)
-    rc = lib.run_search(scans, local, n_sub, ctypes.byref(gen), sig.ctypes.data, len(sig), zbuf.ctypes.data,
-                        bars.ctypes.data, ks.ctypes.data, ws.ctypes.data)
+    rc = lib.run_search(
+        scans,
+        local,
+        n_sub,
+        ctypes.byref(gen),
+        sig.ctypes.data,
+        len(sig),
+        zbuf.ctypes.data,
+        bars.ctypes.data,
+        ks.ctypes.data,
+        ws.ctypes.data,
+    )
     if rc == 1:
         raise ValueError("a chunk of fewer than 16 normal draws (_fast_applies lets none through)")
     if rc:
@@ -791,11 +1033,14 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
         if self.n_models is not None:
             positive_int("n_models", 1)
         if not isinstance(self.random_state, Integral) or isinstance(self.random_state, bool):
-            raise ValueError(f"random_state={self.random_state!r} must be an integer seed (the search re-seeds a "
-                             "torch generator for every subset)")
+            raise ValueError(
+                f"random_state={self.random_state!r} must be an integer seed (the search re-seeds a "
+                "torch generator for every subset)"
+            )
         if self.backend not in ("auto", "native", "bmm", "fused", "compiled"):
-            raise ValueError(f"backend={self.backend!r} must be one of 'auto', 'native', 'bmm', 'fused', "
-                             "'compiled'")
+            raise ValueError(
+                f"backend={self.backend!r} must be one of 'auto', 'native', 'bmm', 'fused', 'compiled'"
+            )
         if not (isinstance(self.sigma0, Real) and self.sigma0 > 0):
             raise ValueError(f"sigma0={self.sigma0!r} must be > 0")
         if not (isinstance(self.decay, Real) and 0 < self.decay < 1):
@@ -817,18 +1062,24 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"X has {X.shape[1]} columns, but n_models={m} x n_classes={c} = {m * c}")
             self.n_features_in_ = X.shape[1]
         elif X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but RandomSearchCombiner is expecting "
-                             f"{self.n_features_in_} features as input")
+            raise ValueError(
+                f"X has {X.shape[1]} features, but RandomSearchCombiner is expecting "
+                f"{self.n_features_in_} features as input"
+            )
         m = X.shape[1] // c
         probs = X.reshape(X.shape[0], m, c).transpose(1, 0, 2)
         nan = np.isnan(probs)
         present = ~nan.all(axis=2)
         if (nan.any(axis=2) & present).any():
             bad = np.argwhere(nan.any(axis=2) & present)[0]
-            raise ValueError(f"X row {bad[1]}: model {bad[0]} has some but not all of its {c} columns NaN; a missing "
-                             "model must be NaN in all of its columns")
+            raise ValueError(
+                f"X row {bad[1]}: model {bad[0]} has some but not all of its {c} columns NaN; a missing "
+                "model must be NaN in all of its columns"
+            )
         if np.isinf(probs).any() or (probs[present] < 0).any():
-            raise ValueError("X must hold probabilities: finite and >= 0 (NaN marks a model missing for a clip)")
+            raise ValueError(
+                "X must hold probabilities: finite and >= 0 (NaN marks a model missing for a clip)"
+            )
         return probs, present
 
     # ------------------------------------------------------------------ search
@@ -836,18 +1087,29 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
         """Whether ``_FastSearch`` gives this subset's search (the C scorer is built, its generator matches torch's,
         and every draw takes torch.randn's bulk path, which it copies)."""
         lib = _native_library() if self._fast and backend == "native" and device.type == "cpu" else None
-        return (lib is not None and n_sub <= _NATIVE_MAX_MODELS and _native_generator_matches_torch(lib)
-                and all(self.n_classes * n_sub * min(self.chunk_size, self.n_samples - s) >= 16
-                        for s in range(0, self.n_samples, self.chunk_size)))
+        return (
+            lib is not None
+            and n_sub <= _NATIVE_MAX_MODELS
+            and _native_generator_matches_torch(lib)
+            and all(
+                self.n_classes * n_sub * min(self.chunk_size, self.n_samples - s) >= 16
+                for s in range(0, self.n_samples, self.chunk_size)
+            )
+        )
 
-    def _search_subset(self, table: _ScoreTable, n_sub: int, device: torch.device
-                       ) -> tuple[torch.Tensor, int, np.ndarray | None]:
+    def _search_subset(
+        self, table: _ScoreTable, n_sub: int, device: torch.device
+    ) -> tuple[torch.Tensor, int, np.ndarray | None]:
         """The paper's global + local search on one subset; returns the best weights (C, m), the correct count and
         the C path's work counts (None on the chunk-by-chunk path)."""
         if table.prepares_draws and self._fast_applies(n_sub, device, "native"):
             fast = _FastSearch(table, table.score.lib, self.n_classes, n_sub)
-            w, count = fast.run(int(self.random_state), self.n_samples, self.chunk_size,
-                                sigma_schedule(self.sigma0, self.decay, self.sigma_min))
+            w, count = fast.run(
+                int(self.random_state),
+                self.n_samples,
+                self.chunk_size,
+                sigma_schedule(self.sigma0, self.decay, self.sigma_min),
+            )
             return w, count, fast.stats.sum(axis=0)
         gen = torch.Generator(device=device)
         gen.manual_seed(int(self.random_state))
@@ -861,11 +1123,16 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
             # A round's candidates do not depend on its scores (the centre moves between rounds), so the next chunk
             # is drawn while the scorer's threads work on this one; chunks are still consumed in order.
             nonlocal best_w, best
-            sizes = [min(self.chunk_size, self.n_samples - s) for s in range(0, self.n_samples, self.chunk_size)]
+            sizes = [
+                min(self.chunk_size, self.n_samples - s) for s in range(0, self.n_samples, self.chunk_size)
+            ]
             wt = draw(sizes[0])
             for j in range(len(sizes)):
-                result = table.submit(wt, prepare, bar=best if table.early_stop else None) if native \
+                result = (
+                    table.submit(wt, prepare, bar=best if table.early_stop else None)
+                    if native
                     else table.submit(wt)
+                )
                 next_wt = draw(sizes[j + 1]) if j + 1 < len(sizes) else None
                 counts = result()
                 i = int(counts.argmax())  # first maximum = earliest candidate
@@ -903,13 +1170,16 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
         if probs.shape[1] == 0:
             raise ValueError("X has 0 samples; the search needs labelled clips")
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= self.n_classes:
-            raise ValueError(f"y must hold class indices in 0..{self.n_classes - 1}; got values in "
-                             f"[{y.min()}, {y.max()}] (withheld labels, -1, cannot tune the combiner)")
+            raise ValueError(
+                f"y must hold class indices in 0..{self.n_classes - 1}; got values in "
+                f"[{y.min()}, {y.max()}] (withheld labels, -1, cannot tune the combiner)"
+            )
         m = probs.shape[0]
         if m < self.min_models:
             raise ValueError(f"n_models={m} is smaller than min_models={self.min_models}")
-        device = torch.device(self.device if self.device != "auto" else
-                              ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = torch.device(
+            self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
         backend = self.backend if self.backend != "auto" else ("native" if device.type == "cpu" else "bmm")
         subsets = model_subsets(m, self.min_models) if self.search_subsets else [tuple(range(m))]
         threads = torch.get_num_threads()
@@ -931,12 +1201,25 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
                 gc.unfreeze()
         return self
 
-    def _fit_subsets(self, probs: np.ndarray, present: np.ndarray, y: np.ndarray, subsets: list[tuple[int, ...]],
-                     device: torch.device, backend: str, threads: int) -> None:
+    def _fit_subsets(
+        self,
+        probs: np.ndarray,
+        present: np.ndarray,
+        y: np.ndarray,
+        subsets: list[tuple[int, ...]],
+        device: torch.device,
+        backend: str,
+        threads: int,
+    ) -> None:
         """Search every subset (the C scorer on ``threads`` threads) and set the fitted attributes."""
         self.subset_scores_: dict[tuple[int, ...], float] = {}
-        self.search_stats_ = {"fast_subsets": 0, "candidates_skipped": 0, "candidates_scored": 0,
-                              "clips_to_score": 0, "shown_hopeless_by_pairs": 0}
+        self.search_stats_ = {
+            "fast_subsets": 0,
+            "candidates_skipped": 0,
+            "candidates_scored": 0,
+            "clips_to_score": 0,
+            "shown_hopeless_by_pairs": 0,
+        }
         best_count, best_subset, best_w = -1, None, None
         n = probs.shape[1]
         m = probs.shape[0]
@@ -947,7 +1230,9 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
 
         def search(subset: tuple[int, ...]) -> tuple[torch.Tensor, int, np.ndarray | None]:
             idx = list(subset)
-            table = _ScoreTable(probs[idx], present[idx], y, device, backend, prune=self._prune, n_threads=threads)
+            table = _ScoreTable(
+                probs[idx], present[idx], y, device, backend, prune=self._prune, n_threads=threads
+            )
             try:
                 with torch.inference_mode():
                     return self._search_subset(table, len(idx), device)
@@ -959,14 +1244,27 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
             try:
                 for subset in group:
                     idx = list(subset)
-                    tables.append(_ScoreTable(probs[idx], present[idx], y, device, backend, prune=self._prune,
-                                              n_threads=1))
+                    tables.append(
+                        _ScoreTable(
+                            probs[idx], present[idx], y, device, backend, prune=self._prune, n_threads=1
+                        )
+                    )
                 with torch.inference_mode():
-                    searches = [_FastSearch(t, t.score.lib, self.n_classes, len(s))
-                                for t, s in zip(tables, group, strict=True)]
-                    found = _run_searches(searches, int(self.random_state), self.n_samples, self.chunk_size,
-                                          sigma_schedule(self.sigma0, self.decay, self.sigma_min))
-                return [(w, count, fast.stats.sum(axis=0)) for (w, count), fast in zip(found, searches, strict=True)]
+                    searches = [
+                        _FastSearch(t, t.score.lib, self.n_classes, len(s))
+                        for t, s in zip(tables, group, strict=True)
+                    ]
+                    found = _run_searches(
+                        searches,
+                        int(self.random_state),
+                        self.n_samples,
+                        self.chunk_size,
+                        sigma_schedule(self.sigma0, self.decay, self.sigma_min),
+                    )
+                return [
+                    (w, count, fast.stats.sum(axis=0))
+                    for (w, count), fast in zip(found, searches, strict=True)
+                ]
             finally:
                 for t in tables:
                     t.close()
@@ -975,8 +1273,11 @@ class RandomSearchCombiner(ClassifierMixin, BaseEstimator):
             groups = _lockstep_groups(subsets)
             with ThreadPoolExecutor(threads) as pool:  # most work first: the last to finish are the shortest
                 futures = [pool.submit(search_group, g) for g in groups]
-                by_subset = {s: r for g, f in zip(groups, futures, strict=True)
-                             for s, r in zip(g, f.result(), strict=True)}
+                by_subset = {
+                    s: r
+                    for g, f in zip(groups, futures, strict=True)
+                    for s, r in zip(g, f.result(), strict=True)
+                }
             results = [by_subset[s] for s in subsets]
         else:
             results = [search(s) for s in subsets]
@@ -1030,8 +1331,9 @@ def hstack_probs(blocks: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(b, dtype=np.float64) for b in blocks], axis=1)
 
 
-def align_models(per_model: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], n_classes: int = 7
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def align_models(
+    per_model: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], n_classes: int = 7
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Align several models' clips by id: {model: (clip_ids, labels, probs)} -> (clip_ids, labels, X).
 
     The union of clip ids is used; a model missing a clip contributes NaN columns. Labels must agree across models.

@@ -28,7 +28,9 @@ class Partition:
         if not self.fit:
             raise ValueError(f"partition {self.name!r}: `fit` names no split")
         if set(self.fit) & set(self.tune):
-            raise ValueError(f"partition {self.name!r}: {sorted(set(self.fit) & set(self.tune))} both fits and tunes")
+            raise ValueError(
+                f"partition {self.name!r}: {sorted(set(self.fit) & set(self.tune))} both fits and tunes"
+            )
         if self.is_retrain and not self.from_run:
             raise ValueError(f"partition {self.name!r} tunes on nothing, so it must name `from_run`")
 

@@ -35,8 +35,15 @@ def confusion_matrix_figure(cm: np.ndarray, class_names: Sequence[str] = EMOTION
     ax.set_title(f"{title} (acc {acc:.3f})".strip())
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
-                    color="white" if frac[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if frac[i, j] > 0.5 else "black",
+            )
     fig.tight_layout()
     return fig
 

@@ -39,5 +39,7 @@ class MeanStdImage(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "mean_")
         x = np.asarray(images, dtype=np.float32)
         if x.shape[-2:] != self.mean_.shape:
-            raise ValueError(f"images are {x.shape[-2:]}, but the normaliser was fitted on {self.mean_.shape}")
+            raise ValueError(
+                f"images are {x.shape[-2:]}, but the normaliser was fitted on {self.mean_.shape}"
+            )
         return (x - self.mean_) / self.std_

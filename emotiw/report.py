@@ -44,12 +44,20 @@ SUBMISSION_METHOD = {
     6: "refit T+V, hyper-parameters and weights of 4",
     7: "random search over 3 + 6 on T+V",
 }
-MODEL_TITLES = {"activity": "Activity", "audio": "Audio", "aggcnn": "Aggregated CNN", "irnn": "RNN",
-                "fusion": "Fusion MLP", "combine": "Random-search combination"}
+MODEL_TITLES = {
+    "activity": "Activity",
+    "audio": "Audio",
+    "aggcnn": "Aggregated CNN",
+    "irnn": "RNN",
+    "fusion": "Fusion MLP",
+    "combine": "Random-search combination",
+}
 SINGLE_MODELS = ("activity", "audio", "aggcnn", "irnn")
 
 
-def _labelled_predictions(run_dir: str | Path, model: str, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _labelled_predictions(
+    run_dir: str | Path, model: str, split: str
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(true labels, predicted labels) of the labelled clips; None when the file or the labels are absent."""
     if not probs_path(run_dir, model, split).is_file():
         return None
@@ -104,8 +112,17 @@ def table1_rows(run_dir: str | Path) -> list[dict[str, Any]]:
         if all(v is None for v in ours.values()):
             continue
         paper = PAPER_TABLE1.get(model, {})
-        rows.append({"model": model, "title": MODEL_TITLES[model], "train": ours["Train"], "val": ours["Val"],
-                     "test": ours["Test"], "paper_train": paper.get("Train"), "paper_val": paper.get("Val")})
+        rows.append(
+            {
+                "model": model,
+                "title": MODEL_TITLES[model],
+                "train": ours["Train"],
+                "val": ours["Val"],
+                "test": ours["Test"],
+                "paper_train": paper.get("Train"),
+                "paper_val": paper.get("Val"),
+            }
+        )
     return rows
 
 
@@ -119,9 +136,19 @@ def table2_rows(runs_dir: str | Path) -> list[dict[str, Any]]:
             continue
         ours = {s: accuracy(run_dir, model, s) for s in SPLITS}
         paper = PAPER_TABLE2[n]
-        rows.append({"submission": n, "method": SUBMISSION_METHOD[n], "output": model,
-                     "train": ours["Train"], "val": ours["Val"], "test": ours["Test"],
-                     "paper_train": paper["Train"], "paper_val": paper["Val"], "paper_test": paper["Test"]})
+        rows.append(
+            {
+                "submission": n,
+                "method": SUBMISSION_METHOD[n],
+                "output": model,
+                "train": ours["Train"],
+                "val": ours["Val"],
+                "test": ours["Test"],
+                "paper_train": paper["Train"],
+                "paper_val": paper["Val"],
+                "paper_test": paper["Test"],
+            }
+        )
     return rows
 
 
@@ -147,8 +174,15 @@ def plot_confusions(run_dir: str | Path, out: Path, split: str = "Val") -> Path 
         ax.set_ylabel("true")
         for i in range(len(EMOTIONS)):
             for j in range(len(EMOTIONS)):
-                ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{cm[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if cm[i, j] > 0.5 else "black",
+                )
     fig.tight_layout()
     return _save_fig(fig, out)
 
@@ -218,38 +252,64 @@ def build_report(run_dir: str | Path, runs_dir: str | Path, out_dir: str | Path 
 
 
 def render_markdown(rep: Report, run_dir: Path) -> str:
-    lines = [f"# Reproduction report: {run_dir.name}", "",
-             "Kahou et al., *Recurrent Neural Networks for Emotion Recognition in Video*, ICMI 2015. Accuracies in %; "
-             "ours are computed from `probs/<model>_<split>.npz` over clips with a known label.", "",
-             "## Table 1: single models and fusion (this run)", ""]
+    lines = [
+        f"# Reproduction report: {run_dir.name}",
+        "",
+        "Kahou et al., *Recurrent Neural Networks for Emotion Recognition in Video*, ICMI 2015. Accuracies in %; "
+        "ours are computed from `probs/<model>_<split>.npz` over clips with a known label.",
+        "",
+        "## Table 1: single models and fusion (this run)",
+        "",
+    ]
     if rep.table1:
-        lines += ["| model | train (ours) | train (paper) | val (ours) | val (paper) | test (ours) |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "| model | train (ours) | train (paper) | val (ours) | val (paper) | test (ours) |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in rep.table1:
-            lines.append(f"| {r['title']} | {_fmt(r['train'])} | {_fmt(r['paper_train'])} | {_fmt(r['val'])} | "
-                         f"{_fmt(r['paper_val'])} | {_fmt(r['test'])} |")
-        lines += ["", "The paper's Table 1 models are trained on Train; in a swapped run \"train\" is the tuning "
-                  "partition and \"val\" the fitting one. Paper text: mean of per-frame CNN probabilities 23.7 % val."]
+            lines.append(
+                f"| {r['title']} | {_fmt(r['train'])} | {_fmt(r['paper_train'])} | {_fmt(r['val'])} | "
+                f"{_fmt(r['paper_val'])} | {_fmt(r['test'])} |"
+            )
+        lines += [
+            "",
+            'The paper\'s Table 1 models are trained on Train; in a swapped run "train" is the tuning '
+            'partition and "val" the fitting one. Paper text: mean of per-frame CNN probabilities 23.7 % val.',
+        ]
     else:
         lines.append("No per-model probabilities in this run yet.")
     lines += ["", "## Table 2: submissions", ""]
     if rep.table2:
-        lines += ["| sub | method | train (ours) | train (paper) | valid (ours) | valid (paper) | test (ours) | "
-                  "test (paper) |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| sub | method | train (ours) | train (paper) | valid (ours) | valid (paper) | test (ours) | "
+            "test (paper) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in rep.table2:
-            lines.append(f"| {r['submission']} | {r['method']} ({r['output']}) | {_fmt(r['train'])} | "
-                         f"{_pct(r['paper_train'])} | {_fmt(r['val'])} | {_pct(r['paper_val'])} | "
-                         f"{_fmt(r['test'])} | {_pct(r['paper_test'])} |")
-        lines += ["", "Submissions 3, 6, 7 have no held-out train/valid numbers in the paper (refit on both); ours "
-                  "there are in-sample. Test accuracy needs Test labels (the generated data has them)."]
+            lines.append(
+                f"| {r['submission']} | {r['method']} ({r['output']}) | {_fmt(r['train'])} | "
+                f"{_pct(r['paper_train'])} | {_fmt(r['val'])} | {_pct(r['paper_val'])} | "
+                f"{_fmt(r['test'])} | {_pct(r['paper_test'])} |"
+            )
+        lines += [
+            "",
+            "Submissions 3, 6, 7 have no held-out train/valid numbers in the paper (refit on both); ours "
+            "there are in-sample. Test accuracy needs Test labels (the generated data has them).",
+        ]
     else:
         lines.append("No `runs/submission<N>` run has final probabilities yet.")
     lines += ["", "## Figures", ""]
     for key, path in rep.figures.items():
-        title = {"fig4_confusion": "Figure 4: validation confusion matrices of the single models",
-                 "fig5_fusion_curves": "Figure 5: fusion MLP learning curves"}[key]
-        lines += [f"### {title}", "", f"![{key}]({path.relative_to(run_dir) if path.is_relative_to(run_dir) else path})",
-                  ""]
+        title = {
+            "fig4_confusion": "Figure 4: validation confusion matrices of the single models",
+            "fig5_fusion_curves": "Figure 5: fusion MLP learning curves",
+        }[key]
+        lines += [
+            f"### {title}",
+            "",
+            f"![{key}]({path.relative_to(run_dir) if path.is_relative_to(run_dir) else path})",
+            "",
+        ]
     if not rep.figures:
         lines.append("No figures: no single-model probabilities or fusion curves yet.")
     return "\n".join(lines) + "\n"

@@ -64,12 +64,17 @@ class CNNModule(L.LightningModule):
         if not 0 < crop_size <= IMAGE_SIZE:
             raise ValueError(f"crop_size must be in 1..{IMAGE_SIZE}, got {crop_size}")
         if rotate_deg < 0 or not 0 <= scale_jitter < 1:
-            raise ValueError(f"rotate_deg must be >= 0 and scale_jitter in [0, 1), got {rotate_deg}, {scale_jitter}")
+            raise ValueError(
+                f"rotate_deg must be >= 0 and scale_jitter in [0, 1), got {rotate_deg}, {scale_jitter}"
+            )
         if lr_schedule not in ("constant", "onecycle"):
             raise ValueError(f"lr_schedule must be 'constant' or 'onecycle', got {lr_schedule!r}")
         if arch == "paper":
             self.net = PaperCNN(
-                in_size=crop_size, channels=tuple(channels), kernels=tuple(kernels), dropout=dropout,
+                in_size=crop_size,
+                channels=tuple(channels),
+                kernels=tuple(kernels),
+                dropout=dropout,
                 num_classes=num_classes,
             )
         elif arch == "deep":
@@ -95,7 +100,9 @@ class CNNModule(L.LightningModule):
     def set_normaliser(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
         if mean.shape != (IMAGE_SIZE, IMAGE_SIZE) or std.shape != mean.shape:
-            raise ValueError(f"normaliser images must be {IMAGE_SIZE}x{IMAGE_SIZE}, got {tuple(mean.shape)}, {tuple(std.shape)}")
+            raise ValueError(
+                f"normaliser images must be {IMAGE_SIZE}x{IMAGE_SIZE}, got {tuple(mean.shape)}, {tuple(std.shape)}"
+            )
         self.norm_mean.copy_(mean)
         self.norm_std.copy_(std)
         self.norm_fitted.fill_(True)
@@ -119,7 +126,7 @@ class CNNModule(L.LightningModule):
             source = asset_path()
         path = Path(source)
         state = read_weights(path, "model.init_weights")["state_dict"]
-        net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+        net_state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
         try:
             self.net.load_state_dict(net_state)
         except RuntimeError as err:
@@ -223,7 +230,9 @@ class CNNModule(L.LightningModule):
             if self.hparams.label_smoothing > 0:
                 k = probs.shape[-1]
                 soft = torch.full_like(probs, self.hparams.label_smoothing / k)
-                soft.scatter_add_(1, target[:, None], torch.full_like(probs[:, :1], 1 - self.hparams.label_smoothing))
+                soft.scatter_add_(
+                    1, target[:, None], torch.full_like(probs[:, :1], 1 - self.hparams.label_smoothing)
+                )
                 return -(soft * probs.log()).sum(-1).mean()
             return -probs.gather(1, target[:, None]).log().mean()
         return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
@@ -245,8 +254,18 @@ class CNNModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         name, keys, pos, has_gauss, gauss = np.random.get_state()
         # Tensors and plain Python values only, so the checkpoint still loads with torch.load(weights_only=True).
-        numpy_state = (str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+        numpy_state = (
+            str(name),
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(gauss),
+        )
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": numpy_state,
+            "python": random.getstate(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resume_rng_states = checkpoint.get("rng_states")
@@ -294,7 +313,11 @@ class CNNModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         opt = torch.optim.SGD(
-            self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
+            self.parameters(),
+            lr=hp.lr,
+            momentum=hp.momentum,
+            weight_decay=hp.weight_decay,
+            nesterov=hp.nesterov,
         )
         if hp.lr_schedule == "constant":
             return {"optimizer": opt}
@@ -308,7 +331,10 @@ def save_weights(module: CNNModule, path: str | Path) -> Path:
     """A small, Lightning-free weights file: hparams + state dict (normaliser buffers included), fp32, atomic."""
     from emotiw.artifacts import atomic_path
 
-    state = {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu() for k, v in module.state_dict().items()}
+    state = {
+        k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
+        for k, v in module.state_dict().items()
+    }
     state = {k: v for k, v in state.items() if not k.startswith(("train_", "val_", "test_"))}
     with atomic_path(path) as tmp:
         torch.save({"hparams": dict(module.hparams), "state_dict": state}, tmp)
@@ -333,7 +359,9 @@ def load_cnn(*, run_dir: str | Path | None = None, weights: str | Path | None = 
     if run_dir is not None:
         ckpt = Path(run_dir) / "cnn" / "best.ckpt"
         if not ckpt.is_file():
-            raise FileNotFoundError(f"{ckpt}: no face CNN in run {run_dir} (run `python train.py stage=cnn` first)")
+            raise FileNotFoundError(
+                f"{ckpt}: no face CNN in run {run_dir} (run `python train.py stage=cnn` first)"
+            )
         return CNNModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
     if weights is None:
         from emotiw.assets import asset_path
@@ -341,10 +369,14 @@ def load_cnn(*, run_dir: str | Path | None = None, weights: str | Path | None = 
         weights = asset_path()
     blob = read_weights(Path(weights), "weights")
     if not isinstance(blob.get("hparams"), dict):
-        raise ValueError(f"{weights}: no hparams (a Lightning checkpoint? load it with --run, or export it with save_weights)")
+        raise ValueError(
+            f"{weights}: no hparams (a Lightning checkpoint? load it with --run, or export it with save_weights)"
+        )
     module = CNNModule(**blob["hparams"])
     missing, unexpected = module.load_state_dict(blob["state_dict"], strict=False)
     bad_missing = [k for k in missing if not k.startswith(("train_", "val_", "test_"))]
     if bad_missing or unexpected:
-        raise ValueError(f"{weights}: weights do not fit the CNN (missing {bad_missing}, unexpected {unexpected})")
+        raise ValueError(
+            f"{weights}: weights do not fit the CNN (missing {bad_missing}, unexpected {unexpected})"
+        )
     return module.eval()

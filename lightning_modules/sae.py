@@ -44,7 +44,9 @@ class SAEModule(L.LightningModule):
         """Store the fitted block whitening (``ContrastPCAWhitener.affine_map()`` and ``row_constant_``)."""
         pixel_map = torch.as_tensor(np.asarray(pixel_map), dtype=torch.float32)
         if pixel_map.shape != self.pixel_map.shape:
-            raise ValueError(f"pixel_map has shape {tuple(pixel_map.shape)}, expected {tuple(self.pixel_map.shape)}")
+            raise ValueError(
+                f"pixel_map has shape {tuple(pixel_map.shape)}, expected {tuple(self.pixel_map.shape)}"
+            )
         self.pixel_map.copy_(pixel_map)
         self.pixel_bias.copy_(torch.as_tensor(np.asarray(pixel_bias), dtype=torch.float32))
         self.row_constant.fill_(float(row_constant))
@@ -65,7 +67,11 @@ class SAEModule(L.LightningModule):
         x_hat, h, s = self.net(x)
         recon = ((x - x_hat) ** 2).sum(dim=1).mean()
         contractive = self.net.contractive_penalty(s, h).mean()
-        return {"loss": recon + self.hparams.contraction * contractive, "recon": recon, "contractive": contractive}
+        return {
+            "loss": recon + self.hparams.contraction * contractive,
+            "recon": recon,
+            "contractive": contractive,
+        }
 
     def on_train_start(self) -> None:
         self.val_loss.reset()

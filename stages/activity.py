@@ -85,8 +85,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         source = Path(cfg.paths.runs_dir) / str(partition.from_run) / cfg.task_name
         for name in ("sae.ckpt", "codebook.npz"):
             if not (source / name).is_file():
-                raise FileNotFoundError(f"{source / name}: partition=retrain reuses the SAE and codebook of run "
-                                        f"{partition.from_run!r}; run stage=activity there first")
+                raise FileNotFoundError(
+                    f"{source / name}: partition=retrain reuses the SAE and codebook of run "
+                    f"{partition.from_run!r}; run stage=activity there first"
+                )
         sae = SAEModule.load_from_checkpoint(source / "sae.ckpt", map_location="cpu").eval()
     else:
         with cpu_threads(threads):
@@ -106,15 +108,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if partition.is_retrain:
         bow = load_codebook(source / "codebook.npz")
     else:
-        fit_blocks = np.concatenate([encodings[c.clip_id] for c in clips
-                                     if c.split in partition.fit and c.clip_id in encodings]).astype(np.float32)
+        fit_blocks = np.concatenate(
+            [encodings[c.clip_id] for c in clips if c.split in partition.fit and c.clip_id in encodings]
+        ).astype(np.float32)
         rng = np.random.RandomState(cfg.seed)
         rows = rng.choice(len(fit_blocks), size=min(len(fit_blocks), cfg.bow.codebook_blocks), replace=False)
         bow = None
         if sae_trainer.is_global_zero:  # k-means on rank zero; every rank then encodes with the same codebook
             with cpu_threads(threads):
-                bow = BagOfWords(n_words=cfg.bow.n_words, batch_size=cfg.bow.batch_size, max_iter=cfg.bow.max_iter,
-                                 random_state=cfg.seed).fit(fit_blocks[rows])
+                bow = BagOfWords(
+                    n_words=cfg.bow.n_words,
+                    batch_size=cfg.bow.batch_size,
+                    max_iter=cfg.bow.max_iter,
+                    random_state=cfg.seed,
+                ).fit(fit_blocks[rows])
         bow = sae_trainer.strategy.broadcast(bow, src=0)
     if _is_rank_zero():
         save_codebook(out_dir / "codebook.npz", bow)
@@ -126,8 +133,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for split in SPLITS:
         refs = [c for c in clips if c.split == split and c.clip_id in encodings]
         hists = bow.histograms([encodings[c.clip_id].astype(np.float32) for c in refs])
-        datamodule.tables[split] = ClipFeatureDataset([c.clip_id for c in refs], np.array([c.label for c in refs]),
-                                                      split, hists.reshape(len(refs), bow.n_words))
+        datamodule.tables[split] = ClipFeatureDataset(
+            [c.clip_id for c in refs],
+            np.array([c.label for c in refs]),
+            split,
+            hists.reshape(len(refs), bow.n_words),
+        )
     seconds["bow"] = time.perf_counter() - start
     counts = {f"activity/clips_{k}": float(v) for k, v in report.counts.items()}
     counts["activity/clips_ok"] = float(len(encodings))
@@ -135,6 +146,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     counts.update({f"activity/seconds_{k}": round(v, 2) for k, v in seconds.items()})
     log.info("activity: %s", ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     start = time.perf_counter()
-    metrics.update(run_svm_stage(cfg, datamodule, cfg.task_name, estimator=cfg.svm, extra_callbacks=[LogCounts(counts)]))
+    metrics.update(
+        run_svm_stage(cfg, datamodule, cfg.task_name, estimator=cfg.svm, extra_callbacks=[LogCounts(counts)])
+    )
     log.info("activity: SVM %.1f s", time.perf_counter() - start)
     return {**metrics, **counts}

@@ -36,8 +36,19 @@ from stages.runtime import run_stage
 log = logging.getLogger(__name__)
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-PIPELINE = ("make_data", "cnn", "faces", "features", "irnn", "aggcnn", "audio", "activity", "fusion", "combine",
-            "report")
+PIPELINE = (
+    "make_data",
+    "cnn",
+    "faces",
+    "features",
+    "irnn",
+    "aggcnn",
+    "audio",
+    "activity",
+    "fusion",
+    "combine",
+    "report",
+)
 # Rerun every time: the report also reads the other submission runs (Table 2), which the skip rule does not track,
 # and it takes seconds.
 ALWAYS_RUN = ("report",)
@@ -126,8 +137,9 @@ def _command_for(run_name: str, overrides: list[str]) -> str:
     return " ".join(["python train.py", _run_selector(run_name), *_other_overrides(overrides)])
 
 
-def missing_dependencies(cfg: DictConfig, stages: list[str], overrides: list[str],
-                         per_stage: Any) -> str | None:
+def missing_dependencies(
+    cfg: DictConfig, stages: list[str], overrides: list[str], per_stage: Any
+) -> str | None:
     """What this run needs from other runs and is absent, as a one-line message (None when all is there): the
     tuned run of a retrain partition (submissions 3 and 6 read submissions 2 and 4), and the combine sources of
     other runs (submission 7 combines submissions 3 and 6). Checked before any stage runs."""
@@ -145,16 +157,20 @@ def missing_dependencies(cfg: DictConfig, stages: list[str], overrides: list[str
             run_name, _, model = str(source).rpartition("/")
             if not run_name:
                 continue
-            absent = next((p for p in (probs_path(runs_dir / run_name, model, s) for s in SPLITS)
-                           if not p.is_file()), None)
+            absent = next(
+                (p for p in (probs_path(runs_dir / run_name, model, s) for s in SPLITS) if not p.is_file()),
+                None,
+            )
             if absent is not None:
                 needed.setdefault(run_name, absent)
     if not needed:
         return None
     first = next(iter(needed.values()))
     commands = "; then ".join(f"`{_command_for(name, overrides)}`" for name in needed)
-    return (f"{cfg.experiment_name} needs the outputs of run(s) {', '.join(needed)} ({first} is missing): "
-            f"run {commands} first")
+    return (
+        f"{cfg.experiment_name} needs the outputs of run(s) {', '.join(needed)} ({first} is missing): "
+        f"run {commands} first"
+    )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -165,10 +181,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"all.stages names unknown stages {unknown}; the pipeline is {list(PIPELINE)}")
     overrides = user_overrides(cfg)
     # pin the root so that every composed stage resolves the same paths as this run
-    overrides = [o for o in overrides if not o.startswith("paths.root_dir=")] + [f"paths.root_dir={cfg.paths.root_dir}"]
+    overrides = [o for o in overrides if not o.startswith("paths.root_dir=")] + [
+        f"paths.root_dir={cfg.paths.root_dir}"
+    ]
     run_dir = Path(cfg.paths.run_dir)
     reuse_from = conf.get("reuse_from")
-    shared = set(conf.get("shared_stages") or ()) if reuse_from and reuse_from != cfg.experiment_name else set()
+    shared = (
+        set(conf.get("shared_stages") or ()) if reuse_from and reuse_from != cfg.experiment_name else set()
+    )
 
     per_stage = conf.get("stage_overrides") or {}
     problem = missing_dependencies(cfg, stages, overrides, per_stage)
@@ -182,7 +202,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             # per-stage overrides reach a shared stage too, so a quick run can shorten the base run's CNN
             base_cfg = compose_stage(name, [*base_run_overrides(overrides, reuse_from), *extra])
             if not is_current(base_cfg, []):
-                log.info("all: shared stage %s not current in base run %s; running it there", name, reuse_from)
+                log.info(
+                    "all: shared stage %s not current in base run %s; running it there", name, reuse_from
+                )
                 _run(base_cfg)
             link_shared(name, Path(base_cfg.paths.run_dir), run_dir)
             summary[f"{name}/status"] = f"linked:{reuse_from}"

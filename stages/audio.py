@@ -41,7 +41,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     counts["audio/n_columns_kept"] = float(datamodule.scaler.keep_.sum())
     missing = [c for c in datamodule.report.missing]
     if missing:
-        log.warning("audio: %d clips without usable audio (%s), missing_audio=%s", len(missing),
-                    datamodule.report.summary(), cfg.data.missing_audio)
+        log.warning(
+            "audio: %d clips without usable audio (%s), missing_audio=%s",
+            len(missing),
+            datamodule.report.summary(),
+            cfg.data.missing_audio,
+        )
     metrics = run_svm_stage(cfg, datamodule, cfg.task_name, extra_callbacks=[LogCounts(counts)])
     return {**metrics, **counts}

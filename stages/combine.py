@@ -35,8 +35,9 @@ def source_location(source: str, run_dir: str | Path, runs_dir: str | Path) -> t
     return (Path(runs_dir) / run if run else Path(run_dir)), model
 
 
-def available_sources(sources: Sequence[str], run_dir: str | Path, runs_dir: str | Path,
-                      on_missing: str = "skip") -> list[str]:
+def available_sources(
+    sources: Sequence[str], run_dir: str | Path, runs_dir: str | Path, on_missing: str = "skip"
+) -> list[str]:
     """The sources whose probabilities exist for every split; the others are skipped (logged) or an error."""
     if on_missing not in ("skip", "error"):
         raise ValueError(f"combine.on_missing_model={on_missing!r} must be 'skip' or 'error'")
@@ -47,10 +48,14 @@ def available_sources(sources: Sequence[str], run_dir: str | Path, runs_dir: str
         if not absent:
             kept.append(source)
         elif on_missing == "error":
-            raise FileNotFoundError(f"{probs_path(where, model, absent[0])}: combine source {source!r} has no "
-                                    f"probabilities for {absent}; run its stage first or drop it from combine.sources")
+            raise FileNotFoundError(
+                f"{probs_path(where, model, absent[0])}: combine source {source!r} has no "
+                f"probabilities for {absent}; run its stage first or drop it from combine.sources"
+            )
         else:
-            log.warning("combine: skipping source %r (no probabilities for %s under %s)", source, absent, where)
+            log.warning(
+                "combine: skipping source %r (no probabilities for %s under %s)", source, absent, where
+            )
     return kept
 
 
@@ -85,8 +90,10 @@ class CombineProbsDataModule(L.LightningDataModule):
                 per[source] = (cp.clip_ids, cp.labels, cp.probs)
             ids, labels, X = align_models(per)
             feats = torch.as_tensor(X, dtype=torch.float32)
-            self.rows += [{"clip_id": str(c), "split": split, "label": torch.tensor(int(lab)), "features": f}
-                          for c, lab, f in zip(ids.tolist(), labels.tolist(), feats, strict=True)]
+            self.rows += [
+                {"clip_id": str(c), "split": split, "label": torch.tensor(int(lab)), "features": f}
+                for c, lab, f in zip(ids.tolist(), labels.tolist(), feats, strict=True)
+            ]
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(_Rows(self.rows), batch_size=self.batch_size, shuffle=False)
@@ -97,11 +104,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     c = cfg.combine
     sources = available_sources(list(c.sources), cfg.paths.run_dir, cfg.paths.runs_dir, c.on_missing_model)
     if len(sources) < 2:
-        raise FileNotFoundError(f"combine: only {sources} of combine.sources={list(c.sources)} have probabilities "
-                                f"under {cfg.paths.run_dir}/probs; at least two models are needed")
-    callback = RandomSearchCombine(models=sources, estimator=c.estimator, run_dir=cfg.paths.run_dir,
-                                   partition=cfg.partition, search_splits=c.get("search_splits"),
-                                   runs_dir=cfg.paths.runs_dir, task_name=cfg.task_name)
+        raise FileNotFoundError(
+            f"combine: only {sources} of combine.sources={list(c.sources)} have probabilities "
+            f"under {cfg.paths.run_dir}/probs; at least two models are needed"
+        )
+    callback = RandomSearchCombine(
+        models=sources,
+        estimator=c.estimator,
+        run_dir=cfg.paths.run_dir,
+        partition=cfg.partition,
+        search_splits=c.get("search_splits"),
+        runs_dir=cfg.paths.runs_dir,
+        task_name=cfg.task_name,
+    )
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[callback], logger=loggers or False)
     datamodule = CombineProbsDataModule(sources, cfg.paths.run_dir, cfg.paths.runs_dir)
@@ -109,5 +124,3 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics = dict(callback.metrics)
     metrics["combine/n_models"] = len(sources)
     return metrics
-
-

@@ -78,8 +78,13 @@ def apply_variant(cfg: DictConfig) -> DictConfig:
             if base not in ("_self_", cfg.model.get("variant")):
                 cfg.model = OmegaConf.merge(cfg.model, OmegaConf.load(CONF_DIR / "model" / f"{base}.yaml"))
         cfg.model = OmegaConf.merge(cfg.model, preset)
-    log.info("fusion_variant=%s: model lr=%s momentum=%s max_epochs=%s", variant, cfg.model.lr, cfg.model.momentum,
-             cfg.model.max_epochs)
+    log.info(
+        "fusion_variant=%s: model lr=%s momentum=%s max_epochs=%s",
+        variant,
+        cfg.model.lr,
+        cfg.model.momentum,
+        cfg.model.max_epochs,
+    )
     return cfg
 
 
@@ -101,8 +106,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 cfg.callbacks.model_checkpoint.monitor = None
                 cfg.callbacks.model_checkpoint.save_top_k = 0
                 cfg.callbacks.model_checkpoint.save_last = True
-            log.info("partition=retrain: training exactly %d epochs on %s (frozen from run %s)",
-                     best_epoch, "+".join(partition.fit), partition.from_run)
+            log.info(
+                "partition=retrain: training exactly %d epochs on %s (frozen from run %s)",
+                best_epoch,
+                "+".join(partition.fit),
+                partition.from_run,
+            )
 
     curves = RecordLearningCurves(out / "curves.json")
     objects = build(cfg, extra_callbacks=[curves])
@@ -111,7 +120,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     log_hyperparameters(cfg, objects)
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
-    ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and frozen is None else ""
+    ckpt = (
+        trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and frozen is None else ""
+    )
     if ckpt:
         # our own checkpoint, written a moment ago: full unpickling is safe
         best_model = type(model).load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
@@ -130,13 +141,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         probs = best_model.predict_proba(torch.as_tensor(data.features)).cpu().numpy()
         labelled = data.labels >= 0
         if labelled.any():
-            metrics[f"{split.lower()}/acc"] = float(np.mean(probs[labelled].argmax(1) == data.labels[labelled]))
+            metrics[f"{split.lower()}/acc"] = float(
+                np.mean(probs[labelled].argmax(1) == data.labels[labelled])
+            )
         if trainer.is_global_zero:
-            save_probs(cfg.paths.run_dir, "fusion", split,
-                       ClipProbs(data.clip_ids, data.labels, probs.astype(np.float32)))
+            save_probs(
+                cfg.paths.run_dir,
+                "fusion",
+                split,
+                ClipProbs(data.clip_ids, data.labels, probs.astype(np.float32)),
+            )
     if trainer.is_global_zero:
-        chosen = {"best_epoch": best_epoch, "variant": str(cfg.model.get("variant", "")), "lr": float(cfg.model.lr), "momentum": float(cfg.model.momentum),
-                  "fusion_reg": str(cfg.model.fusion_reg), "missing": str(cfg.data.missing)}
+        chosen = {
+            "best_epoch": best_epoch,
+            "variant": str(cfg.model.get("variant", "")),
+            "lr": float(cfg.model.lr),
+            "momentum": float(cfg.model.momentum),
+            "fusion_reg": str(cfg.model.fusion_reg),
+            "missing": str(cfg.data.missing),
+        }
         if frozen is not None:
             chosen["frozen_from"] = partition.from_run
         save_json(out / "chosen.json", chosen)

@@ -40,10 +40,18 @@ def build(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
     callbacks = instantiate_callbacks(cfg.get("callbacks")) + list(extra_callbacks or [])
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    return {"datamodule": datamodule, "model": model, "callbacks": callbacks, "loggers": loggers, "trainer": trainer}
+    return {
+        "datamodule": datamodule,
+        "model": model,
+        "callbacks": callbacks,
+        "loggers": loggers,
+        "trainer": trainer,
+    }
 
 
-def log_hyperparameters(cfg: DictConfig, objects: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+def log_hyperparameters(
+    cfg: DictConfig, objects: dict[str, Any], extra: dict[str, Any] | None = None
+) -> None:
     """Log the resolved config (and e.g. a data hash) once, from rank zero."""
     trainer: L.Trainer = objects["trainer"]
     if not trainer.loggers:
@@ -74,7 +82,11 @@ def fit_and_test(cfg: DictConfig, extra_callbacks: list[Callback] | None = None)
             log.warning("no best checkpoint found; testing the current weights")
         if trainer.fast_dev_run:
             ckpt_path = None
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path or (None if cfg.get("train", True) else cfg.get("ckpt_path")))
+        trainer.test(
+            model=model,
+            datamodule=datamodule,
+            ckpt_path=ckpt_path or (None if cfg.get("train", True) else cfg.get("ckpt_path")),
+        )
         metrics.update(trainer.callback_metrics)
         if ckpt_path:
             metrics["best_ckpt"] = ckpt_path

@@ -28,8 +28,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     skipped = not s.force and is_complete(out, **kwargs)
     start = time.perf_counter()
     if skipped:
-        log.info("make_data: %s already holds preset=%s seed=%s; kept (synth.force=true regenerates)",
-                 out, s.preset, s.seed)
+        log.info(
+            "make_data: %s already holds preset=%s seed=%s; kept (synth.force=true regenerates)",
+            out,
+            s.preset,
+            s.seed,
+        )
     else:
         generate(out, workers=s.get("workers"), force=bool(s.force), **kwargs)
     marker = load_json(out / COMPLETE)
@@ -39,7 +43,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "skipped": int(skipped),
         "generate_seconds": round(time.perf_counter() - start, 2),
         "afew/frames": afew["frames"],
-        "tfd/images": sum(marker["counts"]["tfd"]["labelled"].values()) + marker["counts"]["tfd"]["unlabelled"],
+        "tfd/images": sum(marker["counts"]["tfd"]["labelled"].values())
+        + marker["counts"]["tfd"]["unlabelled"],
     }
     for split in ("Train", "Val", "Test"):
         metrics[f"afew/clips_{split}"] = sum(afew[split].values())

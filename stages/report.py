@@ -36,7 +36,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         # `stage=all trainer=ddp`: every rank walks the pipeline, only rank zero writes (the report has no collective)
         return {}
     report = build_report(cfg.paths.run_dir, cfg.paths.runs_dir, cfg.report.figures_dir)
-    metrics: dict[str, Any] = {"report/figures": len(report.figures), "report/submissions": len(report.table2)}
+    metrics: dict[str, Any] = {
+        "report/figures": len(report.figures),
+        "report/submissions": len(report.table2),
+    }
     for row in report.table1:
         for split in ("train", "val", "test"):
             if row[split] is not None:

@@ -9,7 +9,9 @@ import numpy as np
 from emotiw.synth import make_fer, make_tfd, write_fer_csv, write_fer_images, write_tfd_mat
 
 
-def write_face_root(root: Path, *, per_class: int = 12, tfd: int = 40, seed: int = 0, difficulty: str = "easy") -> dict:
+def write_face_root(
+    root: Path, *, per_class: int = 12, tfd: int = 40, seed: int = 0, difficulty: str = "easy"
+) -> dict:
     """``<root>/data/generated/{fer2013/fer2013.csv, fer2013/images/, tfd/TFD_48x48.mat}``; returns the stills."""
     gen = root / "data" / "generated"
     fer = make_fer(per_class, seed=seed, difficulty=difficulty, workers=1)

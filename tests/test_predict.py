@@ -20,7 +20,44 @@ from tests.helpers import env_for_subprocess
 REPO = Path(__file__).resolve().parents[1]
 
 # Softmax of the shipped model on reference_faces(), recorded when the weights were packaged.
-REFERENCE_PROBS = [[0.1748189926147461, 0.0008640000014565885, 0.12772999703884125, 0.06996700167655945, 0.2649640142917633, 0.03199800103902817, 0.32965800166130066], [0.1413850039243698, 0.00015100000018719584, 0.033062998205423355, 0.2219800055027008, 0.3288800120353699, 0.02169799990952015, 0.2528429925441742], [0.09626299887895584, 0.0016899999463930726, 0.08523699641227722, 0.35174399614334106, 0.3713519871234894, 0.005084000062197447, 0.08862999826669693], [0.11251799762248993, 0.0013780000153928995, 0.08413399755954742, 0.6069459915161133, 0.08943700045347214, 0.022353999316692352, 0.08323399722576141]]
+REFERENCE_PROBS = [
+    [
+        0.1748189926147461,
+        0.0008640000014565885,
+        0.12772999703884125,
+        0.06996700167655945,
+        0.2649640142917633,
+        0.03199800103902817,
+        0.32965800166130066,
+    ],
+    [
+        0.1413850039243698,
+        0.00015100000018719584,
+        0.033062998205423355,
+        0.2219800055027008,
+        0.3288800120353699,
+        0.02169799990952015,
+        0.2528429925441742,
+    ],
+    [
+        0.09626299887895584,
+        0.0016899999463930726,
+        0.08523699641227722,
+        0.35174399614334106,
+        0.3713519871234894,
+        0.005084000062197447,
+        0.08862999826669693,
+    ],
+    [
+        0.11251799762248993,
+        0.0013780000153928995,
+        0.08413399755954742,
+        0.6069459915161133,
+        0.08943700045347214,
+        0.022353999316692352,
+        0.08323399722576141,
+    ],
+]
 
 
 def reference_faces() -> torch.Tensor:
@@ -62,7 +99,11 @@ def test_predict_cli_on_generated_stills(tmp_path):
     out = tmp_path / "preds.csv"
     proc = subprocess.run(
         [sys.executable, str(REPO / "predict.py"), "--images", str(images), "--out", str(out), "--no-detect"],
-        capture_output=True, text=True, env=env_for_subprocess(tmp_path), cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env_for_subprocess(tmp_path),
+        cwd=tmp_path,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(out.open()))
@@ -78,6 +119,10 @@ def test_predict_cli_on_generated_stills(tmp_path):
 def test_predict_cli_bad_path(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "predict.py"), "--images", str(tmp_path / "missing")],
-        capture_output=True, text=True, env=env_for_subprocess(tmp_path), cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env_for_subprocess(tmp_path),
+        cwd=tmp_path,
+        timeout=300,
     )
     assert proc.returncode != 0 and "missing: no such file or folder" in proc.stderr

@@ -30,7 +30,9 @@ def double_short_clip(frames: np.ndarray, block_shape: tuple[int, int, int] = BL
     return frames
 
 
-def dense_block_origins(video_shape: tuple[int, int, int], block_shape: tuple[int, int, int] = BLOCK_SHAPE) -> np.ndarray:
+def dense_block_origins(
+    video_shape: tuple[int, int, int], block_shape: tuple[int, int, int] = BLOCK_SHAPE
+) -> np.ndarray:
     """(n, 3) int64 origins (t, y, x) of the non-overlapping tiling of a (T, H, W) video by full blocks.
 
     The frame is cropped to multiples of the block size from the top-left corner and the time tail shorter than
@@ -71,9 +73,14 @@ def sample_blocks(
     return out
 
 
-def block_whitener(*, max_variance: float = 0.99, max_components: int = 500, contrast_offset: float = 0.001) -> ContrastPCAWhitener:
+def block_whitener(
+    *, max_variance: float = 0.99, max_components: int = 500, contrast_offset: float = 0.001
+) -> ContrastPCAWhitener:
     """The block preprocessing of paper-spec §6.2 as one estimator: block mean/std contrast normalisation with the
     constant (mean block std + 0.001), pixel-wise dataset mean/std, PCA-whitening keeping 99 % variance, <= 500 dims."""
     return ContrastPCAWhitener(
-        n_components=max_components, max_variance=max_variance, row_offset=contrast_offset, column_offset="none"
+        n_components=max_components,
+        max_variance=max_variance,
+        row_offset=contrast_offset,
+        column_offset="none",
     )

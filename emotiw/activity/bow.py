@@ -26,7 +26,9 @@ class BagOfWords(BaseEstimator):
     and returns (n_clips, n_words) rows summing to 1 (all zero for a clip without blocks or without motion).
     """
 
-    def __init__(self, *, n_words: int = 3000, batch_size: int = 4096, max_iter: int = 100, random_state=None):
+    def __init__(
+        self, *, n_words: int = 3000, batch_size: int = 4096, max_iter: int = 100, random_state=None
+    ):
         self.n_words = n_words
         self.batch_size = batch_size
         self.max_iter = max_iter
@@ -39,7 +41,9 @@ class BagOfWords(BaseEstimator):
         if X.ndim != 2:
             raise ValueError(f"X must be (n_blocks, n_features), got shape {X.shape}")
         if X.shape[0] < self.n_words:
-            raise ValueError(f"n_words={self.n_words} exceeds the {X.shape[0]} blocks given to fit the codebook")
+            raise ValueError(
+                f"n_words={self.n_words} exceeds the {X.shape[0]} blocks given to fit the codebook"
+            )
         rng = check_random_state(self.random_state)
         km = MiniBatchKMeans(
             n_clusters=self.n_words,
@@ -57,7 +61,9 @@ class BagOfWords(BaseEstimator):
         check_is_fitted(self)
         f = np.asarray(features, dtype=np.float32)
         if f.ndim != 2 or f.shape[1] != self.n_features_in_:
-            raise ValueError(f"features have shape {f.shape}, but the codebook expects {self.n_features_in_} columns")
+            raise ValueError(
+                f"features have shape {f.shape}, but the codebook expects {self.n_features_in_} columns"
+            )
         c = self.cluster_centers_
         d2 = (f * f).sum(1, keepdims=True) - 2.0 * f @ c.T + (c * c).sum(1)[None, :]
         return np.argmin(d2, axis=1)

@@ -32,7 +32,9 @@ class FoldedEncoder:
         A, b = whitener.affine_map()
         filters = np.asarray(filters, dtype=np.float64)
         if filters.shape[0] != A.shape[1]:
-            raise ValueError(f"filters have {filters.shape[0]} rows, but the whitener outputs {A.shape[1]} dims")
+            raise ValueError(
+                f"filters have {filters.shape[0]} rows, but the whitener outputs {A.shape[1]} dims"
+            )
         return cls(A @ filters, b @ filters, whitener.row_constant_)
 
     @property

@@ -25,7 +25,11 @@ class EncodingReport:
 
     @property
     def counts(self) -> dict[str, int]:
-        return {"undecodable": len(self.undecodable), "no_blocks": len(self.no_blocks), "blocks": self.n_blocks}
+        return {
+            "undecodable": len(self.undecodable),
+            "no_blocks": len(self.no_blocks),
+            "blocks": self.n_blocks,
+        }
 
 
 def encode_clips(
@@ -51,7 +55,12 @@ def encode_clips(
         blocks = dense_blocks(frames, block_shape)
         if len(blocks) == 0:
             report.no_blocks.append(str(clip_id))
-            log.info("activity: clip %s (%s frames of %s) has no full block", clip_id, frames.shape[0], frames.shape[1:])
+            log.info(
+                "activity: clip %s (%s frames of %s) has no full block",
+                clip_id,
+                frames.shape[0],
+                frames.shape[1:],
+            )
             continue
         out[str(clip_id)] = encoder.encode(blocks).astype(np.float16)
         report.n_blocks += len(blocks)

@@ -34,7 +34,9 @@ MISSING_STATUSES = ("no_audio", "silent", "too_short", "unreadable")
 def _smile():
     import opensmile
 
-    return opensmile.Smile(feature_set=opensmile.FeatureSet.IS10, feature_level=opensmile.FeatureLevel.Functionals)
+    return opensmile.Smile(
+        feature_set=opensmile.FeatureSet.IS10, feature_level=opensmile.FeatureLevel.Functionals
+    )
 
 
 def is10_features(signal: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -96,7 +98,12 @@ def _config_key(sample_rate: int, min_duration_s: float, silence_rms: float) -> 
 
 
 def _clip_features(
-    clip_id: str, path: Path, sample_rate: int, min_duration_s: float, silence_rms: float, cache_dir: Path | None
+    clip_id: str,
+    path: Path,
+    sample_rate: int,
+    min_duration_s: float,
+    silence_rms: float,
+    cache_dir: Path | None,
 ) -> ClipAudioFeatures:
     cache_file = None
     if cache_dir is not None:
@@ -116,7 +123,9 @@ def _clip_features(
     return result
 
 
-def _compute(clip_id: str, path: Path, sample_rate: int, min_duration_s: float, silence_rms: float) -> ClipAudioFeatures:
+def _compute(
+    clip_id: str, path: Path, sample_rate: int, min_duration_s: float, silence_rms: float
+) -> ClipAudioFeatures:
     try:
         signal = read_audio(path, sample_rate)
     except NoAudioTrackError as err:
@@ -125,7 +134,9 @@ def _compute(clip_id: str, path: Path, sample_rate: int, min_duration_s: float, 
         return ClipAudioFeatures(clip_id, "unreadable", None, str(err))
     seconds = signal.size / sample_rate
     if seconds < min_duration_s:
-        return ClipAudioFeatures(clip_id, "too_short", None, f"{path}: {seconds:.3f} s of audio < {min_duration_s} s")
+        return ClipAudioFeatures(
+            clip_id, "too_short", None, f"{path}: {seconds:.3f} s of audio < {min_duration_s} s"
+        )
     rms = float(np.sqrt(np.mean(np.square(signal, dtype=np.float64))))
     if rms < silence_rms:
         return ClipAudioFeatures(clip_id, "silent", None, f"{path}: audio RMS {rms:.2e} < {silence_rms:.0e}")
@@ -156,7 +167,8 @@ def extract_is10(
         cache = Path(cache_dir) / "audio_is10"
         cache.mkdir(parents=True, exist_ok=True)
     jobs = (
-        delayed(_clip_features)(str(cid), Path(p), sample_rate, min_duration_s, silence_rms, cache) for cid, p in clips
+        delayed(_clip_features)(str(cid), Path(p), sample_rate, min_duration_s, silence_rms, cache)
+        for cid, p in clips
     )
     results: Iterable[ClipAudioFeatures] = Parallel(n_jobs=n_jobs)(jobs)
     report = AudioFeatureReport()

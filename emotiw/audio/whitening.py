@@ -61,7 +61,9 @@ class FeatureScaler(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has shape {X.shape}, but FeatureScaler is expecting {self.n_features_in_} features")
+            raise ValueError(
+                f"X has shape {X.shape}, but FeatureScaler is expecting {self.n_features_in_} features"
+            )
         Z = (X[:, self.keep_] - self.mean_) / self.scale_
         return np.nan_to_num(Z, nan=0.0, posinf=0.0, neginf=0.0)
 
@@ -116,7 +118,9 @@ class ContrastPCAWhitener(TransformerMixin, BaseEstimator):
         self._check_params()
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[0] < 2:
-            raise ValueError(f"ContrastPCAWhitener needs a 2-D array with at least 2 rows, got shape {X.shape}")
+            raise ValueError(
+                f"ContrastPCAWhitener needs a 2-D array with at least 2 rows, got shape {X.shape}"
+            )
         if not np.isfinite(X).all():
             raise ValueError("ContrastPCAWhitener got NaN or inf in X; impute first (FeatureScaler does)")
         self.n_features_in_ = X.shape[1]
@@ -159,7 +163,9 @@ class ContrastPCAWhitener(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has shape {X.shape}, but ContrastPCAWhitener is expecting {self.n_features_in_} features")
+            raise ValueError(
+                f"X has shape {X.shape}, but ContrastPCAWhitener is expecting {self.n_features_in_} features"
+            )
         C = (self.row_normalise(X) - self.column_mean_) / self.column_scale_
         return (C - self.pca_mean_) @ self.components_.T / np.sqrt(self.explained_variance_)
 

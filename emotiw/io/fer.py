@@ -32,7 +32,9 @@ class FaceSet:
     def __post_init__(self) -> None:
         n = len(self.keys)
         if self.images.shape != (n, SIZE, SIZE) or self.images.dtype != np.uint8:
-            raise ValueError(f"images must be ({n}, {SIZE}, {SIZE}) uint8, got {self.images.shape} {self.images.dtype}")
+            raise ValueError(
+                f"images must be ({n}, {SIZE}, {SIZE}) uint8, got {self.images.shape} {self.images.dtype}"
+            )
         if self.labels.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), got {self.labels.shape}")
 
@@ -116,7 +118,9 @@ def read_fer_images(root: str | os.PathLike, split: str, *, resize: bool = False
     root = Path(root)
     split_dir = root / split
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"{split_dir}: FER image folder not found (expected <root>/{split}/<emotion>/*.jpg)")
+        raise FileNotFoundError(
+            f"{split_dir}: FER image folder not found (expected <root>/{split}/<emotion>/*.jpg)"
+        )
     images, labs, keys = [], [], []
     for folder in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         try:

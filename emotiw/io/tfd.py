@@ -25,7 +25,9 @@ def read_tfd_mat(path: str | os.PathLike, *, labelled_only: bool = True) -> Face
         raise ValueError(f"{path}: cannot read as a MATLAB .mat file ({err})") from None
     for key in ("images", "labs_ex"):
         if key not in mat:
-            raise ValueError(f"{path}: missing variable {key!r} (found {sorted(k for k in mat if not k.startswith('__'))})")
+            raise ValueError(
+                f"{path}: missing variable {key!r} (found {sorted(k for k in mat if not k.startswith('__'))})"
+            )
     images = np.asarray(mat["images"])
     if images.ndim != 3 or images.shape[1:] != (SIZE, SIZE):
         raise ValueError(f"{path}: 'images' must be (N, {SIZE}, {SIZE}), got {images.shape}")

@@ -70,13 +70,24 @@ def content_hash(root: str | os.PathLike) -> str:
 def _spec(preset: Preset, seed: int, difficulty: Difficulty) -> dict[str, Any]:
     # Everything that decides the bytes: a tree made by another generator version or other knobs is regenerated.
     knobs = json.loads(json.dumps(dataclasses.asdict(difficulty)))
-    return {"preset": preset.name, "seed": int(seed), "difficulty": difficulty.name, "version": GENERATOR_VERSION,
-            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(preset).items()},
-            "difficulty_settings": knobs}
+    return {
+        "preset": preset.name,
+        "seed": int(seed),
+        "difficulty": difficulty.name,
+        "version": GENERATOR_VERSION,
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(preset).items()},
+        "difficulty_settings": knobs,
+    }
 
 
-def is_complete(out_dir: str | os.PathLike, *, preset: str = "demo", seed: int = 0, difficulty: str | None = None,
-                counts: Mapping[str, Any] | None = None) -> bool:
+def is_complete(
+    out_dir: str | os.PathLike,
+    *,
+    preset: str = "demo",
+    seed: int = 0,
+    difficulty: str | None = None,
+    counts: Mapping[str, Any] | None = None,
+) -> bool:
     """Whether ``out_dir`` holds a finished tree made with exactly these arguments."""
     marker = Path(out_dir) / COMPLETE
     if not marker.is_file():
@@ -121,10 +132,14 @@ def generate(
     if not force and is_complete(out, preset=preset, seed=seed, difficulty=d.name, counts=counts):
         return out
     if out.exists():  # only ever replace a tree this generator wrote (or an empty folder)
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in _TOP_LEVEL) if out.is_dir() else [out.name]
+        foreign = (
+            sorted(p.name for p in out.iterdir() if p.name not in _TOP_LEVEL) if out.is_dir() else [out.name]
+        )
         if foreign:
-            raise ValueError(f"{out}: exists and holds {', '.join(foreign[:5])}, which the generator did not write; "
-                             "choose an empty or previously generated folder")
+            raise ValueError(
+                f"{out}: exists and holds {', '.join(foreign[:5])}, which the generator did not write; "
+                "choose an empty or previously generated folder"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
@@ -133,8 +148,12 @@ def generate(
         start = time.perf_counter()
         digest = content_hash(tmp)
         timings["hash"] = time.perf_counter() - start
-        marker = {**_spec(p, seed, d), "counts": summary, "sha256": digest,
-                  "seconds": {k: round(v, 2) for k, v in timings.items()}}
+        marker = {
+            **_spec(p, seed, d),
+            "counts": summary,
+            "sha256": digest,
+            "seconds": {k: round(v, 2) for k, v in timings.items()},
+        }
         save_json(tmp / COMPLETE, marker)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -149,8 +168,9 @@ def generate(
     return out
 
 
-def _write_tree(root: Path, p: Preset, seed: int, d: Difficulty, workers: int | None,
-                timings: dict[str, float]) -> dict[str, Any]:
+def _write_tree(
+    root: Path, p: Preset, seed: int, d: Difficulty, workers: int | None, timings: dict[str, float]
+) -> dict[str, Any]:
     from emotiw.synth.afew import write_afew
 
     t0 = time.perf_counter()
@@ -169,7 +189,9 @@ def _write_tree(root: Path, p: Preset, seed: int, d: Difficulty, workers: int | 
         return {e: int((labels == i).sum()) for i, e in enumerate(EMOTIONS)}
 
     return {
-        "fer2013": {u: per_class(fer.labels[fer.usage == u]) for u in ("Training", "PublicTest", "PrivateTest")},
+        "fer2013": {
+            u: per_class(fer.labels[fer.usage == u]) for u in ("Training", "PublicTest", "PrivateTest")
+        },
         "tfd": {"labelled": per_class(tfd[0].labels), "unlabelled": int((tfd[0].labels < 0).sum())},
         "afew": afew,
     }

@@ -12,8 +12,10 @@ import time
 from emotiw.synth import generate
 from emotiw.synth.presets import PRESETS
 
-_USAGE = "usage: python -m emotiw.synth out=DIR [preset=tiny|demo|paper] [seed=0] [difficulty=easy|paper] " \
-         "[workers=N] [force=true] [fer_per_class=N afew_train=N ...]"
+_USAGE = (
+    "usage: python -m emotiw.synth out=DIR [preset=tiny|demo|paper] [seed=0] [difficulty=easy|paper] "
+    "[workers=N] [force=true] [fer_per_class=N afew_train=N ...]"
+)
 
 
 def _value(text: str):
@@ -48,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     out = str(opts.pop("out"))
     preset = str(opts.pop("preset", "demo"))
     if preset not in PRESETS:
-        print(f"emotiw.synth: preset={preset!r} is unknown; expected one of {', '.join(PRESETS)}", file=sys.stderr)
+        print(
+            f"emotiw.synth: preset={preset!r} is unknown; expected one of {', '.join(PRESETS)}",
+            file=sys.stderr,
+        )
         return 2
     kwargs = {k: opts.pop(k) for k in ("seed", "difficulty", "workers", "force") if k in opts}
     start = time.perf_counter()
@@ -57,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"emotiw.synth: {err}", file=sys.stderr)
         return 2
-    print(f"emotiw.synth: {preset} (seed {kwargs.get('seed', 0)}) in {path} ({time.perf_counter() - start:.1f} s)")
+    print(
+        f"emotiw.synth: {preset} (seed {kwargs.get('seed', 0)}) in {path} ({time.perf_counter() - start:.1f} s)"
+    )
     return 0
 
 

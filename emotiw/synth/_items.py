@@ -40,12 +40,15 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def map_items(fn: Callable[..., T], args: Sequence[tuple[Any, ...]], workers: int | None = None,
-              *, min_items: int = 64) -> list[T]:
+def map_items(
+    fn: Callable[..., T], args: Sequence[tuple[Any, ...]], workers: int | None = None, *, min_items: int = 64
+) -> list[T]:
     """``[fn(*a) for a in args]``, on a process pool when there are ``min_items`` or more; results in input order."""
     workers = default_workers() if workers is None else max(1, int(workers))
     if workers == 1 or len(args) < min_items:
         return [fn(*a) for a in args]
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    ctx = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
     with ctx.Pool(workers) as pool:
         return pool.starmap(fn, args, chunksize=max(1, len(args) // (workers * 32)))

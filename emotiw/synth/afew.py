@@ -40,23 +40,27 @@ from emotiw.synth.presets import Difficulty, Preset, get_difficulty
 from emotiw.synth.voice import SAMPLE_RATE, speech, to_pcm16
 
 FPS = 25
-LANDMARK_HEADER = ("frame,left_eye_x,left_eye_y,right_eye_x,right_eye_y,nose_x,nose_y,"
-                   "mouth_left_x,mouth_left_y,mouth_right_x,mouth_right_y")
+LANDMARK_HEADER = (
+    "frame,left_eye_x,left_eye_y,right_eye_x,right_eye_y,nose_x,nose_y,"
+    "mouth_left_x,mouth_left_y,mouth_right_x,mouth_right_y"
+)
 MOTIONS = ("still", "slow", "calm", "agitated", "bob", "tremble", "recoil", "turn")
 # How each emotion leans over MOTIONS (canonical order); mixed with uniform by Difficulty.motion_bias. Each emotion has
 # a kind of its own (agitated anger, trembling fear, bouncing laughter, slumped sadness, a startled recoil, turning
 # away in disgust, a still neutral) and shares some mass with the emotions it is confused with; with only four kinds
 # (version 1) even a perfect motion model could not beat chance by much (22.6 % on the demo Val/Test, chance 16.7 %).
-MOTION_PRIOR = np.array([
-    # still slow  calm  agit  bob   trem  recoil turn
-    [0.02, 0.03, 0.08, 0.55, 0.05, 0.15, 0.07, 0.05],  # angry
-    [0.08, 0.12, 0.08, 0.05, 0.02, 0.02, 0.08, 0.55],  # disgust
-    [0.02, 0.03, 0.05, 0.15, 0.02, 0.55, 0.15, 0.03],  # fear
-    [0.05, 0.03, 0.15, 0.05, 0.60, 0.02, 0.05, 0.05],  # happy
-    [0.15, 0.60, 0.08, 0.02, 0.02, 0.03, 0.02, 0.08],  # sad
-    [0.03, 0.02, 0.08, 0.05, 0.05, 0.12, 0.60, 0.05],  # surprise
-    [0.55, 0.15, 0.20, 0.02, 0.03, 0.02, 0.01, 0.02],  # neutral
-])
+MOTION_PRIOR = np.array(
+    [
+        # still slow  calm  agit  bob   trem  recoil turn
+        [0.02, 0.03, 0.08, 0.55, 0.05, 0.15, 0.07, 0.05],  # angry
+        [0.08, 0.12, 0.08, 0.05, 0.02, 0.02, 0.08, 0.55],  # disgust
+        [0.02, 0.03, 0.05, 0.15, 0.02, 0.55, 0.15, 0.03],  # fear
+        [0.05, 0.03, 0.15, 0.05, 0.60, 0.02, 0.05, 0.05],  # happy
+        [0.15, 0.60, 0.08, 0.02, 0.02, 0.03, 0.02, 0.08],  # sad
+        [0.03, 0.02, 0.08, 0.05, 0.05, 0.12, 0.60, 0.05],  # surprise
+        [0.55, 0.15, 0.20, 0.02, 0.03, 0.02, 0.01, 0.02],  # neutral
+    ]
+)
 N_SUBJECTS = 60  # actors recur across clips, as in films
 
 
@@ -154,8 +158,19 @@ def _plan(preset: Preset, seed: int, diff: Difficulty) -> list[ClipSpec]:
     for split in ("Train", "Val", "Test"):
         labels = np.repeat(np.arange(NUM_CLASSES), counts[split])
         for lab in rng.permutation(labels):
-            specs.append(ClipSpec(int(seed), i, f"{int(ids[i]):09d}", split, int(lab), diff,
-                                  tuple(preset.frame_size), preset.afew_min_s, preset.afew_max_s))
+            specs.append(
+                ClipSpec(
+                    int(seed),
+                    i,
+                    f"{int(ids[i]):09d}",
+                    split,
+                    int(lab),
+                    diff,
+                    tuple(preset.frame_size),
+                    preset.afew_min_s,
+                    preset.afew_max_s,
+                )
+            )
             i += 1
     return specs
 
@@ -166,8 +181,14 @@ def clip_path(root: Path, spec: ClipSpec) -> Path:
     return root / spec.split / afew_folder(spec.label) / f"{spec.clip_id}.avi"
 
 
-def write_afew(root: str | os.PathLike, preset: Preset, *, seed: int = 0, difficulty: str | Difficulty = "paper",
-               workers: int | None = 1) -> dict[str, Any]:
+def write_afew(
+    root: str | os.PathLike,
+    preset: Preset,
+    *,
+    seed: int = 0,
+    difficulty: str | Difficulty = "paper",
+    workers: int | None = 1,
+) -> dict[str, Any]:
     """Write every clip, its landmark sidecar and ``Test_labels.csv``; return per-split, per-class counts."""
     root = Path(root)
     diff = get_difficulty(difficulty)
@@ -249,14 +270,20 @@ def _motion(rng: np.random.Generator, kind: str, n: int) -> dict[str, np.ndarray
     elif kind == "tremble":  # a fast small tremor of body and camera
         a, f = u(1.0, 2.0), u(6.0, 9.0)
         ph = u(0, 2 * math.pi, 2)
-        tremor = a * np.stack([np.sin(2 * math.pi * f * t + ph[0]), np.sin(2 * math.pi * 1.3 * f * t + ph[1])], 1)
+        tremor = a * np.stack(
+            [np.sin(2 * math.pi * f * t + ph[0]), np.sin(2 * math.pi * 1.3 * f * t + ph[1])], 1
+        )
         camera += tremor
         head += 0.5 * tremor
     elif kind == "recoil":  # one or two sudden jerks, then stillness
         for _ in range(int(rng.integers(1, 3))):
             at, span, size, angle = u(0.1, 0.9) * n, u(2.0, 5.0), u(8.0, 14.0), u(0, 2 * math.pi)
             step = np.clip((np.arange(n) - at) / span, 0, 1)
-            step = (0.5 - 0.5 * np.cos(math.pi * step))[:, None] * size * np.array([math.cos(angle), math.sin(angle)])
+            step = (
+                (0.5 - 0.5 * np.cos(math.pi * step))[:, None]
+                * size
+                * np.array([math.cos(angle), math.sin(angle)])
+            )
             camera += step
             head += 0.5 * step
         camera -= camera.mean(0)
@@ -306,8 +333,15 @@ def _background(rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:
     return np.clip(img + fine, 0, 255).astype(np.uint8)
 
 
-def _face_layer(idn, aus: dict[int, float], scale: float, yaw: float, shirt: float, colour: np.ndarray,
-                light: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, int]:
+def _face_layer(
+    idn,
+    aus: dict[int, float],
+    scale: float,
+    yaw: float,
+    shirt: float,
+    colour: np.ndarray,
+    light: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Upright face layer, (H, W, 4) float32: RGB premultiplied by coverage (lit and tinted), then coverage; the
     canonical point (24, 27) at (W / 2, top). Also its 5 landmarks in layer pixels."""
     # Room for hair above and the shoulders below, as far as a 4:5 frame can show them.
@@ -333,7 +367,9 @@ def render_clip(spec: ClipSpec) -> tuple[list[np.ndarray], list[tuple[int, np.nd
     seconds = spec.min_s + (spec.max_s - spec.min_s) * rng.beta(1.3, 3.7)
     n = max(1, int(round(seconds * FPS)))
     subject = int(rng.integers(N_SUBJECTS))
-    idn = sample_identity(_items.item_rng(spec.seed, _items.AFEW_SUBJECT, subject), resting_scale=diff.resting)
+    idn = sample_identity(
+        _items.item_rng(spec.seed, _items.AFEW_SUBJECT, subject), resting_scale=diff.resting
+    )
 
     # Face: what it shows and how strongly (a faint face carries no emotion).
     shown, intensity = _items.shown_expression(rng, spec.label, diff)
@@ -347,8 +383,9 @@ def render_clip(spec: ClipSpec) -> tuple[list[np.ndarray], list[tuple[int, np.nd
     silent = bool(rng.random() < diff.silent)
     voice_emotion = shown if rng.random() >= diff.audio_uninformative else EMOTIONS.index("neutral")
     base_pitch = rng.uniform(95, 140) if rng.random() < 0.5 else rng.uniform(170, 240)
-    wave, talk = speech(rng, voice_emotion, n_audio, base_pitch=base_pitch, silent=silent,
-                        noise_db=rng.uniform(-45, -30))
+    wave, talk = speech(
+        rng, voice_emotion, n_audio, base_pitch=base_pitch, silent=silent, noise_db=rng.uniform(-45, -30)
+    )
     talk_per_frame = talk[: n * (SAMPLE_RATE // FPS)].reshape(n, -1).mean(1) if n_audio else np.zeros(n)
 
     # Motion: its kind leans towards the emotion; sometimes there is none.
@@ -368,7 +405,10 @@ def render_clip(spec: ClipSpec) -> tuple[list[np.ndarray], list[tuple[int, np.nd
     cy = h / 2 + rng.uniform(-0.12, 0.05) * h
     zoom = rng.uniform(-0.1, 0.1)  # slow dolly in or out over the clip
     base_yaw, base_roll = rng.uniform(-12, 12), rng.uniform(-5, 5)
-    light = (rng.uniform(0.05, 0.45), rng.uniform(0, 2 * math.pi))  # gradient strength and direction on the face
+    light = (
+        rng.uniform(0.05, 0.45),
+        rng.uniform(0, 2 * math.pi),
+    )  # gradient strength and direction on the face
     colour = (tint * rng.uniform(0.75, 1.15)).astype(np.float32)  # skin tint times overall brightness
     blur = rng.uniform(0.0, 0.8)
     sigma = rng.uniform(1.0, 2.5)
@@ -419,19 +459,26 @@ def render_clip(spec: ClipSpec) -> tuple[list[np.ndarray], list[tuple[int, np.nd
             scale = base_scale * (1 + zoom * t / max(1, n - 1))
             # Similarity from the layer to the frame: rotate by the roll, scale, and put the layer centre in place.
             centre = (cx + mot["head"][t, 0] - (ox - pad), cy + mot["head"][t, 1] - (oy - pad))
-            m = Pose.make(center=centre, scale=scale / layer_scale,
-                          roll=base_roll + diff.pose_motion * mot["roll"][t]).matrix
-            m = m @ np.array([[1.0, 0.0, 24.0 - layer.shape[1] / 2], [0.0, 1.0, 27.0 - anchor_y], [0.0, 0.0, 1.0]])
+            m = Pose.make(
+                center=centre, scale=scale / layer_scale, roll=base_roll + diff.pose_motion * mot["roll"][t]
+            ).matrix
+            m = m @ np.array(
+                [[1.0, 0.0, 24.0 - layer.shape[1] / 2], [0.0, 1.0, 27.0 - anchor_y], [0.0, 0.0, 1.0]]
+            )
             # Warp and blend only where the layer lands in the frame.
             lh, lw = layer.shape[:2]
             corners = np.array([[0, 0], [lw, 0], [0, lh], [lw, lh]], np.float64) @ m[:, :2].T + m[:, 2]
             x0, y0 = (max(0, int(v)) for v in corners.min(0))
-            x1, y1 = min(w, int(math.ceil(corners[:, 0].max())) + 1), min(h, int(math.ceil(corners[:, 1].max())) + 1)
+            x1, y1 = (
+                min(w, int(math.ceil(corners[:, 0].max())) + 1),
+                min(h, int(math.ceil(corners[:, 1].max())) + 1),
+            )
             if x1 > x0 and y1 > y0:
                 m_roi = m.copy()
                 m_roi[:, 2] -= (x0, y0)
-                warped = cv2.warpAffine(layer, m_roi, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_CONSTANT)
+                warped = cv2.warpAffine(
+                    layer, m_roi, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+                )
                 under = frame[y0:y1, x0:x1].astype(np.float32)
                 under *= 1.0 - warped[..., 3:]
                 under += warped[..., :3]
@@ -439,13 +486,25 @@ def render_clip(spec: ClipSpec) -> tuple[list[np.ndarray], list[tuple[int, np.nd
             pts = layer_pts @ m[:, :2].T + m[:, 2]
             if mot["gesture"][t]:  # a hand waving in front of the body
                 gx = centre[0] + 0.9 * scale * 24 * math.sin(2 * math.pi * 2.0 * t / FPS + gesture_phase)
-                gy = centre[1] + scale * 40 + 5 * scale * math.cos(2 * math.pi * 3.0 * t / FPS + gesture_phase)
-                cv2.ellipse(frame, (int(gx), int(gy)), (int(5 * scale), int(7 * scale)), 0, 0, 360, skin_rgb, -1)
+                gy = (
+                    centre[1] + scale * 40 + 5 * scale * math.cos(2 * math.pi * 3.0 * t / FPS + gesture_phase)
+                )
+                cv2.ellipse(
+                    frame, (int(gx), int(gy)), (int(5 * scale), int(7 * scale)), 0, 0, 360, skin_rgb, -1
+                )
             if loss_kind == "occlude" and lost[t]:
                 mid = pts.mean(0)
                 size = int(scale * rng.uniform(14, 20))
-                cv2.ellipse(frame, (int(mid[0] + rng.normal(0, 2)), int(mid[1] + rng.normal(0, 2))),
-                            (size, int(size * 1.3)), float(rng.uniform(0, 180)), 0, 360, occluder_colour.tolist(), -1)
+                cv2.ellipse(
+                    frame,
+                    (int(mid[0] + rng.normal(0, 2)), int(mid[1] + rng.normal(0, 2))),
+                    (size, int(size * 1.3)),
+                    float(rng.uniform(0, 180)),
+                    0,
+                    360,
+                    occluder_colour.tolist(),
+                    -1,
+                )
         if blur > 0.05:
             frame = cv2.GaussianBlur(frame, (0, 0), blur)
         up, down = noise_bank[t % len(noise_bank)]
@@ -454,6 +513,12 @@ def render_clip(spec: ClipSpec) -> tuple[list[np.ndarray], list[tuple[int, np.nd
         if inside and not (lost[t] and loss_kind == "occlude"):
             jitter = rng.normal(0, 0.6, size=pts.shape)
             landmarks.append((t, np.clip(pts + jitter, 0, [w - 1, h - 1])))
-    info = {"silent": silent, "motion": kind, "shown": shown, "intensity": intensity, "loss": loss_kind,
-            "label": spec.label if spec.split != "Test" else UNLABELLED}
+    info = {
+        "silent": silent,
+        "motion": kind,
+        "shown": shown,
+        "intensity": intensity,
+        "loss": loss_kind,
+        "label": spec.label if spec.split != "Test" else UNLABELLED,
+    }
     return frames, landmarks, to_pcm16(wave), info

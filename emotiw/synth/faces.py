@@ -25,9 +25,12 @@ import numpy as np
 from emotiw.labels import EMOTIONS
 
 # FER2013 mean shape (paper-spec §1), MATLAB 1-based values minus 1: the canonical frame of every face drawn here.
-FER_MEAN_SHAPE = np.array(
-    [[14.99, 17.41], [34.20, 17.17], [24.56, 28.36], [16.80, 38.15], [32.73, 38.01]], dtype=np.float64
-) - 1.0
+FER_MEAN_SHAPE = (
+    np.array(
+        [[14.99, 17.41], [34.20, 17.17], [24.56, 28.36], [16.80, 38.15], [32.73, 38.01]], dtype=np.float64
+    )
+    - 1.0
+)
 
 # Action units the renderer can move.
 ACTION_UNITS: tuple[int, ...] = (1, 2, 4, 5, 6, 7, 9, 10, 12, 15, 16, 20, 23, 26)
@@ -81,7 +84,9 @@ class Identity:
     resting: Mapping[int, float] = field(default_factory=dict)  # idiosyncratic resting action units
 
 
-def sample_identity(rng: np.random.Generator, *, resting_scale: float = 0.0, accessories: float = 1.0) -> Identity:
+def sample_identity(
+    rng: np.random.Generator, *, resting_scale: float = 0.0, accessories: float = 1.0
+) -> Identity:
     """Draw a subject. ``resting_scale`` > 0 gives faces that look a little sad/angry/happy at rest."""
     u = rng.uniform
     skin = u(95, 205)
@@ -216,7 +221,9 @@ def _bezier_basis(n: int) -> np.ndarray:
     return np.hstack([(1 - t) ** 2, 2 * (1 - t) * t, t**2])
 
 
-def _ellipse(cx: float, cy: float, rx: float, ry: float, a0: float = 0.0, a1: float = 2 * math.pi, n: int = 28):
+def _ellipse(
+    cx: float, cy: float, rx: float, ry: float, a0: float = 0.0, a1: float = 2 * math.pi, n: int = 28
+):
     c, s = _circle(a0, a1, n)
     out = np.empty((n, 2))
     out[:, 0] = cx + rx * c
@@ -258,7 +265,9 @@ class _Canvas:
         self.sin_yaw = math.sin(math.radians(pose.yaw))
         self.cos_yaw = math.cos(math.radians(pose.yaw))
         self.px_per_unit = float(np.hypot(*pose.matrix[:, 0])) * ss
-        self.parts: list[tuple[np.ndarray, float, float, float, bool]] = []  # pts, depth, tone, width(0=fill), cover
+        self.parts: list[
+            tuple[np.ndarray, float, float, float, bool]
+        ] = []  # pts, depth, tone, width(0=fill), cover
 
     def fill(self, pts, tone: float, depth: float = 0.0, cover: bool = False) -> None:
         self.parts.append((np.asarray(pts, np.float64), depth, tone, 0.0, cover))
@@ -346,11 +355,23 @@ def render_face(
     outline = _head_outline(idn, a(26))
 
     # Region of interest: the head (and hair, neck, body) bounding box in output pixels, clipped to the frame.
-    probe = np.vstack([outline * [1.0, 1.0], [[_CANON_CX - 1.4 * idn.head_rx, idn.head_cy + 2.2 * idn.head_ry]],
-                       [[_CANON_CX + 1.4 * idn.head_rx, idn.head_cy - 1.2 * idn.head_ry]]])
+    probe = np.vstack(
+        [
+            outline * [1.0, 1.0],
+            [[_CANON_CX - 1.4 * idn.head_rx, idn.head_cy + 2.2 * idn.head_ry]],
+            [[_CANON_CX + 1.4 * idn.head_rx, idn.head_cy - 1.2 * idn.head_ry]],
+        ]
+    )
     if body:
-        probe = np.vstack([probe, [[_CANON_CX - 3.2 * idn.head_rx, idn.head_cy + 5 * idn.head_ry],
-                                   [_CANON_CX + 3.2 * idn.head_rx, idn.head_cy + 5 * idn.head_ry]]])
+        probe = np.vstack(
+            [
+                probe,
+                [
+                    [_CANON_CX - 3.2 * idn.head_rx, idn.head_cy + 5 * idn.head_ry],
+                    [_CANON_CX + 3.2 * idn.head_rx, idn.head_cy + 5 * idn.head_ry],
+                ],
+            ]
+        )
     box = _project_plain(pose, probe)
     x0 = int(max(0, math.floor(box[:, 0].min()) - 2))
     y0 = int(max(0, math.floor(box[:, 1].min()) - 2))
@@ -384,18 +405,25 @@ def _draw(cv: _Canvas, idn: Identity, a, outline: np.ndarray, *, body: bool, shi
     if idn.hair == 2:  # long hair falls behind the head
         back = _ellipse(cx, idn.head_cy + 0.25 * idn.head_ry, 1.22 * idn.head_rx, 1.15 * idn.head_ry)
         cv.fill(back, idn.hair_tone, depth=-4.0, cover=True)
-    neck = np.array([[cx - 0.5 * idn.head_rx, idn.head_cy + 0.5 * idn.head_ry],
-                     [cx + 0.5 * idn.head_rx, idn.head_cy + 0.5 * idn.head_ry],
-                     [cx + 0.55 * idn.head_rx, idn.head_cy + 1.9 * idn.head_ry],
-                     [cx - 0.55 * idn.head_rx, idn.head_cy + 1.9 * idn.head_ry]])
+    neck = np.array(
+        [
+            [cx - 0.5 * idn.head_rx, idn.head_cy + 0.5 * idn.head_ry],
+            [cx + 0.5 * idn.head_rx, idn.head_cy + 0.5 * idn.head_ry],
+            [cx + 0.55 * idn.head_rx, idn.head_cy + 1.9 * idn.head_ry],
+            [cx - 0.55 * idn.head_rx, idn.head_cy + 1.9 * idn.head_ry],
+        ]
+    )
     cv.fill(neck, skin * 0.8, depth=-3.0, cover=True)
     cv.fill(outline, skin, cover=True)
 
     if idn.beard:
         low = outline[(outline[:, 1] > idn.mouth_y - 1.0)]
         low = low[np.argsort(-low[:, 0])]
-        top = _bezier((cx - idn.mouth_hw - 2.5, idn.mouth_y - 1.0), (cx, idn.nose_y + 2.5),
-                      (cx + idn.mouth_hw + 2.5, idn.mouth_y - 1.0))
+        top = _bezier(
+            (cx - idn.mouth_hw - 2.5, idn.mouth_y - 1.0),
+            (cx, idn.nose_y + 2.5),
+            (cx + idn.mouth_hw + 2.5, idn.mouth_y - 1.0),
+        )
         cv.fill(np.vstack([top, low]), skin * 0.78, depth=_D_MOUTH - 3)
 
     # Cheeks: raised and lit by AU6 (and a little by a broad smile).
@@ -409,7 +437,9 @@ def _draw(cv: _Canvas, idn: Identity, a, outline: np.ndarray, *, body: bool, shi
     if idn.hair:
         hl = idn.head_cy - idn.hairline * idn.head_ry
         t = np.linspace(math.pi, 2 * math.pi, 24)
-        cap_top = np.stack([cx + 1.08 * idn.head_rx * np.cos(t), idn.head_cy + 1.08 * idn.head_ry * np.sin(t)], 1)
+        cap_top = np.stack(
+            [cx + 1.08 * idn.head_rx * np.cos(t), idn.head_cy + 1.08 * idn.head_ry * np.sin(t)], 1
+        )
         cap_top = cap_top[cap_top[:, 1] <= hl + 2.5]
         fringe = _bezier((cap_top[-1, 0], hl + 2.5), (cx, hl), (cap_top[0, 0], hl + 2.5))
         cv.fill(np.vstack([cap_top, fringe]), idn.hair_tone, depth=1.0, cover=True)
@@ -432,15 +462,30 @@ def _draw(cv: _Canvas, idn: Identity, a, outline: np.ndarray, *, body: bool, shi
         for s in (-1, 1):
             ex = cx + s * (idn.eye_dx + idn.eye_rx + 1.0)
             for k in (-1, 0, 1):
-                cv.line([(ex, idn.eye_y + 0.8 * k), (ex + s * 1.6, idn.eye_y + 1.4 * k)],
-                        skin - (skin - dark) * a(6), 0.3, depth=_D_EYE - 2)
+                cv.line(
+                    [(ex, idn.eye_y + 0.8 * k), (ex + s * 1.6, idn.eye_y + 1.4 * k)],
+                    skin - (skin - dark) * a(6),
+                    0.3,
+                    depth=_D_EYE - 2,
+                )
     if idn.glasses:
         frame = min(40.0, skin * 0.3)
         for s in (-1, 1):
-            cv.line(_ellipse(cx + s * idn.eye_dx, idn.eye_y + 0.3, idn.eye_rx + 2.2, idn.eye_ry + 2.4, n=24),
-                    frame, 0.5, depth=_D_EYE + 1.5)
-        cv.line([(cx - idn.eye_dx + idn.eye_rx + 2.2, idn.eye_y), (cx + idn.eye_dx - idn.eye_rx - 2.2, idn.eye_y)],
-                frame, 0.5, depth=_D_NOSE - 2)
+            cv.line(
+                _ellipse(cx + s * idn.eye_dx, idn.eye_y + 0.3, idn.eye_rx + 2.2, idn.eye_ry + 2.4, n=24),
+                frame,
+                0.5,
+                depth=_D_EYE + 1.5,
+            )
+        cv.line(
+            [
+                (cx - idn.eye_dx + idn.eye_rx + 2.2, idn.eye_y),
+                (cx + idn.eye_dx - idn.eye_rx - 2.2, idn.eye_y),
+            ],
+            frame,
+            0.5,
+            depth=_D_NOSE - 2,
+        )
 
 
 def _draw_brows(cv: _Canvas, idn: Identity, a) -> None:
@@ -448,8 +493,12 @@ def _draw_brows(cv: _Canvas, idn: Identity, a) -> None:
     by = idn.eye_y - idn.brow_gap
     lower = 2.2 * a(4)
     for s in (-1, 1):
-        inner = np.array([cx + s * (idn.eye_dx - idn.eye_rx - 0.6 - 1.3 * a(4)), by + 0.2 + lower + 0.5 * a(4)
-                          - 3.0 * a(1)])
+        inner = np.array(
+            [
+                cx + s * (idn.eye_dx - idn.eye_rx - 0.6 - 1.3 * a(4)),
+                by + 0.2 + lower + 0.5 * a(4) - 3.0 * a(1),
+            ]
+        )
         mid = np.array([cx + s * idn.eye_dx, by - idn.brow_arch + lower - 1.0 * a(1) - 1.8 * a(2)])
         outer = np.array([cx + s * (idn.eye_dx + idn.eye_rx + 1.4), by + 0.5 + 0.6 * lower - 3.0 * a(2)])
         cv.line(_bezier(inner, mid, outer, 10), idn.brow_tone, idn.brow_thick, depth=_D_BROW)
@@ -485,11 +534,24 @@ def _draw_nose(cv: _Canvas, idn: Identity, a, dark: float) -> None:
     nw = idn.nose_w * (1 + 0.25 * a(9))
     shade = idn.skin * 0.82
     for s in (-1, 1):
-        cv.line(_bezier((cx + s * 1.1, idn.eye_y + 1.5), (cx + s * 1.3, (idn.eye_y + ny) / 2),
-                        (cx + s * 0.75 * nw, ny - 1.0), 8), shade, 0.35, depth=_D_NOSE - 2)
+        cv.line(
+            _bezier(
+                (cx + s * 1.1, idn.eye_y + 1.5),
+                (cx + s * 1.3, (idn.eye_y + ny) / 2),
+                (cx + s * 0.75 * nw, ny - 1.0),
+                8,
+            ),
+            shade,
+            0.35,
+            depth=_D_NOSE - 2,
+        )
         cv.fill(_ellipse(cx + s * 0.5 * nw, ny + 0.5, 0.85, 0.45, n=12), idn.skin * 0.42, depth=_D_NOSE_BASE)
-    cv.line(_bezier((cx - 0.9 * nw, ny - 0.2), (cx, ny + 1.2), (cx + 0.9 * nw, ny - 0.2), 10), shade, 0.3,
-            depth=_D_NOSE_BASE)
+    cv.line(
+        _bezier((cx - 0.9 * nw, ny - 0.2), (cx, ny + 1.2), (cx + 0.9 * nw, ny - 0.2), 10),
+        shade,
+        0.3,
+        depth=_D_NOSE_BASE,
+    )
     if a(9) > 0.1:  # wrinkles on the bridge
         tone = idn.skin - (idn.skin - dark) * a(9)
         for k in range(3):
@@ -519,15 +581,31 @@ def _draw_mouth(cv: _Canvas, idn: Identity, a, dark: float) -> None:
             cv.fill(np.vstack([up_inner, teeth_lo[::-1]]), min(230.0, idn.skin + 40), depth=_D_MOUTH - 1)
     cv.line(up_inner, min(dark, lip * 0.6), 0.35, depth=_D_MOUTH)
     if a(26) > 0.3:  # chin shadow under a dropped jaw
-        cv.line(_bezier((cx - 3, line_y + open_dn + 2 * tl + 2.5), (cx, line_y + open_dn + 2 * tl + 3.2),
-                        (cx + 3, line_y + open_dn + 2 * tl + 2.5), 8), idn.skin * 0.8, 0.4, depth=_D_MOUTH - 2)
+        cv.line(
+            _bezier(
+                (cx - 3, line_y + open_dn + 2 * tl + 2.5),
+                (cx, line_y + open_dn + 2 * tl + 3.2),
+                (cx + 3, line_y + open_dn + 2 * tl + 2.5),
+                8,
+            ),
+            idn.skin * 0.8,
+            0.4,
+            depth=_D_MOUTH - 2,
+        )
 
 
 # ------------------------------------------------------------------------------------------------- image effects
 
 
-def smooth_texture(rng: np.random.Generator, hw: tuple[int, int], *, cells: int = 4, lo: float = 0.0,
-                   hi: float = 255.0, channels: int = 1) -> np.ndarray:
+def smooth_texture(
+    rng: np.random.Generator,
+    hw: tuple[int, int],
+    *,
+    cells: int = 4,
+    lo: float = 0.0,
+    hi: float = 255.0,
+    channels: int = 1,
+) -> np.ndarray:
     """Low-frequency random texture (bicubic upsampling of a coarse grid), float32 in [lo, hi]."""
     h, w = hw
     grid = rng.uniform(lo, hi, size=(cells, cells, channels)).astype(np.float32)
@@ -593,8 +671,11 @@ def render_still(
     yawed = np.stack([_CANON_CX + (pts[:, 0] - _CANON_CX) * cy + depth * sy, pts[:, 1]], 1)
     align = fit_similarity(yawed, target)
     c = target.mean(0)
-    jit = Pose.make(center=(c[0] + rng.normal(0, style.shift), c[1] + rng.normal(0, style.shift)),
-                    scale=1.0 + rng.uniform(-style.scale, style.scale), roll=rng.uniform(-style.roll, style.roll))
+    jit = Pose.make(
+        center=(c[0] + rng.normal(0, style.shift), c[1] + rng.normal(0, style.shift)),
+        scale=1.0 + rng.uniform(-style.scale, style.scale),
+        roll=rng.uniform(-style.roll, style.roll),
+    )
     # jit maps (24, 27) -> jittered centre; re-centre it on the target mean so that it only perturbs.
     recentre = np.array([[1.0, 0.0, _CANON_CX - c[0]], [0.0, 1.0, 27.0 - c[1]]])
     m = compose(jit.matrix, compose(recentre, align))

@@ -148,14 +148,42 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # For unit tests: the whole tree in a few seconds on one core.
-    "tiny": Preset("tiny", fer_per_class=30, tfd=100, tfd_labelled=0.7, afew_train=14, afew_val=14, afew_test=14,
-                   afew_min_s=1.0, afew_max_s=2.0, afew_balance="uniform"),
+    "tiny": Preset(
+        "tiny",
+        fer_per_class=30,
+        tfd=100,
+        tfd_labelled=0.7,
+        afew_train=14,
+        afew_val=14,
+        afew_test=14,
+        afew_min_s=1.0,
+        afew_max_s=2.0,
+        afew_balance="uniform",
+    ),
     # For the demo: the paper CNN learns well above chance in minutes; generated in under a minute on 2 cores.
-    "demo": Preset("demo", fer_per_class=1500, tfd=1000, tfd_labelled=0.7, afew_train=168, afew_val=84,
-                   afew_test=84, afew_min_s=1.0, afew_max_s=6.0),
+    "demo": Preset(
+        "demo",
+        fer_per_class=1500,
+        tfd=1000,
+        tfd_labelled=0.7,
+        afew_train=168,
+        afew_val=84,
+        afew_test=84,
+        afew_min_s=1.0,
+        afew_max_s=6.0,
+    ),
     # AFEW 5.0 sizes (paper §10); FER at about a third of the real 35,887.
-    "paper": Preset("paper", fer_per_class=1700, tfd=4000, tfd_labelled=0.7, afew_train=723, afew_val=383,
-                    afew_test=539, afew_min_s=1.0, afew_max_s=6.0),
+    "paper": Preset(
+        "paper",
+        fer_per_class=1700,
+        tfd=4000,
+        tfd_labelled=0.7,
+        afew_train=723,
+        afew_val=383,
+        afew_test=539,
+        afew_min_s=1.0,
+        afew_max_s=6.0,
+    ),
 }
 
 

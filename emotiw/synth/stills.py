@@ -41,13 +41,23 @@ class StillSet:
     ids: np.ndarray  # (N,) str: FER image ids, TFD subject ids
 
 
-def _still(seed: int, tag: int, index: int, label: int, diff: Difficulty, target: np.ndarray,
-           style: StillStyle, subject_seed: int | None) -> np.ndarray:
+def _still(
+    seed: int,
+    tag: int,
+    index: int,
+    label: int,
+    diff: Difficulty,
+    target: np.ndarray,
+    style: StillStyle,
+    subject_seed: int | None,
+) -> np.ndarray:
     rng = _items.item_rng(seed, tag, index)
     if subject_seed is None:
         idn = sample_identity(rng, resting_scale=diff.resting)
     else:
-        idn = sample_identity(_items.item_rng(seed, _items.TFD_SUBJECT, subject_seed), resting_scale=diff.resting)
+        idn = sample_identity(
+            _items.item_rng(seed, _items.TFD_SUBJECT, subject_seed), resting_scale=diff.resting
+        )
     if label == UNLABELLED:  # unlabelled TFD images still show some emotion
         label = int(rng.integers(NUM_CLASSES))
     shown, intensity = _items.shown_expression(rng, label, diff)
@@ -56,11 +66,18 @@ def _still(seed: int, tag: int, index: int, label: int, diff: Difficulty, target
     return img
 
 
-def make_fer(per_class: int | list[int] = 30, *, seed: int = 0, difficulty: str | Difficulty = "paper",
-             workers: int | None = 1) -> StillSet:
+def make_fer(
+    per_class: int | list[int] = 30,
+    *,
+    seed: int = 0,
+    difficulty: str | Difficulty = "paper",
+    workers: int | None = 1,
+) -> StillSet:
     """FER-like stills: class counts like FER2013 (disgust rare), Usage 80/10/10 stratified per class."""
     diff = get_difficulty(difficulty)
-    counts = per_class if isinstance(per_class, list) else apportion(int(per_class) * NUM_CLASSES, FER_BALANCE)
+    counts = (
+        per_class if isinstance(per_class, list) else apportion(int(per_class) * NUM_CLASSES, FER_BALANCE)
+    )
     labels, usage = [], []
     for c, n in enumerate(counts):
         n_pub = n_priv = max(1, round(0.1 * n)) if n >= 3 else 0
@@ -70,8 +87,10 @@ def make_fer(per_class: int | list[int] = 30, *, seed: int = 0, difficulty: str 
     labels_arr = np.asarray(labels, dtype=np.int64)[order]
     usage_arr = np.asarray(usage)[order]
     ids = np.random.default_rng([int(seed), _items.FER_IDS]).choice(10**8, size=len(labels), replace=False)
-    args = [(seed, _items.FER_ITEM, i, int(lab), diff, FER_MEAN_SHAPE, diff.still, None)
-            for i, lab in enumerate(labels_arr)]
+    args = [
+        (seed, _items.FER_ITEM, i, int(lab), diff, FER_MEAN_SHAPE, diff.still, None)
+        for i, lab in enumerate(labels_arr)
+    ]
     images = np.stack(_items.map_items(_still, args, workers)) if args else np.zeros((0, 48, 48), np.uint8)
     return StillSet(images, labels_arr, usage_arr, np.asarray([str(int(i)) for i in ids]))
 
@@ -84,19 +103,26 @@ def _pixels_line(img: np.ndarray) -> str:
 
 
 def _csv_lines(images: np.ndarray, labels: np.ndarray, usage: np.ndarray) -> str:
-    return "".join(f"{lab},{_pixels_line(img)},{use}\n" for img, lab, use in zip(images, labels, usage, strict=True))
+    return "".join(
+        f"{lab},{_pixels_line(img)},{use}\n" for img, lab, use in zip(images, labels, usage, strict=True)
+    )
 
 
 def _chunks(n: int, size: int = 500) -> list[slice]:
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-def write_fer_csv(path: str | os.PathLike, data: StillSet | None = None, *, workers: int | None = 1,
-                  **make_kwargs) -> StillSet:
+def write_fer_csv(
+    path: str | os.PathLike, data: StillSet | None = None, *, workers: int | None = 1, **make_kwargs
+) -> StillSet:
     """Write ``fer2013.csv``; generates the stills with ``make_fer(**make_kwargs)`` unless ``data`` is given."""
     data = make_fer(workers=workers, **make_kwargs) if data is None else data
-    parts = _items.map_items(_csv_lines, [(data.images[s], data.labels[s], data.usage[s])
-                                          for s in _chunks(len(data.images))], workers, min_items=4)
+    parts = _items.map_items(
+        _csv_lines,
+        [(data.images[s], data.labels[s], data.usage[s]) for s in _chunks(len(data.images))],
+        workers,
+        min_items=4,
+    )
     with atomic_path(path) as tmp:
         tmp.write_text("emotion,pixels,Usage\n" + "".join(parts))
     return data
@@ -110,8 +136,9 @@ def _write_jpegs(paths: list[str], images: np.ndarray) -> None:
         Path(path).write_bytes(buf.tobytes())
 
 
-def write_fer_images(root: str | os.PathLike, data: StillSet | None = None, *, workers: int | None = 1,
-                     **make_kwargs) -> StillSet:
+def write_fer_images(
+    root: str | os.PathLike, data: StillSet | None = None, *, workers: int | None = 1, **make_kwargs
+) -> StillSet:
     """Write the Kaggle image-folder layout (Training and PublicTest rows only, as in the real copy)."""
     data = make_fer(workers=workers, **make_kwargs) if data is None else data
     root = Path(root)
@@ -119,15 +146,28 @@ def write_fer_images(root: str | os.PathLike, data: StillSet | None = None, *, w
         for emotion in EMOTIONS:
             (root / folder / emotion).mkdir(parents=True, exist_ok=True)
     keep = np.flatnonzero(data.usage != "PrivateTest")
-    paths = [str(root / ("train" if data.usage[i] == "Training" else "test") / EMOTIONS[int(data.labels[i])]
-                 / f"{data.usage[i]}_{data.ids[i]}.jpg") for i in keep]
+    paths = [
+        str(
+            root
+            / ("train" if data.usage[i] == "Training" else "test")
+            / EMOTIONS[int(data.labels[i])]
+            / f"{data.usage[i]}_{data.ids[i]}.jpg"
+        )
+        for i in keep
+    ]
     jobs = [(paths[s], data.images[keep[s]]) for s in _chunks(len(keep))]
     _items.map_items(_write_jpegs, jobs, workers, min_items=4)
     return data
 
 
-def make_tfd(n: int = 100, *, labelled: float = 0.7, seed: int = 0, difficulty: str | Difficulty = "paper",
-             workers: int | None = 1) -> tuple[StillSet, np.ndarray]:
+def make_tfd(
+    n: int = 100,
+    *,
+    labelled: float = 0.7,
+    seed: int = 0,
+    difficulty: str | Difficulty = "paper",
+    workers: int | None = 1,
+) -> tuple[StillSet, np.ndarray]:
     """TFD-like stills of repeated subjects; returns the set and the (N, 5) folds (subject-disjoint splits)."""
     diff = get_difficulty(difficulty)
     rng = np.random.default_rng([int(seed), _items.TFD_PLAN])
@@ -145,17 +185,26 @@ def make_tfd(n: int = 100, *, labelled: float = 0.7, seed: int = 0, difficulty: 
         g = group[subjects]
         col = np.where(g == k, 3, np.where(g == (k + 1) % TFD_FOLDS, 2, 1))
         folds[:, k] = np.where(labels == UNLABELLED, 0, col)
-    style = StillStyle(shift=0.5 * diff.still.shift, roll=0.5 * diff.still.roll, yaw=0.5 * diff.still.yaw,
-                       scale=0.5 * diff.still.scale, blur=diff.still.blur, noise=diff.still.noise,
-                       light=diff.still.light)
-    args = [(seed, _items.TFD_ITEM, i, int(lab), diff, TFD_MEAN_SHAPE, style, int(s))
-            for i, (lab, s) in enumerate(zip(labels, subjects, strict=True))]
+    style = StillStyle(
+        shift=0.5 * diff.still.shift,
+        roll=0.5 * diff.still.roll,
+        yaw=0.5 * diff.still.yaw,
+        scale=0.5 * diff.still.scale,
+        blur=diff.still.blur,
+        noise=diff.still.noise,
+        light=diff.still.light,
+    )
+    args = [
+        (seed, _items.TFD_ITEM, i, int(lab), diff, TFD_MEAN_SHAPE, style, int(s))
+        for i, (lab, s) in enumerate(zip(labels, subjects, strict=True))
+    ]
     images = np.stack(_items.map_items(_still, args, workers)) if args else np.zeros((0, 48, 48), np.uint8)
     return StillSet(images, labels, np.asarray([""] * n), np.asarray([str(s + 1) for s in subjects])), folds
 
 
-def write_tfd_mat(path: str | os.PathLike, data: tuple[StillSet, np.ndarray] | None = None,
-                  **make_kwargs) -> tuple[StillSet, np.ndarray]:
+def write_tfd_mat(
+    path: str | os.PathLike, data: tuple[StillSet, np.ndarray] | None = None, **make_kwargs
+) -> tuple[StillSet, np.ndarray]:
     """Write ``TFD_48x48.mat`` (MAT v5, byte-identical for identical content)."""
     stills, folds = make_tfd(**make_kwargs) if data is None else data
     mdict = {

@@ -42,7 +42,9 @@ PROSODY: dict[str, Prosody] = {
 assert set(PROSODY) == set(EMOTIONS)
 
 # (F1, F2, F3) Hz of a few vowels.
-_VOWELS = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410]])
+_VOWELS = np.array(
+    [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410]]
+)
 _BANDWIDTHS = (90.0, 110.0, 150.0)
 
 

@@ -27,13 +27,20 @@ class DeepCNN(nn.Module):
         c_in = 1
         for w in widths:
             for _ in range(2):
-                layers += [nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(c_in, w, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(w),
+                    nn.ReLU(inplace=True),
+                ]
                 c_in = w
             layers.append(nn.MaxPool2d(2, 2))
         self.body = nn.Sequential(*layers)
         self.feature_dim = c_in
         self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(c_in, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Dropout(dropout),
+            nn.Linear(c_in, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
         for m in self.modules():

@@ -37,7 +37,9 @@ class PaperCNN(nn.Module):
     ) -> None:
         super().__init__()
         if len(channels) != 3 or len(kernels) != 3:
-            raise ValueError(f"channels and kernels need 3 entries each, got {list(channels)} and {list(kernels)}")
+            raise ValueError(
+                f"channels and kernels need 3 entries each, got {list(channels)} and {list(kernels)}"
+            )
         c_in = 1
         self.convs = nn.ModuleList()
         for c_out, k in zip(channels, kernels, strict=True):

@@ -19,7 +19,7 @@ class RectTanh(nn.Module):
 
 def _uniform_fan_in_(layer: nn.Linear) -> None:
     # The authors' init: U(-1/sqrt(n_in), 1/sqrt(n_in)) weights, zero biases.
-    bound = layer.in_features ** -0.5
+    bound = layer.in_features**-0.5
     nn.init.uniform_(layer.weight, -bound, bound)
     nn.init.zeros_(layer.bias)
 
@@ -30,12 +30,20 @@ class FusionMLP(nn.Module):
     Input: the modality features concatenated in ``in_dims`` order (aggregated CNN 105 | audio 10 | RNN 200).
     """
 
-    def __init__(self, in_dims: Sequence[int] = (105, 10, 200), hidden_dims: Sequence[int] = (100, 10, 50),
-                 shared_dim: int = 70, n_classes: int = 7, dropout: float = 0.3) -> None:
+    def __init__(
+        self,
+        in_dims: Sequence[int] = (105, 10, 200),
+        hidden_dims: Sequence[int] = (100, 10, 50),
+        shared_dim: int = 70,
+        n_classes: int = 7,
+        dropout: float = 0.3,
+    ) -> None:
         super().__init__()
         if len(in_dims) != len(hidden_dims):
-            raise ValueError(f"in_dims={list(in_dims)} and hidden_dims={list(hidden_dims)} must have one entry per "
-                             "modality")
+            raise ValueError(
+                f"in_dims={list(in_dims)} and hidden_dims={list(hidden_dims)} must have one entry per "
+                "modality"
+            )
         self.in_dims = tuple(int(d) for d in in_dims)
         self.modality = nn.ModuleList(nn.Linear(i, h) for i, h in zip(self.in_dims, hidden_dims, strict=True))
         self.shared = nn.Linear(sum(hidden_dims), shared_dim)
@@ -47,8 +55,10 @@ class FusionMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != sum(self.in_dims):
-            raise ValueError(f"fusion input has {x.shape[-1]} features, expected {sum(self.in_dims)} "
-                             f"(modalities {list(self.in_dims)})")
+            raise ValueError(
+                f"fusion input has {x.shape[-1]} features, expected {sum(self.in_dims)} "
+                f"(modalities {list(self.in_dims)})"
+            )
         parts = torch.split(x, self.in_dims, dim=-1)
         h = torch.cat([self.act(layer(p)) for layer, p in zip(self.modality, parts, strict=True)], dim=-1)
         return self.out(self.dropout(self.act(self.shared(h))))

@@ -15,12 +15,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import fer2013  # noqa: E402
 
 
-@pytest.mark.parametrize(("flip", "crops", "views"), [
-    (False, False, ["centre crop"]),
-    (True, False, ["centre crop", "flip"]),
-    (False, True, ["centre crop", "five crops"]),
-    (True, True, ["centre crop", "flip", "flip + five crops"]),
-])
+@pytest.mark.parametrize(
+    ("flip", "crops", "views"),
+    [
+        (False, False, ["centre crop"]),
+        (True, False, ["centre crop", "flip"]),
+        (False, True, ["centre crop", "five crops"]),
+        (True, True, ["centre crop", "flip", "flip + five crops"]),
+    ],
+)
 def test_reports_the_models_own_test_time_view(tmp_path, capsys, flip, crops, views):
     write_fer_images(tmp_path / "fer", make_fer(3, seed=0, workers=1))
     torch.manual_seed(0)
@@ -34,5 +37,7 @@ def test_reports_the_models_own_test_time_view(tmp_path, capsys, flip, crops, vi
     assert lines[-2] == f"reported: {own}"
     assert f"{acc:.4f} ({own})" in accuracy_line
     # --no-tta reports the centre crop
-    centre = fer2013.main(["--test-dir", str(tmp_path / "fer" / "test"), "--weights", str(weights), "--no-tta"])
+    centre = fer2013.main(
+        ["--test-dir", str(tmp_path / "fer" / "test"), "--weights", str(weights), "--no-tta"]
+    )
     assert f"{centre:.4f} (centre crop)" in accuracy_line

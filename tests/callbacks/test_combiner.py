@@ -41,9 +41,15 @@ def table(n: int = 60, seed: int = 0) -> dict[str, np.ndarray]:
 
 def test_search_and_write_searches_only_the_search_split(tmp_path: Path) -> None:
     t = table()
-    est, metrics = search_and_write(t, models=["a", "b"], estimator=RandomSearchCombiner(**FAST),
-                                    run_dir=tmp_path / "r", search_splits=["Val"], partition=STANDARD,
-                                    runs_dir=tmp_path)
+    est, metrics = search_and_write(
+        t,
+        models=["a", "b"],
+        estimator=RandomSearchCombiner(**FAST),
+        run_dir=tmp_path / "r",
+        search_splits=["Val"],
+        partition=STANDARD,
+        runs_dir=tmp_path,
+    )
     chosen = load_json(tmp_path / "r" / "combine" / "chosen.json")
     assert chosen["n_search"] == 20 and chosen["models"] == ["a", "b"]
     val = t["split"] == "Val"
@@ -55,40 +61,74 @@ def test_search_and_write_searches_only_the_search_split(tmp_path: Path) -> None
 
 
 def test_frozen_weights_must_name_the_same_models(tmp_path: Path) -> None:
-    save_json(tmp_path / "base" / "combine" / "chosen.json",
-              {"models": ["x", "y"], "subset": ["x", "y"], "weights": [[0.5] * C] * 2, "search_score": 0.3})
+    save_json(
+        tmp_path / "base" / "combine" / "chosen.json",
+        {"models": ["x", "y"], "subset": ["x", "y"], "weights": [[0.5] * C] * 2, "search_score": 0.3},
+    )
     retrain = Partition("retrain", ("Train", "Val"), (), from_run="base")
-    with pytest.raises(ValueError, match=r"weights are for models \['x', 'y'\], this run combines \['a', 'b'\]"):
-        search_and_write(table(), models=["a", "b"], estimator=RandomSearchCombiner(**FAST), run_dir=tmp_path / "r",
-                         search_splits=[], partition=retrain, runs_dir=tmp_path)
+    with pytest.raises(
+        ValueError, match=r"weights are for models \['x', 'y'\], this run combines \['a', 'b'\]"
+    ):
+        search_and_write(
+            table(),
+            models=["a", "b"],
+            estimator=RandomSearchCombiner(**FAST),
+            run_dir=tmp_path / "r",
+            search_splits=[],
+            partition=retrain,
+            runs_dir=tmp_path,
+        )
 
 
 def test_callback_inside_trainer_predict(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "exp"
     write_fake_run(run_dir, models=("aggcnn", "irnn"), missing={"irnn": 5})
-    cb = RandomSearchCombine(models=["aggcnn", "irnn"], estimator=RandomSearchCombiner(**FAST), run_dir=run_dir,
-                             partition=STANDARD)
-    trainer = L.Trainer(accelerator="cpu", devices=1, callbacks=[cb], logger=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    trainer.predict(FeaturePassThrough(), datamodule=CombineProbsDataModule(["aggcnn", "irnn"], str(run_dir),
-                                                                            str(tmp_path / "runs")),
-                    return_predictions=False)
-    assert 0 < cb.metrics["val/acc"] <= 1 and float(trainer.callback_metrics["val/acc"]) == pytest.approx(cb.metrics["val/acc"])
+    cb = RandomSearchCombine(
+        models=["aggcnn", "irnn"], estimator=RandomSearchCombiner(**FAST), run_dir=run_dir, partition=STANDARD
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        callbacks=[cb],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.predict(
+        FeaturePassThrough(),
+        datamodule=CombineProbsDataModule(["aggcnn", "irnn"], str(run_dir), str(tmp_path / "runs")),
+        return_predictions=False,
+    )
+    assert 0 < cb.metrics["val/acc"] <= 1 and float(trainer.callback_metrics["val/acc"]) == pytest.approx(
+        cb.metrics["val/acc"]
+    )
     # irnn misses 5 clips per split; combine still scores every clip (renormalised over aggcnn alone)
     assert len(load_probs(run_dir, "combine", "Val").clip_ids) == 140
     with pytest.raises(ValueError, match="at least two models"):
-        RandomSearchCombine(models=["aggcnn"], estimator=RandomSearchCombiner(), run_dir=run_dir, partition=STANDARD)
+        RandomSearchCombine(
+            models=["aggcnn"], estimator=RandomSearchCombiner(), run_dir=run_dir, partition=STANDARD
+        )
 
 
 @pytest.mark.slow
 def test_two_process_ddp_gathers_and_matches_one_process(tmp_path: Path) -> None:
     for exp in ("one", "two"):
         write_fake_run(tmp_path / "runs" / exp, models=("aggcnn", "audio", "irnn"), missing={"irnn": 9})
-    common = ["stage=combine", "combine.sources=[aggcnn,audio,irnn]", "logger=csv",
-              *(f"combine.estimator.{k}={v}" for k, v in FAST.items())]
+    common = [
+        "stage=combine",
+        "combine.sources=[aggcnn,audio,irnn]",
+        "logger=csv",
+        *(f"combine.estimator.{k}={v}" for k, v in FAST.items()),
+    ]
     for exp, trainer in (("one", "cpu"), ("two", "ddp_sim")):
-        out = subprocess.run([sys.executable, "train.py", f"experiment_name={exp}", f"trainer={trainer}", *common],
-                             cwd=REPO, env=env_for_subprocess(tmp_path), capture_output=True, text=True, timeout=900)
+        out = subprocess.run(
+            [sys.executable, "train.py", f"experiment_name={exp}", f"trainer={trainer}", *common],
+            cwd=REPO,
+            env=env_for_subprocess(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
     one = load_json(tmp_path / "runs" / "one" / "combine" / "chosen.json")
     two = load_json(tmp_path / "runs" / "two" / "combine" / "chosen.json")

@@ -53,14 +53,40 @@ def test_instantiates_without_hydra_types(cfg):
 @pytest.mark.parametrize(
     ("overrides", "checks"),
     [
-        (["data=fer_images"], {"data.fer_format": "images", "data.val_source": "fer_holdout", "data.tfd_mat": None}),
-        (["data=fer_csv"], {"data.fer_format": "csv", "data.val_source": "fer_holdout", "data.histeq_levels": 64}),
+        (
+            ["data=fer_images"],
+            {"data.fer_format": "images", "data.val_source": "fer_holdout", "data.tfd_mat": None},
+        ),
+        (
+            ["data=fer_csv"],
+            {"data.fer_format": "csv", "data.val_source": "fer_holdout", "data.histeq_levels": 64},
+        ),
         (["model=cnn_deep"], {"model.arch": "deep", "data.batch_size": 128}),
-        (["experiment=demo"], {"model.arch": "paper", "model.channels": [32, 32, 64], "data.val_source": "fer_holdout"}),
-        (["experiment=fer2013_real"], {"model.arch": "paper", "data.fer_format": "images", "model.tta_flip": True, "model.tta_crops": True, "model.rotate_deg": 10.0}),
-        (["experiment=fer2013_deep"], {"model.arch": "deep", "model.deep_widths": [64, 128, 256, 512],
-                                       "trainer.accelerator": "gpu", "trainer.precision": "bf16-mixed",
-                                       "data.fer_format": "images", "model.tta_crops": True}),
+        (
+            ["experiment=demo"],
+            {"model.arch": "paper", "model.channels": [32, 32, 64], "data.val_source": "fer_holdout"},
+        ),
+        (
+            ["experiment=fer2013_real"],
+            {
+                "model.arch": "paper",
+                "data.fer_format": "images",
+                "model.tta_flip": True,
+                "model.tta_crops": True,
+                "model.rotate_deg": 10.0,
+            },
+        ),
+        (
+            ["experiment=fer2013_deep"],
+            {
+                "model.arch": "deep",
+                "model.deep_widths": [64, 128, 256, 512],
+                "trainer.accelerator": "gpu",
+                "trainer.precision": "bf16-mixed",
+                "data.fer_format": "images",
+                "model.tta_crops": True,
+            },
+        ),
     ],
 )
 def test_variants(tmp_path, overrides, checks):

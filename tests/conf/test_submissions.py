@@ -57,12 +57,34 @@ def test_submission7_combines_the_retrained_runs_on_train_and_val(tmp_path: Path
 def test_stage_defaults_pin_the_paper(tmp_path: Path) -> None:
     est = compose_cfg(["stage=combine"], tmp_path).combine.estimator
     assert (est.n_samples, est.sigma0, est.decay, est.sigma_min, est.min_models, est.random_state) == (
-        100_000, 0.5, 0.9, 1e-4, 2, 1)
+        100_000,
+        0.5,
+        0.9,
+        1e-4,
+        2,
+        1,
+    )
     assert est.search_subsets is True
     assert list(compose_cfg(["stage=combine"], tmp_path).combine.sources) == [
-        "aggcnn", "audio", "irnn", "activity", "fusion"]
-    assert PIPELINE == ("make_data", "cnn", "faces", "features", "irnn", "aggcnn", "audio", "activity", "fusion",
-                        "combine", "report")
+        "aggcnn",
+        "audio",
+        "irnn",
+        "activity",
+        "fusion",
+    ]
+    assert PIPELINE == (
+        "make_data",
+        "cnn",
+        "faces",
+        "features",
+        "irnn",
+        "aggcnn",
+        "audio",
+        "activity",
+        "fusion",
+        "combine",
+        "report",
+    )
 
 
 def test_fusion_variant_preset_applies_outside_stage_all(tmp_path: Path) -> None:
@@ -71,7 +93,11 @@ def test_fusion_variant_preset_applies_outside_stage_all(tmp_path: Path) -> None
     cfg = compose_cfg(["experiment=submission5", "stage=fusion"], tmp_path)
     assert cfg.model.lr == 0.1  # the stage's own model choice ...
     cfg = apply_variant(cfg)
-    assert (cfg.model.lr, cfg.model.momentum, cfg.trainer.max_epochs) == (0.001, 0.9, 5000)  # ... then the preset
+    assert (cfg.model.lr, cfg.model.momentum, cfg.trainer.max_epochs) == (
+        0.001,
+        0.9,
+        5000,
+    )  # ... then the preset
 
 
 def test_shared_stages_compose_as_the_base_run_composed_them(tmp_path: Path) -> None:
@@ -80,7 +106,8 @@ def test_shared_stages_compose_as_the_base_run_composed_them(tmp_path: Path) -> 
     from stages.all import base_run_overrides
 
     own = compose_stage("cnn", ["experiment=submission1", f"paths.root_dir={tmp_path}"])
-    as_base = compose_stage("cnn", base_run_overrides(["experiment=submission4", f"paths.root_dir={tmp_path}"],
-                                                      "submission1"))
+    as_base = compose_stage(
+        "cnn", base_run_overrides(["experiment=submission4", f"paths.root_dir={tmp_path}"], "submission1")
+    )
     assert OmegaConf.to_container(own, resolve=True) == OmegaConf.to_container(as_base, resolve=True)
     assert base_run_overrides(["experiment=x"], "my_base") == ["experiment_name=my_base"]

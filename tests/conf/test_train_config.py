@@ -35,7 +35,11 @@ def test_unknown_runner_is_a_clear_error() -> None:
 def test_cfg_job_prints_the_resolved_config(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "train.py", "--cfg", "job", "--resolve", "experiment_name=probe"],
-        cwd=REPO, env=env_for_subprocess(tmp_path), capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env_for_subprocess(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     cfg = OmegaConf.create(out.stdout)

@@ -52,7 +52,9 @@ def write_avi(path, frames, fps=25, audio=None, sample_rate=16000):
     return synth_write_avi(path, frames, fps=fps, audio=audio, sample_rate=sample_rate)
 
 
-def voiced(seconds: float, f0: float, *, sample_rate: int = 16000, rate_hz: float = 4.0, seed: int = 0) -> np.ndarray:
+def voiced(
+    seconds: float, f0: float, *, sample_rate: int = 16000, rate_hz: float = 4.0, seed: int = 0
+) -> np.ndarray:
     """A speech-like signal: harmonics of ``f0`` under a syllable-rate envelope, with a little noise."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sample_rate)) / sample_rate
@@ -81,7 +83,9 @@ F0 = (220.0, 110.0, 260.0, 200.0, 95.0, 240.0, 150.0)
 SPEED = (4.0, 0.5, 3.5, 2.0, 0.2, 3.0, 1.0)
 
 
-def write_av_afew(root, n_per_class=(3, 2), n_test=3, seconds=0.8, size=(48, 64), seed=0, silent_ids=(), no_audio_ids=()):
+def write_av_afew(
+    root, n_per_class=(3, 2), n_test=3, seconds=0.8, size=(48, 64), seed=0, silent_ids=(), no_audio_ids=()
+):
     """A tiny AFEW tree (Train/Val/<Emotion>/*.avi, Test/*.avi) whose audio pitch and motion speed follow the label.
 
     ``silent_ids`` / ``no_audio_ids`` name clip ids written with digital silence / without an audio track.
@@ -100,7 +104,16 @@ def write_av_afew(root, n_per_class=(3, 2), n_test=3, seconds=0.8, size=(48, 64)
                 cid = f"{k:09d}"
                 k += 1
                 labels[cid] = label
-                _write_one(root / split / folder / f"{cid}.avi", cid, label, rng, seconds, size, silent_ids, no_audio_ids)
+                _write_one(
+                    root / split / folder / f"{cid}.avi",
+                    cid,
+                    label,
+                    rng,
+                    seconds,
+                    size,
+                    silent_ids,
+                    no_audio_ids,
+                )
     for _ in range(n_test):
         cid = f"{k:09d}"
         k += 1
@@ -112,11 +125,18 @@ def write_av_afew(root, n_per_class=(3, 2), n_test=3, seconds=0.8, size=(48, 64)
 
 def _write_one(path, cid, label, rng, seconds, size, silent_ids, no_audio_ids):
     n_frames = int(25 * seconds)
-    frames = moving_frames(n_frames, size=size, speed=SPEED[label] * rng.uniform(0.8, 1.2), seed=int(rng.integers(1 << 30)))
+    frames = moving_frames(
+        n_frames, size=size, speed=SPEED[label] * rng.uniform(0.8, 1.2), seed=int(rng.integers(1 << 30))
+    )
     if cid in no_audio_ids:
         audio = None
     elif cid in silent_ids:
         audio = np.zeros(int(16000 * seconds), np.float32)
     else:
-        audio = voiced(seconds, F0[label] * rng.uniform(0.93, 1.07), rate_hz=3 + label * 0.5, seed=int(rng.integers(1 << 30)))
+        audio = voiced(
+            seconds,
+            F0[label] * rng.uniform(0.93, 1.07),
+            rate_hz=3 + label * 0.5,
+            seed=int(rng.integers(1 << 30)),
+        )
     write_avi(path, frames, audio=audio, sample_rate=16000)

@@ -10,7 +10,9 @@ def _probs(n: int = 3) -> ClipProbs:
     rng = np.random.default_rng(0)
     p = rng.random((n, 7)).astype(np.float32)
     p /= p.sum(1, keepdims=True)
-    return ClipProbs(np.array(["c", "a", "b"][:n]), np.array([2, -1, 6][:n]), p, rng.random((n, 4)).astype(np.float32))
+    return ClipProbs(
+        np.array(["c", "a", "b"][:n]), np.array([2, -1, 6][:n]), p, rng.random((n, 4)).astype(np.float32)
+    )
 
 
 def test_probs_round_trip_sorted_by_clip_id(tmp_path: Path) -> None:
@@ -34,7 +36,11 @@ def test_probs_round_trip_sorted_by_clip_id(tmp_path: Path) -> None:
     ],
 )
 def test_probs_validation(kwargs: dict, match: str) -> None:
-    base = dict(clip_ids=np.array(["a", "b", "c"]), labels=np.zeros(3, np.int64), probs=np.ones((3, 7), np.float32) / 7)
+    base = dict(
+        clip_ids=np.array(["a", "b", "c"]),
+        labels=np.zeros(3, np.int64),
+        probs=np.ones((3, 7), np.float32) / 7,
+    )
     base.update(kwargs)
     with pytest.raises(ValueError, match=match):
         ClipProbs(**base)

@@ -18,7 +18,9 @@ def clips(tmp_path_factory):
     frames = moving_frames(25, size=(32, 32))
     return {
         "speech": write_avi(d / "speech.avi", frames, audio=voiced(1.0, 140.0), sample_rate=SR),
-        "speech8k": write_avi(d / "speech8k.avi", frames, audio=voiced(1.0, 140.0, sample_rate=8000), sample_rate=8000),
+        "speech8k": write_avi(
+            d / "speech8k.avi", frames, audio=voiced(1.0, 140.0, sample_rate=8000), sample_rate=8000
+        ),
         "noaudio": write_avi(d / "noaudio.avi", frames, audio=None),
         "silent": write_avi(d / "silent.avi", frames, audio=np.zeros(SR, np.float32), sample_rate=SR),
         "short": write_avi(d / "short.avi", frames, audio=voiced(0.05, 140.0), sample_rate=SR),

@@ -58,7 +58,13 @@ def test_sigma_schedule_matches_the_paper() -> None:
     assert sigmas[-1] > 1e-4 >= sigmas[-1] * 0.9
     est = RandomSearchCombiner()
     assert (est.n_samples, est.sigma0, est.decay, est.sigma_min, est.min_models, est.random_state) == (
-        100_000, 0.5, 0.9, 1e-4, 2, 1)
+        100_000,
+        0.5,
+        0.9,
+        1e-4,
+        2,
+        1,
+    )
     assert est.n_evaluations_per_subset == 8_200_000
 
 
@@ -109,7 +115,7 @@ def test_search_finds_the_planted_optimum() -> None:
     X, y = planted_problem()
     est = RandomSearchCombiner(**FAST, random_state=3).fit(X, y)
     uniform = np.mean(np.argmax(X.reshape(len(y), 3, C).mean(axis=1), axis=1) == y)
-    singles = [np.mean(np.argmax(X[:, m * C:(m + 1) * C], axis=1) == y) for m in range(3)]
+    singles = [np.mean(np.argmax(X[:, m * C : (m + 1) * C], axis=1) == y) for m in range(3)]
     assert est.subset_ == (0, 1, 2)
     assert est.best_score_ >= 0.95 > uniform + 0.1
     assert est.best_score_ > max(singles) + 0.3
@@ -143,7 +149,9 @@ def test_every_subset_is_searched_and_ties_keep_the_earliest() -> None:
     assert len(set(est.subset_scores_.values())) == 1
     assert est.subset_ == (0, 1)
     gen = torch.Generator().manual_seed(11)
-    first = normalise_columns(torch.rand((C, FAST["chunk_size"], 2), generator=gen))[:, 0, :].T.double().numpy()
+    first = (
+        normalise_columns(torch.rand((C, FAST["chunk_size"], 2), generator=gen))[:, 0, :].T.double().numpy()
+    )
     np.testing.assert_allclose(est.weights_[:2], first, rtol=1e-6)
     assert np.all(est.weights_[2:] == 0)
 
@@ -156,10 +164,12 @@ def test_missing_clips_renormalise_over_present_models() -> None:
     est.classes_, est.n_features_in_ = np.arange(C), 2 * C
     scores = est.decision_function(np.hstack([p0, p1]))
     np.testing.assert_allclose(scores[0, :2], [0.25 * 0.6, 0.25 * 0.4 + 0.75])
-    np.testing.assert_allclose(scores[1], p0[1])  # only model 0 present: its probabilities, renormalised weight 1
+    np.testing.assert_allclose(
+        scores[1], p0[1]
+    )  # only model 0 present: its probabilities, renormalised weight 1
     # the search uses the same rule: with model 1 absent on half the clips the fitted score equals predict's
     X, y = planted_problem(n=70, seed=4)
-    X[::2, C:2 * C] = np.nan
+    X[::2, C : 2 * C] = np.nan
     fit = RandomSearchCombiner(**FAST).fit(X, y)
     assert np.mean(fit.predict(X) == y) == pytest.approx(fit.best_score_)
 
@@ -167,7 +177,9 @@ def test_missing_clips_renormalise_over_present_models() -> None:
 def test_align_models_builds_nan_blocks() -> None:
     ids_a, ids_b = np.array(["a", "b", "c"]), np.array(["a", "c"])
     pa, pb = np.full((3, C), 1 / C), np.eye(C)[:2]
-    ids, labels, X = align_models({"m0": (ids_a, np.array([0, 1, 2]), pa), "m1": (ids_b, np.array([0, 2]), pb)})
+    ids, labels, X = align_models(
+        {"m0": (ids_a, np.array([0, 1, 2]), pa), "m1": (ids_b, np.array([0, 2]), pb)}
+    )
     assert ids.tolist() == ["a", "b", "c"] and labels.tolist() == [0, 1, 2]
     assert X.shape == (3, 2 * C) and np.isnan(X[1, C:]).all() and not np.isnan(X[[0, 2]]).any()
     with pytest.raises(ValueError, match="clip c has a label that disagrees"):
@@ -199,8 +211,10 @@ def test_predict_before_fit_raises() -> None:
         RandomSearchCombiner().predict(np.zeros((1, 14)))
 
 
-needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
-                              reason="no C compiler: backend='native' falls back (tested below)")
+needs_cc = pytest.mark.skipif(
+    shutil.which(os.environ.get("CC", "cc")) is None,
+    reason="no C compiler: backend='native' falls back (tested below)",
+)
 
 
 def peaky_problem(n: int = 150, m: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -219,10 +233,25 @@ def peaky_problem(n: int = 150, m: int = 3, seed: int = 0) -> tuple[np.ndarray, 
 
 def test_constant_clips_hand_computed() -> None:
     # 2 models, 3 classes. Bounds per class are [min, max] over the models.
-    p = np.array([
-        [[0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.1, 0.1, 0.8], [0.4, 0.3, 0.3], [0.5, 0.25, 0.25]],  # model 0
-        [[0.5, 0.4, 0.1], [0.6, 0.1, 0.3], [0.2, 0.7, 0.1], [0.4, 0.3, 0.3], [0.9, 0.05, 0.05]],  # model 1
-    ], dtype=np.float32)
+    p = np.array(
+        [
+            [
+                [0.6, 0.3, 0.1],
+                [0.2, 0.3, 0.5],
+                [0.1, 0.1, 0.8],
+                [0.4, 0.3, 0.3],
+                [0.5, 0.25, 0.25],
+            ],  # model 0
+            [
+                [0.5, 0.4, 0.1],
+                [0.6, 0.1, 0.3],
+                [0.2, 0.7, 0.1],
+                [0.4, 0.3, 0.3],
+                [0.9, 0.05, 0.05],
+            ],  # model 1
+        ],
+        dtype=np.float32,
+    )
     present = np.ones((2, 5), bool)
     present[1, 4] = False  # clip 4 misses model 1: a zero-weight column can score it 0, so it is kept
     y = np.array([0, 2, 1, 1, 0])
@@ -272,7 +301,7 @@ def test_native_scorer_counts_equal_the_reference(m: int) -> None:
 @pytest.mark.parametrize("backend", ["bmm", pytest.param("native", marks=needs_cc)])
 def test_pruning_gives_the_same_search(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     X, y = peaky_problem(n=120, m=3, seed=7)
-    X[::9, C:2 * C] = np.nan
+    X[::9, C : 2 * C] = np.nan
     kw = {**FAST, "backend": backend, "random_state": 2}
     pruned = RandomSearchCombiner(**kw).fit(X, y)
     monkeypatch.setattr(RandomSearchCombiner, "_prune", False)
@@ -336,7 +365,9 @@ def test_early_stop_gives_the_same_search(monkeypatch: pytest.MonkeyPatch) -> No
     X, y = peaky_problem(n=160, m=3, seed=11)
     X[::7, :C] = np.nan
     kw = {**FAST, "backend": "native", "random_state": 9}
-    monkeypatch.setattr(RandomSearchCombiner, "_fast", False)  # the chunk-by-chunk path (tests/core/test_combine_fast.py)
+    monkeypatch.setattr(
+        RandomSearchCombiner, "_fast", False
+    )  # the chunk-by-chunk path (tests/core/test_combine_fast.py)
     fast = RandomSearchCombiner(**kw).fit(X, y)
     assert fast.search_stats_["fast_subsets"] == 0
     monkeypatch.setattr(_ScoreTable, "early_stop", False)

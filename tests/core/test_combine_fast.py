@@ -24,8 +24,10 @@ from emotiw.combine import (
 )
 
 C = 7
-needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
-                              reason="no C compiler: the whole-search C path is not built (fallback tested below)")
+needs_cc = pytest.mark.skipif(
+    shutil.which(os.environ.get("CC", "cc")) is None,
+    reason="no C compiler: the whole-search C path is not built (fallback tested below)",
+)
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), needs_cc]
 
 # The paper's sigma schedule (81 local rounds down to 1e-4, so the bounds go from useless to skipping nearly every
@@ -34,7 +36,9 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"), needs_cc]
 PAPER_SHORT = dict(n_samples=150, chunk_size=70, sigma0=0.5, decay=0.9, sigma_min=1e-4)
 
 
-def fit_reference(monkeypatch: pytest.MonkeyPatch, X: np.ndarray, y: np.ndarray, **kw) -> RandomSearchCombiner:
+def fit_reference(
+    monkeypatch: pytest.MonkeyPatch, X: np.ndarray, y: np.ndarray, **kw
+) -> RandomSearchCombiner:
     """The plain search: torch draws chunk by chunk, every candidate is scored on every clip (no pruning, no early
     stop) by the C kernel, whose counts equal the eager torch kernel's (tests/core/test_combine.py). Its candidates
     are made by the C ``prepare``, which sums a class column in model order; torch's ``normalise_columns`` (the
@@ -55,8 +59,9 @@ def assert_same_search(a: RandomSearchCombiner, b: RandomSearchCombiner) -> None
     assert a.subset_scores_ == b.subset_scores_
 
 
-def random_problem(seed: int, n: int = 90, m: int = 3, ties: bool = True, missing: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def random_problem(
+    seed: int, n: int = 90, m: int = 3, ties: bool = True, missing: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Models of mixed skill; with ties: a duplicated model (every count ties between weightings that differ only
     in how they split between the copies), clips whose models put equal probability on two classes or on all (the
     lowest class must win), and a second model equal to a first one on some clips."""
@@ -78,7 +83,7 @@ def random_problem(seed: int, n: int = 90, m: int = 3, ties: bool = True, missin
         blocks[1][12:20] = blocks[0][12:20]
     X = np.hstack(blocks)
     if missing:
-        X[rng.random(n) < 0.15, C:2 * C] = np.nan
+        X[rng.random(n) < 0.15, C : 2 * C] = np.nan
         X[:3, :] = np.nan  # no model present: every score 0, class 0
     return X, y
 
@@ -91,11 +96,20 @@ def test_c_generator_reproduces_torch_rand_and_randn() -> None:
         lib.mt_seed(ctypes.byref(g), seed)
         tg = torch.Generator().manual_seed(seed)
         # sizes: one block of 16, not multiples of 16 (torch redraws the last 16), over several twists of the state
-        for kind, n in (("rand", 7), ("randn", 16), ("randn", 33), ("rand", 1250), ("randn", 1400), ("randn", 2501)):
+        for kind, n in (
+            ("rand", 7),
+            ("randn", 16),
+            ("randn", 33),
+            ("rand", 1250),
+            ("randn", 1400),
+            ("randn", 2501),
+        ):
             out = np.empty(n, np.float32)
             (lib.mt_uniform if kind == "rand" else lib.mt_normal)(ctypes.byref(g), out.ctypes.data, n)
             ref = getattr(torch, kind)(n, generator=tg).numpy()
-            np.testing.assert_array_equal(out.view(np.int32), ref.view(np.int32), err_msg=f"{kind} {n} seed {seed}")
+            np.testing.assert_array_equal(
+                out.view(np.int32), ref.view(np.int32), err_msg=f"{kind} {n} seed {seed}"
+            )
 
 
 def test_c_generator_skips_draws_as_drawing_them_would() -> None:
@@ -116,11 +130,19 @@ def test_c_generator_skips_draws_as_drawing_them_would() -> None:
         np.testing.assert_array_equal(a.view(np.int32), b.view(np.int32), err_msg=f"after {kind} {k}")
 
 
-@pytest.mark.parametrize(("seed", "m", "ties", "missing"),
-                         [(0, 2, False, False), (1, 3, True, True), (2, 4, True, False), (3, 5, False, True),
-                          (4, 3, False, False)])
-def test_fast_search_equals_the_plain_exhaustive_search(seed: int, m: int, ties: bool, missing: bool,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("seed", "m", "ties", "missing"),
+    [
+        (0, 2, False, False),
+        (1, 3, True, True),
+        (2, 4, True, False),
+        (3, 5, False, True),
+        (4, 3, False, False),
+    ],
+)
+def test_fast_search_equals_the_plain_exhaustive_search(
+    seed: int, m: int, ties: bool, missing: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     X, y = random_problem(seed, m=m, ties=ties, missing=missing)
     kw = {**PAPER_SHORT, "random_state": seed + 5, "search_subsets": False}
     fast = RandomSearchCombiner(**kw).fit(X, y)
@@ -210,7 +232,9 @@ def test_falls_back_to_torch_draws_when_the_generator_differs(monkeypatch: pytes
 def test_builds_without_march_native(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     # a compiler that refuses -march=native: the build retries without it and the generator still matches torch
     wrapper = tmp_path / "cc-no-native"
-    wrapper.write_text(f'#!/bin/sh\ncase "$*" in *-march=native*) exit 1;; esac\nexec {shutil.which("cc")} "$@"\n')
+    wrapper.write_text(
+        f'#!/bin/sh\ncase "$*" in *-march=native*) exit 1;; esac\nexec {shutil.which("cc")} "$@"\n'
+    )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setattr(combine, "_NATIVE", {})
     monkeypatch.setattr(combine.tempfile, "gettempdir", lambda: str(tmp_path))
@@ -221,7 +245,9 @@ def test_builds_without_march_native(monkeypatch: pytest.MonkeyPatch, tmp_path) 
         assert lib is not None and _native_generator_matches_torch(lib)
     X, y = random_problem(6, n=40, m=2)
     probs = X.reshape(len(y), 2, C).transpose(1, 0, 2)
-    assert _ScoreTable(probs, np.ones((2, len(y)), bool), y, torch.device("cpu"), "native").backend == "native"
+    assert (
+        _ScoreTable(probs, np.ones((2, len(y)), bool), y, torch.device("cpu"), "native").backend == "native"
+    )
     # built for a generic target, the search takes the portable code (no AVX: lane loops instead of permutes,
     # gathers and mask counts) and must still find the exhaustive search's weights
     X, y = random_problem(13, n=90, m=3, ties=True)
@@ -241,12 +267,15 @@ def test_lockstep_groups_cover_every_subset_once_by_size() -> None:
     assert [len(g) for g in combine._lockstep_groups(subsets, max_group=4)] == [4, 3, 3, 3, 4, 2, 3, 3, 1]
 
 
-def fast_searches(probs: np.ndarray, present: np.ndarray, y: np.ndarray,
-                  subsets: list[tuple[int, ...]]) -> list[combine._FastSearch]:
+def fast_searches(
+    probs: np.ndarray, present: np.ndarray, y: np.ndarray, subsets: list[tuple[int, ...]]
+) -> list[combine._FastSearch]:
     """One C whole-search per subset of the models (one thread each), ready for ``_run_searches``."""
     lib = _native_library()
-    tables = [_ScoreTable(probs[list(s)], present[list(s)], y, torch.device("cpu"), "native", n_threads=1)
-              for s in subsets]
+    tables = [
+        _ScoreTable(probs[list(s)], present[list(s)], y, torch.device("cpu"), "native", n_threads=1)
+        for s in subsets
+    ]
     return [combine._FastSearch(t, lib, C, len(s)) for t, s in zip(tables, subsets, strict=True)]
 
 
@@ -274,8 +303,9 @@ def test_lockstep_searches_give_each_subset_its_own_search(missing: bool) -> Non
     assert len(set(skipped)) > 1
 
 
-def run_round_by_round(searches: list[combine._FastSearch], seed: int, n_samples: int, chunk: int,
-                       sigmas: list[float]) -> list[tuple[torch.Tensor, int]]:
+def run_round_by_round(
+    searches: list[combine._FastSearch], seed: int, n_samples: int, chunk: int, sigmas: list[float]
+) -> list[tuple[torch.Tensor, int]]:
     """The lockstep searches as a Python loop over the rounds: each round's orders and pairs made afresh by
     ``round_scan`` and scored by the C ``run_round`` (what the C ``run_search`` does in one call, keeping a round's
     orders when its centre has not moved)."""
@@ -289,10 +319,23 @@ def run_round_by_round(searches: list[combine._FastSearch], seed: int, n_samples
     for s in searches:
         s.start(n_samples, chunk)
     for r in range(len(sigmas) + 1):
-        scans = (combine._Scan * n_sub)(*(s.round_scan(r, sigmas[r - 1] if r else 1.0, None) for s in searches))
+        scans = (combine._Scan * n_sub)(
+            *(s.round_scan(r, sigmas[r - 1] if r else 1.0, None) for s in searches)
+        )
         bars[:] = [s.best for s in searches]
-        assert lib.run_round(scans, n_sub, ctypes.byref(gen), int(r > 0), zbuf.ctypes.data, bars.ctypes.data,
-                             ks.ctypes.data, ws.ctypes.data) == 0
+        assert (
+            lib.run_round(
+                scans,
+                n_sub,
+                ctypes.byref(gen),
+                int(r > 0),
+                zbuf.ctypes.data,
+                bars.ctypes.data,
+                ks.ctypes.data,
+                ws.ctypes.data,
+            )
+            == 0
+        )
         for i, s in enumerate(searches):
             s.end_round(bars[i : i + 1], ks[i : i + 1], ws[i : i + 1])
     return [s.result() for s in searches]
@@ -311,7 +354,9 @@ def test_whole_search_in_one_c_call_equals_the_round_by_round_loop(missing: bool
     in_c, in_python = fast_searches(probs, present, y, group), fast_searches(probs, present, y, group)
     found = combine._run_searches(in_c, 9, kw["n_samples"], kw["chunk_size"], sigmas)
     reference = run_round_by_round(in_python, 9, kw["n_samples"], kw["chunk_size"], sigmas)
-    again = combine._run_searches(in_c, 9, kw["n_samples"], kw["chunk_size"], sigmas)  # same objects, refreshed
+    again = combine._run_searches(
+        in_c, 9, kw["n_samples"], kw["chunk_size"], sigmas
+    )  # same objects, refreshed
     for (w, count), (w_ref, count_ref) in zip(found, reference, strict=True):
         np.testing.assert_array_equal(w.numpy().view(np.int32), w_ref.numpy().view(np.int32))
         assert count == count_ref

@@ -90,7 +90,11 @@ def test_images_round_trip(faces):
         assert sorted(got.labels.tolist()) == sorted(fer.labels[mask].tolist())
         assert all(k.startswith(f"{split}/") and k.endswith(".jpg") for k in got.keys)
         # JPEG is lossy: match each image to its source by id and compare pixels loosely.
-        by_id = {f"{usage}_{i}": img for i, img, u in zip(fer.ids, fer.images, fer.usage, strict=True) if u == usage}
+        by_id = {
+            f"{usage}_{i}": img
+            for i, img, u in zip(fer.ids, fer.images, fer.usage, strict=True)
+            if u == usage
+        }
         for key, img in zip(got.keys, got.images, strict=True):
             src = by_id[key.rsplit("/", 1)[1][:-4]]
             assert np.abs(img.astype(int) - src.astype(int)).mean() < 3
@@ -151,7 +155,9 @@ def test_tfd_round_trip(faces):
 def test_tfd_label_codes_mapped(tmp_path):
     path = tmp_path / "TFD_48x48.mat"
     imgs = np.zeros((4, 48, 48), np.uint8)
-    scipy.io.savemat(path, {"images": imgs, "labs_ex": np.array([[1], [7], [0], [-1]]), "folds": np.zeros((4, 5))})
+    scipy.io.savemat(
+        path, {"images": imgs, "labs_ex": np.array([[1], [7], [0], [-1]]), "folds": np.zeros((4, 5))}
+    )
     got = read_tfd_mat(path, labelled_only=False)
     assert got.labels.tolist() == [0, 6, -1, -1]
 
@@ -175,7 +181,9 @@ def test_faceset_validates_shapes():
     with pytest.raises(ValueError, match="uint8"):
         FaceSet(np.zeros((2, 48, 48), np.float32), np.zeros(2, np.int64), np.array(["a", "b"]))
     both = FaceSet.concat(
-        [FaceSet(np.zeros((1, 48, 48), np.uint8), np.array([3]), np.array(["a"])),
-         FaceSet(np.ones((2, 48, 48), np.uint8), np.array([1, 2]), np.array(["b", "c"]))]
+        [
+            FaceSet(np.zeros((1, 48, 48), np.uint8), np.array([3]), np.array(["a"])),
+            FaceSet(np.ones((2, 48, 48), np.uint8), np.array([1, 2]), np.array(["b", "c"])),
+        ]
     )
     assert both.labels.tolist() == [3, 1, 2] and both.keys.tolist() == ["a", "b", "c"]

@@ -55,7 +55,15 @@ def test_from_name_unknown():
 
 
 def test_afew_folders():
-    assert [labels.afew_folder(i) for i in range(7)] == ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
+    assert [labels.afew_folder(i) for i in range(7)] == [
+        "Angry",
+        "Disgust",
+        "Fear",
+        "Happy",
+        "Sad",
+        "Surprise",
+        "Neutral",
+    ]
 
 
 def test_afew_alphabetical_permutation():

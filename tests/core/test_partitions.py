@@ -38,5 +38,7 @@ def test_frozen_choice_reads_the_source_run(tmp_path: Path) -> None:
     retrain = Partition("retrain", ("Train", "Val"), (), "submission2")
     assert frozen_choice(retrain, tmp_path, "irnn") == {"best_epoch": 37}
     assert frozen_choice(Partition("standard", ("Train",), ("Val",)), tmp_path, "irnn") is None
-    with pytest.raises(FileNotFoundError, match=r"submission2/audio/chosen\.json.*experiment_name=submission2"):
+    with pytest.raises(
+        FileNotFoundError, match=r"submission2/audio/chosen\.json.*experiment_name=submission2"
+    ):
         frozen_choice(retrain, tmp_path, "audio")

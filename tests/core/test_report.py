@@ -44,12 +44,18 @@ def test_build_report_tables_figures_and_markdown(tmp_path: Path) -> None:
         for split in ("Train", "Val", "Test"):
             write(run_dir, "combine", split, [0, 1, 2, 3], acc_test)
     run_dir = runs / "submission1"
-    for model, pred in (("aggcnn", [0, 1, 0, 0]), ("audio", [0, 0, 0, 0]), ("irnn", [0, 1, 2, 0]),
-                        ("fusion", [0, 1, 2, 3])):
+    for model, pred in (
+        ("aggcnn", [0, 1, 0, 0]),
+        ("audio", [0, 0, 0, 0]),
+        ("irnn", [0, 1, 2, 0]),
+        ("fusion", [0, 1, 2, 3]),
+    ):
         for split in ("Train", "Val", "Test"):
             write(run_dir, model, split, [0, 1, 2, 3], pred)
-    save_json(run_dir / "fusion" / "curves.json",
-              [{"epoch": e, "train/acc": 0.1 * e, "val/acc": 0.05 * e} for e in range(1, 6)])
+    save_json(
+        run_dir / "fusion" / "curves.json",
+        [{"epoch": e, "train/acc": 0.1 * e, "val/acc": 0.05 * e} for e in range(1, 6)],
+    )
     rep = build_report(run_dir, runs)
     t1 = {r["model"]: r for r in rep.table1}
     assert set(t1) == {"aggcnn", "audio", "irnn", "fusion", "combine"}
@@ -64,7 +70,10 @@ def test_build_report_tables_figures_and_markdown(tmp_path: Path) -> None:
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (run_dir / "report.md").read_text()
     assert "| RNN | 75.0 | 84.8 | 75.0 | 39.6 | 75.0 |" in md
-    assert "| 6 | refit T+V, hyper-parameters and weights of 4 (combine) | 75.0 | – | 75.0 | – | 75.0 | 52.9 |" in md
+    assert (
+        "| 6 | refit T+V, hyper-parameters and weights of 4 (combine) | 75.0 | – | 75.0 | – | 75.0 | 52.9 |"
+        in md
+    )
     assert "![fig4_confusion](report/fig4_confusion_val.png)" in md
 
 

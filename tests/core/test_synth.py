@@ -143,7 +143,9 @@ def test_landmark_csv_rows_only_for_visible_frames_and_inside_the_frame(tiny: Pa
         rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]]).reshape(-1, 11)
         frames = rows[:, 0].astype(int)
         assert np.all(np.diff(frames) > 0)
-        assert np.all((rows[:, 1::2] >= 0) & (rows[:, 1::2] <= 159) & (rows[:, 2::2] >= 0) & (rows[:, 2::2] <= 127))
+        assert np.all(
+            (rows[:, 1::2] >= 0) & (rows[:, 1::2] <= 159) & (rows[:, 2::2] >= 0) & (rows[:, 2::2] <= 127)
+        )
         # image-left first: left eye left of the right eye, mouth corners likewise
         assert np.all(rows[:, 1] < rows[:, 3]) and np.all(rows[:, 7] < rows[:, 9])
         visible += len(rows)
@@ -298,7 +300,9 @@ def test_fer_stills_are_learnable_but_not_trivial(difficulty: str, lo: float, hi
     from sklearn.model_selection import cross_val_score
 
     data = make_fer([30] * NUM_CLASSES, seed=7, difficulty=difficulty, workers=1)
-    acc = cross_val_score(LogisticRegression(C=10.0, max_iter=500), _hog(data.images), data.labels, cv=3).mean()
+    acc = cross_val_score(
+        LogisticRegression(C=10.0, max_iter=500), _hog(data.images), data.labels, cv=3
+    ).mean()
     assert lo < acc < hi, f"{difficulty}: accuracy {acc:.3f}"
 
 
@@ -307,8 +311,14 @@ def test_fer_stills_are_learnable_but_not_trivial(difficulty: str, lo: float, hi
 
 def test_voice_prosody_follows_the_emotion() -> None:
     def rms(emotion: str) -> float:
-        return float(np.mean([np.sqrt(np.mean(speech(np.random.default_rng(s), emotion, 2 * SAMPLE_RATE)[0] ** 2))
-                              for s in range(4)]))
+        return float(
+            np.mean(
+                [
+                    np.sqrt(np.mean(speech(np.random.default_rng(s), emotion, 2 * SAMPLE_RATE)[0] ** 2))
+                    for s in range(4)
+                ]
+            )
+        )
 
     assert rms("angry") > 2 * rms("sad")
     wave, talk = speech(np.random.default_rng(0), "neutral", SAMPLE_RATE, silent=True)
@@ -357,7 +367,9 @@ def test_the_project_readers_load_the_generated_tree(tiny: Path) -> None:
 
     sets = fer.read_fer_csv(tiny / "fer2013" / "fer2013.csv")
     assert sets["Training"].images.shape[1:] == (48, 48)
-    assert len(fer.read_fer_images(tiny / "fer2013" / "images", "train").images) == len(sets["Training"].images)
+    assert len(fer.read_fer_images(tiny / "fer2013" / "images", "train").images) == len(
+        sets["Training"].images
+    )
     assert len(tfd.read_tfd_mat(tiny / "tfd" / "TFD_48x48.mat").images) == 70
     refs = afew.list_splits(tiny / "afew")
     assert len(refs) == 42 and all(r.landmarks_path is not None for r in refs)

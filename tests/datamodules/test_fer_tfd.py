@@ -21,8 +21,15 @@ def faces(tmp_path_factory):
 
 def _dm(faces, **kw):
     gen = faces["gen"]
-    args = dict(root=str(gen / "fer2013"), fer_format="csv", tfd_mat=str(gen / "tfd" / "TFD_48x48.mat"),
-                val_source="fer_holdout", afew_root=None, holdout_fraction=0.25, batch_size=16)
+    args = dict(
+        root=str(gen / "fer2013"),
+        fer_format="csv",
+        tfd_mat=str(gen / "tfd" / "TFD_48x48.mat"),
+        val_source="fer_holdout",
+        afew_root=None,
+        holdout_fraction=0.25,
+        batch_size=16,
+    )
     args.update(kw)
     return FerTfdDataModule(**args)
 
@@ -139,5 +146,7 @@ def test_afew_frames_are_the_early_stopping_set(faces, tiny_root, tmp_path):
     np.testing.assert_array_equal(val.labels, expected_labels)
     assert val.keys[0].startswith(f"{clips[0].split}/{clips[0].clip_id}:")
     # the FER training set keeps every Training row (no hold-out slice taken)
-    assert len(dm.data["train"]) == usage_count(faces["fer"], "Training") + int((faces["tfd"].labels >= 0).sum())
+    assert len(dm.data["train"]) == usage_count(faces["fer"], "Training") + int(
+        (faces["tfd"].labels >= 0).sum()
+    )
     np.testing.assert_array_equal(val.images, np.concatenate([c.faces for c in clips]))

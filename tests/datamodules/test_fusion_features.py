@@ -19,7 +19,9 @@ MODELS = ("aggcnn", "audio", "irnn")
 def test_padded_index_keeps_every_clip_once_then_pads_with_random_duplicates() -> None:
     idx = padded_index(5, 4, seed=0)
     assert len(idx) == 8 and list(idx[:5]) == [0, 1, 2, 3, 4]
-    assert len(set(idx[5:].tolist())) == 3 and set(idx[5:].tolist()) <= set(range(5))  # distinct while possible
+    assert len(set(idx[5:].tolist())) == 3 and set(idx[5:].tolist()) <= set(
+        range(5)
+    )  # distinct while possible
     assert list(padded_index(8, 4, seed=0)) == list(range(8))  # already a multiple: nothing added
     many = padded_index(3, 128, seed=1)
     assert len(many) == 128 and set(many.tolist()) == {0, 1, 2}
@@ -40,7 +42,9 @@ def test_missing_modality_is_zeros_or_dropped(tmp_path: Path) -> None:
     np.testing.assert_array_equal(fused.present[:, 1], ~missing)
     row = int(np.flatnonzero(~missing)[0])
     src = int(np.flatnonzero(audio.clip_ids == fused.clip_ids[row])[0])
-    np.testing.assert_array_equal(fused.features[row, 105:115], audio.features[src])  # the audio block, in place
+    np.testing.assert_array_equal(
+        fused.features[row, 105:115], audio.features[src]
+    )  # the audio block, in place
     dropped = load_fused_split(tmp_path, MODELS, "Val", missing="drop")
     assert len(dropped.clip_ids) == 11 and dropped.present.all()
     with pytest.raises(ValueError, match=r"in_dims\[1\]=12"):
@@ -53,13 +57,17 @@ def test_a_label_that_disagrees_between_models_is_named(tmp_path: Path) -> None:
     labels = irnn.labels.copy()
     labels[0] = (labels[0] + 1) % 7
     save_probs(tmp_path, "irnn", "Val", ClipProbs(irnn.clip_ids, labels, irnn.probs, irnn.features))
-    with pytest.raises(ValueError, match=rf"irnn_Val.npz: clip {irnn.clip_ids[0]} has a label that disagrees"):
+    with pytest.raises(
+        ValueError, match=rf"irnn_Val.npz: clip {irnn.clip_ids[0]} has a label that disagrees"
+    ):
         load_fused_split(tmp_path, MODELS, "Val")
 
 
 def test_training_epoch_is_padded_to_whole_batches_validation_is_not(tmp_path: Path) -> None:
     write_fake_run(tmp_path, models=MODELS, sizes=SIZES)
-    dm = FusionFeaturesDataModule(str(tmp_path), batch_size=8, fit_splits=["Train", "Val"], tune_splits=[], seed=0)
+    dm = FusionFeaturesDataModule(
+        str(tmp_path), batch_size=8, fit_splits=["Train", "Val"], tune_splits=[], seed=0
+    )
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     assert [len(b["clip_id"]) for b in batches] == [8] * 5  # 35 fit clips + 5 duplicates

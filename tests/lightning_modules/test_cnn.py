@@ -16,14 +16,22 @@ from tests.fer_stills import write_face_root
 from tests.helpers import run
 
 # Overrides that keep a stage=cnn run small: no AFEW tree in these roots, so early-stop on a FER+TFD slice.
-SMALL = ["stage=cnn", "data.val_source=fer_holdout", "data.afew_root=null", "data.batch_size=32",
-         "++trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+SMALL = [
+    "stage=cnn",
+    "data.val_source=fer_holdout",
+    "data.afew_root=null",
+    "data.batch_size=32",
+    "++trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
 
 
 def test_paper_net_shapes_and_parameter_count():
     net = PaperCNN()
     # conv 32x1x9x9 + conv 32x32x5x5 + conv 64x32x5x5 + linear 1600x7, with biases (paper-spec: ~90.7k)
-    assert sum(p.numel() for p in net.parameters()) == (32 * 81 + 32) + (32 * 32 * 25 + 32) + (64 * 32 * 25 + 64) + (1600 * 7 + 7)
+    assert sum(p.numel() for p in net.parameters()) == (32 * 81 + 32) + (32 * 32 * 25 + 32) + (
+        64 * 32 * 25 + 64
+    ) + (1600 * 7 + 7)
     assert [c.kernel_size for c in net.convs] == [(9, 9), (5, 5), (5, 5)]
     assert [c.padding for c in net.convs] == [(4, 4), (2, 2), (2, 2)]
     assert net.fc.in_features == 1600 and net.feature_dim == 3872
@@ -33,7 +41,9 @@ def test_paper_net_shapes_and_parameter_count():
     assert logits.shape == (3, 7) and feature.shape == (3, 3872)
     # feature tap = block 2 after max-pool (bias included), before ReLU: it has negative values
     h = torch.relu(F.max_pool2d(net.convs[0](x), 2))
-    np.testing.assert_allclose(feature.detach(), F.max_pool2d(net.convs[1](h), 2).flatten(1).detach(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        feature.detach(), F.max_pool2d(net.convs[1](h), 2).flatten(1).detach(), rtol=1e-5, atol=1e-6
+    )
     assert (feature < 0).any()
 
 
@@ -80,7 +90,12 @@ def _crop_offsets(m: CNNModule, faces: torch.Tensor) -> list[tuple[int, int]]:
     out = m.preprocess(faces, train=True)
     offsets = []
     for b in range(len(faces)):
-        hits = [(oy, ox) for oy in range(5) for ox in range(5) if torch.equal(out[b], z[b, :, oy : oy + 44, ox : ox + 44])]
+        hits = [
+            (oy, ox)
+            for oy in range(5)
+            for ox in range(5)
+            if torch.equal(out[b], z[b, :, oy : oy + 44, ox : ox + 44])
+        ]
         assert len(hits) == 1
         offsets.append(hits[0])
     return offsets
@@ -173,8 +188,16 @@ def test_fast_dev_run(face_root):
 
 
 def test_short_training_beats_twice_chance_and_exports_best(face_root):
-    metrics = run([*SMALL, "experiment=demo", "trainer.max_epochs=8", "data.holdout_fraction=0.15",
-                   "model.max_lr=0.05"], face_root)
+    metrics = run(
+        [
+            *SMALL,
+            "experiment=demo",
+            "trainer.max_epochs=8",
+            "data.holdout_fraction=0.15",
+            "model.max_lr=0.05",
+        ],
+        face_root,
+    )
     assert metrics["test/acc"] > 2 / 7, metrics
     best = face_root / "runs" / "demo" / "cnn" / "best.ckpt"
     assert best.is_file() and metrics["best_ckpt_copy"] == str(best)
@@ -190,10 +213,20 @@ def test_warm_start_copies_net_weights_but_keeps_this_datas_normaliser(face_root
     source.set_normaliser(torch.full((48, 48), 7.0), torch.full((48, 48), 2.0))
     weights = save_weights(source, tmp_path / "source.pt")
     # lr 0: the one epoch cannot move the weights, so the exported net must be the warm-start file's
-    metrics = run([*SMALL, "experiment_name=warm", "trainer.max_epochs=1", "model.lr=0.0",
-                   f"model.init_weights={weights}"], face_root)
+    metrics = run(
+        [
+            *SMALL,
+            "experiment_name=warm",
+            "trainer.max_epochs=1",
+            "model.lr=0.0",
+            f"model.init_weights={weights}",
+        ],
+        face_root,
+    )
     trained = CNNModule.load_from_checkpoint(metrics["best_ckpt_copy"], map_location="cpu")
-    for (name, got), want in zip(trained.net.state_dict().items(), source.net.state_dict().values(), strict=True):
+    for (name, got), want in zip(
+        trained.net.state_dict().items(), source.net.state_dict().values(), strict=True
+    ):
         assert torch.equal(got, want), name
     assert float(trained.norm_mean.mean()) != 7.0  # the normaliser is the training data's, not the source's
     # a Lightning checkpoint works as a source too, and loading it needs no warm-start file any more
@@ -251,7 +284,9 @@ def test_load_cnn_bad_weights(tmp_path):
     torch.save({"something": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=r"other\.pt: not a CNN weights file or checkpoint"):
         load_cnn(weights=tmp_path / "other.pt")
-    torch.save({"state_dict": CNNModule().state_dict()}, tmp_path / "bare.pt")  # a checkpoint has no "hparams"
+    torch.save(
+        {"state_dict": CNNModule().state_dict()}, tmp_path / "bare.pt"
+    )  # a checkpoint has no "hparams"
     with pytest.raises(ValueError, match=r"bare\.pt: no hparams"):
         load_cnn(weights=tmp_path / "bare.pt")
     blob = torch.load(save_weights(CNNModule(), tmp_path / "ok.pt"), weights_only=True)

@@ -38,19 +38,22 @@ def tiny_net() -> FusionMLP:
 def test_forward_shapes_and_activation() -> None:
     net = FusionMLP()
     assert net(torch.randn(5, 315)).shape == (5, 7)
-    assert sum(p.numel() for p in net.parameters()) == 105 * 100 + 100 + 10 * 10 + 10 + 200 * 50 + 50 + 160 * 70 + 70 \
-        + 70 * 7 + 7
+    assert (
+        sum(p.numel() for p in net.parameters())
+        == 105 * 100 + 100 + 10 * 10 + 10 + 200 * 50 + 50 + 160 * 70 + 70 + 70 * 7 + 7
+    )
     with pytest.raises(ValueError, match="fusion input has 314 features, expected 315"):
         net(torch.randn(2, 314))
-    np.testing.assert_allclose(RectTanh()(torch.tensor([-2.0, 0.0, 0.5])).numpy(), [0.0, 0.0, np.tanh(0.5)],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        RectTanh()(torch.tensor([-2.0, 0.0, 0.5])).numpy(), [0.0, 0.0, np.tanh(0.5)], rtol=1e-6
+    )
 
 
 def test_init_is_fan_in_uniform_with_zero_biases() -> None:
     torch.manual_seed(0)
     net = FusionMLP()
     for layer in (*net.modality, net.shared, net.out):
-        bound = layer.in_features ** -0.5
+        bound = layer.in_features**-0.5
         assert layer.weight.abs().max() <= bound
         assert layer.weight.abs().max() > 0.9 * bound  # fills the range, not a narrower init
         assert torch.all(layer.bias == 0)
@@ -71,17 +74,17 @@ def test_code_bug_matrix_overwrites_blocks_at_the_origin() -> None:
     np.testing.assert_array_equal(m, expected)
     # L1 = 1+2+2 + 2+4 = 11; L21 = ||(-1,-2)|| + ||(2,4)|| + ||(2,0)|| = sqrt5 + sqrt20 + 2
     net = tiny_net()
-    assert float(structured_penalty(net, "code_bug")) == pytest.approx(11 + 5 ** 0.5 + 20 ** 0.5 + 2, rel=1e-5)
+    assert float(structured_penalty(net, "code_bug")) == pytest.approx(11 + 5**0.5 + 20**0.5 + 2, rel=1e-5)
 
 
 def test_block_fixed_and_wu2015_by_hand() -> None:
     net = tiny_net()
     # per modality: L1 + sum of row norms. A: 10 + sqrt5 + 5; B: 5 + 5; C: 5 + 1 + 2 + 2
-    expected = 10 + 5 ** 0.5 + 5 + 10 + 5 + 5
+    expected = 10 + 5**0.5 + 5 + 10 + 5 + 5
     assert float(structured_penalty(net, "block_fixed")) == pytest.approx(expected, rel=1e-5)
     # shared layer, rows = shared units: L1 = 10; group norms sqrt5 + 5
-    assert float(structured_penalty(net, "wu2015")) == pytest.approx(10 + 5 ** 0.5 + 5, rel=1e-5)
-    assert float(fusion_penalty(net, "wu2015")) == pytest.approx(97 + 10 + 5 ** 0.5 + 5, rel=1e-5)
+    assert float(structured_penalty(net, "wu2015")) == pytest.approx(10 + 5**0.5 + 5, rel=1e-5)
+    assert float(fusion_penalty(net, "wu2015")) == pytest.approx(97 + 10 + 5**0.5 + 5, rel=1e-5)
     with pytest.raises(ValueError, match="fusion_reg='l3'"):
         structured_penalty(net, "l3")
 
@@ -108,16 +111,33 @@ def test_module_loss_adds_the_weighted_penalty() -> None:
 def test_config_defaults_pin_the_paper(tmp_path: Path) -> None:
     cfg = compose_cfg(["stage=fusion"], tmp_path)
     m = cfg.model
-    assert (list(m.in_dims), list(m.hidden_dims), m.shared_dim, m.n_classes) == ([105, 10, 200], [100, 10, 50], 70, 7)
+    assert (list(m.in_dims), list(m.hidden_dims), m.shared_dim, m.n_classes) == (
+        [105, 10, 200],
+        [100, 10, 50],
+        70,
+        7,
+    )
     assert (m.dropout, m.lr, m.momentum, m.reg_lambda, m.fusion_reg, m.max_epochs) == (
-        0.3, 0.1, 0.0, 3e-5, "code_bug", 500)
+        0.3,
+        0.1,
+        0.0,
+        3e-5,
+        "code_bug",
+        500,
+    )
     assert cfg.data.batch_size == 128 and list(cfg.data.models) == ["aggcnn", "audio", "irnn"]
     assert cfg.trainer.gradient_clip_val == 10.0 and cfg.trainer.gradient_clip_algorithm == "norm"
     assert cfg.trainer.max_epochs == 500
-    assert cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.callbacks.model_checkpoint.mode == "max"
+    assert (
+        cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.callbacks.model_checkpoint.mode == "max"
+    )
     stable = compose_cfg(["stage=fusion", "model=fusion_stable"], tmp_path)
     assert (stable.model.lr, stable.model.momentum, stable.model.max_epochs, stable.trainer.max_epochs) == (
-        0.001, 0.9, 5000, 5000)
+        0.001,
+        0.9,
+        5000,
+        5000,
+    )
     assert stable.model.dropout == 0.3 and stable.model.fusion_reg == "code_bug"
 
 

@@ -60,8 +60,14 @@ def test_folded_encoder_survives_a_checkpoint_round_trip(tmp_path):
     A, b = np.arange(15.0).reshape(5, 3) / 10, np.array([0.1, -0.2, 0.3])
     model.set_whitening(A, b, row_constant=0.5)
     path = tmp_path / "sae.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "pytorch-lightning_version": "2.6.6"}, path)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": "2.6.6",
+        },
+        path,
+    )
     loaded = SAEModule.load_from_checkpoint(path)
     enc = loaded.folded_encoder()
     W = model.net.weight.detach().double().numpy()
@@ -75,14 +81,22 @@ def test_folded_encoder_survives_a_checkpoint_round_trip(tmp_path):
 def test_paper_defaults_are_pinned(tmp_path):
     cfg = compose_cfg(["stage=activity", "activity_scale=paper"], tmp_path)
     m = cfg.model
-    assert (m.n_hidden, m.n_pixels, m.contraction, m.lr, m.momentum, m.init_scale) == (300, 2560, 0.1, 1e-3, 0.9, 0.01)
+    assert (m.n_hidden, m.n_pixels, m.contraction, m.lr, m.momentum, m.init_scale) == (
+        300,
+        2560,
+        0.1,
+        1e-3,
+        0.9,
+        0.01,
+    )
     assert cfg.data.batch_size == 100 and cfg.data.max_variance == 0.99 and cfg.data.max_components == 500
     assert cfg.data.contrast_offset == 0.001
     assert cfg.svm.kernel == "chi2" and list(cfg.svm.C_grid) == [100]
-    assert cfg.callbacks.model_checkpoint.monitor == "val/loss" and cfg.callbacks.model_checkpoint.mode == "min"
+    assert (
+        cfg.callbacks.model_checkpoint.monitor == "val/loss" and cfg.callbacks.model_checkpoint.mode == "min"
+    )
     assert cfg.svm.probability == "calibrated" and cfg.cpu_threads is None
     assert cfg.bow.n_words == 3000 and cfg.bow.codebook_blocks == 200000
     assert cfg.data.n_train_blocks == 500000 and cfg.trainer.max_epochs == 50
     # The generated-data preset is the default (tests/stages/test_activity.py pins what it changes).
     assert compose_cfg(["stage=activity"], tmp_path).bow.n_words == 64
-

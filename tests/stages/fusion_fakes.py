@@ -14,9 +14,13 @@ KNOWS = {"aggcnn": (0, 1, 2), "audio": (3, 4), "irnn": (5, 6, 3), "activity": (0
 SIZES = {"Train": 210, "Val": 140, "Test": 140}
 
 
-def write_fake_run(run_dir: Path, seed: int = 0, missing: dict[str, int] | None = None,
-                   models: tuple[str, ...] = ("aggcnn", "audio", "irnn", "activity"),
-                   sizes: dict[str, int] | None = None) -> dict[str, dict[str, float]]:
+def write_fake_run(
+    run_dir: Path,
+    seed: int = 0,
+    missing: dict[str, int] | None = None,
+    models: tuple[str, ...] = ("aggcnn", "audio", "irnn", "activity"),
+    sizes: dict[str, int] | None = None,
+) -> dict[str, dict[str, float]]:
     """Write ``probs/<model>_<split>.npz`` for every model and split; return each model's accuracy per split.
 
     A model's features put a class signal on a few dimensions only for the classes it knows; its probabilities are
@@ -42,9 +46,15 @@ def write_fake_run(run_dir: Path, seed: int = 0, missing: dict[str, int] | None 
                 code = np.zeros((n, 7), dtype=np.float32)
                 code[knows, y[knows]] = 3.0
                 reps = max(1, min(3, DIMS[m] // 7))
-                feats[:, :7 * reps] += np.tile(code, reps)
+                feats[:, : 7 * reps] += np.tile(code, reps)
             keep = np.arange(n) >= (missing or {}).get(m, 0)
-            save_probs(run_dir, m, split, ClipProbs(ids[keep], y[keep], p[keep].astype(np.float32),
-                                                    None if feats is None else feats[keep]))
+            save_probs(
+                run_dir,
+                m,
+                split,
+                ClipProbs(
+                    ids[keep], y[keep], p[keep].astype(np.float32), None if feats is None else feats[keep]
+                ),
+            )
             accs[m][split] = float(np.mean(p[keep].argmax(1) == y[keep]))
     return accs

@@ -16,8 +16,14 @@ from emotiw.labels import NUM_CLASSES
 from tests.helpers import compose_cfg, env_for_subprocess, run
 
 # The quickest settings that still run every step (as scale=quick does): 1 SAE epoch, 2000 blocks, 16 words.
-QUICK = ["trainer.max_epochs=1", "data.n_train_blocks=2000", "data.n_val_blocks=500", "data.whitener_fit_blocks=2000",
-         "bow.n_words=16", "bow.codebook_blocks=2000"]
+QUICK = [
+    "trainer.max_epochs=1",
+    "data.n_train_blocks=2000",
+    "data.n_val_blocks=500",
+    "data.whitener_fit_blocks=2000",
+    "bow.n_words=16",
+    "bow.codebook_blocks=2000",
+]
 
 
 def test_activity_stage_on_the_generated_tiny_tree(tiny_root: Path) -> None:
@@ -42,7 +48,9 @@ def test_activity_stage_on_the_generated_tiny_tree(tiny_root: Path) -> None:
 
 def test_small_scale_departs_from_the_paper_only_where_it_says_why(tmp_path: Path) -> None:
     paper = compose_cfg(["stage=activity", "activity_scale=paper"], tmp_path)
-    assert paper.data.max_components == 500 and paper.model.lr == 1e-3 and paper.svm.probability == "calibrated"
+    assert (
+        paper.data.max_components == 500 and paper.model.lr == 1e-3 and paper.svm.probability == "calibrated"
+    )
     assert list(paper.svm.C_grid) == [100] and paper.bow.n_words == 3000 and paper.trainer.max_epochs == 50
     assert paper.cpu_threads is None
     small = compose_cfg(["stage=activity"], tmp_path)  # the default for generated data
@@ -52,8 +60,13 @@ def test_small_scale_departs_from_the_paper_only_where_it_says_why(tmp_path: Pat
 
 # 30 clips per class in each split of the tiny preset's sizes, easy difficulty: enough clips for the motion cue to
 # show, as it cannot on 2 clips per class.
-ACT_DATA = ["stage=make_data", "synth.preset=tiny", "synth.seed=0", "synth.difficulty=easy",
-            "synth.counts={afew_train: 210, afew_val: 105, afew_test: 105, afew_max_s: 2.0}"]
+ACT_DATA = [
+    "stage=make_data",
+    "synth.preset=tiny",
+    "synth.seed=0",
+    "synth.difficulty=easy",
+    "synth.counts={afew_train: 210, afew_val: 105, afew_test: 105, afew_max_s: 2.0}",
+]
 
 
 @pytest.fixture(scope="module")
@@ -82,24 +95,38 @@ def test_activity_under_two_process_ddp(tiny_root: Path) -> None:
     repo = Path(__file__).resolve().parents[2]
 
     def ddp(*overrides: str) -> None:
-        cmd = [sys.executable, "train.py", "stage=activity", "trainer=ddp_sim", "logger=csv", "seed=0",
-               f"paths.root_dir={tiny_root}", *overrides]
-        done = subprocess.run(cmd, cwd=repo, env=env_for_subprocess(tiny_root), capture_output=True, text=True,
-                              timeout=1200)
+        cmd = [
+            sys.executable,
+            "train.py",
+            "stage=activity",
+            "trainer=ddp_sim",
+            "logger=csv",
+            "seed=0",
+            f"paths.root_dir={tiny_root}",
+            *overrides,
+        ]
+        done = subprocess.run(
+            cmd, cwd=repo, env=env_for_subprocess(tiny_root), capture_output=True, text=True, timeout=1200
+        )
         assert done.returncode == 0, done.stderr[-3000:]
 
     run(["stage=activity", "experiment_name=one", "seed=0", *QUICK], tiny_root)
     ddp("experiment_name=two", *QUICK)
     for split in SPLITS:
         one, two = (load_probs(tiny_root / "runs" / e, "activity", split) for e in ("one", "two"))
-        np.testing.assert_array_equal(two.clip_ids, one.clip_ids)  # every clip once: the sampler's padding dropped
+        np.testing.assert_array_equal(
+            two.clip_ids, one.clip_ids
+        )  # every clip once: the sampler's padding dropped
         assert len(two.clip_ids) == 14
         np.testing.assert_allclose(two.features.sum(1), 1.0, atol=1e-5)
         np.testing.assert_allclose(two.probs.sum(1), 1.0, atol=1e-5)
     assert load_json(tiny_root / "runs" / "two" / "activity" / "chosen.json")["n_fit"] == 14
     assert (tiny_root / "runs" / "two" / "activity" / "codebook.npz").is_file()
 
-    run(["stage=activity", "experiment_name=one_r", "seed=0", "partition=retrain", "partition.from_run=one"], tiny_root)
+    run(
+        ["stage=activity", "experiment_name=one_r", "seed=0", "partition=retrain", "partition.from_run=one"],
+        tiny_root,
+    )
     ddp("experiment_name=two_r", "partition=retrain", "partition.from_run=one")
     for split in SPLITS:
         a, b = (load_probs(tiny_root / "runs" / e, "activity", split) for e in ("one_r", "two_r"))

@@ -40,20 +40,40 @@ def test_audio_stage_zeros_scores_every_clip_and_retrain_reuses_the_pca(av_root)
     assert len(train.clip_ids) == 21
     np.testing.assert_array_equal(train.features[list(train.clip_ids).index(SILENT)], 0)
 
-    run(["stage=audio", "experiment_name=r", "partition=retrain", "partition.from_run=z", "data.missing_audio=zeros"],
-        av_root)
+    run(
+        [
+            "stage=audio",
+            "experiment_name=r",
+            "partition=retrain",
+            "partition.from_run=z",
+            "data.missing_audio=zeros",
+        ],
+        av_root,
+    )
     chosen_z = load_json(av_root / "runs" / "z" / "audio" / "chosen.json")
     chosen_r = load_json(av_root / "runs" / "r" / "audio" / "chosen.json")
     assert (chosen_r["C"], chosen_r["gamma"]) == (chosen_z["C"], chosen_z["gamma"])
     # Same PCA: the 10-d features of a Val clip are identical in both runs.
-    vz, vr = load_probs(av_root / "runs" / "z", "audio", "Val"), load_probs(av_root / "runs" / "r", "audio", "Val")
+    vz, vr = (
+        load_probs(av_root / "runs" / "z", "audio", "Val"),
+        load_probs(av_root / "runs" / "r", "audio", "Val"),
+    )
     np.testing.assert_allclose(vz.features, vr.features)
 
 
 @pytest.mark.slow
 def test_activity_stage_trains_the_sae_and_beats_chance(av_root):
-    metrics = run(["stage=activity", "experiment_name=act", "trainer.max_epochs=3", "data.n_train_blocks=3000",
-                   "data.n_val_blocks=500", "bow.n_words=16"], av_root)
+    metrics = run(
+        [
+            "stage=activity",
+            "experiment_name=act",
+            "trainer.max_epochs=3",
+            "data.n_train_blocks=3000",
+            "data.n_val_blocks=500",
+            "bow.n_words=16",
+        ],
+        av_root,
+    )
     run_dir = av_root / "runs" / "act"
     for name in ("sae.ckpt", "codebook.npz", "chosen.json", "svm.skops"):
         assert (run_dir / "activity" / name).is_file(), name
@@ -63,7 +83,9 @@ def test_activity_stage_trains_the_sae_and_beats_chance(av_root):
     assert train.features.shape[1] == 16
     assert load_json(run_dir / "activity" / "chosen.json")["C"] in (1, 10, 100)  # activity_scale=small's grid
     assert metrics["val/acc"] > 2 / 7
-    assert (run_dir / "activity" / "csv_sae" / "metrics.csv").is_file()  # the SAE fit's log survives the SVM's
+    assert (
+        run_dir / "activity" / "csv_sae" / "metrics.csv"
+    ).is_file()  # the SAE fit's log survives the SVM's
 
     # Retrain: the SAE and the codebook are reused, only the SVM is refitted on Train+Val with the frozen C.
     run(["stage=activity", "experiment_name=act_r", "partition=retrain", "partition.from_run=act"], av_root)
@@ -71,8 +93,9 @@ def test_activity_stage_trains_the_sae_and_beats_chance(av_root):
     with np.load(run_dir / "activity" / "codebook.npz") as a, np.load(retrain_dir / "codebook.npz") as b:
         np.testing.assert_array_equal(a["cluster_centers"], b["cluster_centers"])
     assert not (retrain_dir / "checkpoints").exists()  # no SAE training under retrain
-    np.testing.assert_allclose(load_probs(av_root / "runs" / "act_r", "activity", "Val").features, val.features,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        load_probs(av_root / "runs" / "act_r", "activity", "Val").features, val.features, atol=1e-6
+    )
     assert load_json(retrain_dir / "chosen.json")["n_fit"] == 35
 
 
@@ -86,7 +109,9 @@ def test_audio_defaults_are_pinned(tmp_path):
 
 def test_audio_stage_on_the_generated_tiny_tree(tiny_root):
     metrics = run(["stage=audio", "experiment_name=tiny"], tiny_root)
-    n_clips = sum(metrics[f"audio/clips_{k}"] for k in ("ok", "no_audio", "silent", "too_short", "unreadable"))
+    n_clips = sum(
+        metrics[f"audio/clips_{k}"] for k in ("ok", "no_audio", "silent", "too_short", "unreadable")
+    )
     assert n_clips == 42
     train = load_probs(tiny_root / "runs" / "tiny", "audio", "Train")
     assert train.features.shape[1] == 10 and 0 < len(train.clip_ids) <= 14
@@ -102,9 +127,18 @@ def test_audio_stage_under_two_process_ddp_matches_one_process(av_root):
     from tests.helpers import env_for_subprocess
 
     repo = Path(__file__).resolve().parents[2]
-    cmd = [sys.executable, "train.py", "stage=audio", "trainer=ddp_sim", "logger=csv", f"paths.root_dir={av_root}",
-           "experiment_name=ddp"]
-    done = subprocess.run(cmd, cwd=repo, env=env_for_subprocess(av_root), capture_output=True, text=True, timeout=900)
+    cmd = [
+        sys.executable,
+        "train.py",
+        "stage=audio",
+        "trainer=ddp_sim",
+        "logger=csv",
+        f"paths.root_dir={av_root}",
+        "experiment_name=ddp",
+    ]
+    done = subprocess.run(
+        cmd, cwd=repo, env=env_for_subprocess(av_root), capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run(["stage=audio", "experiment_name=single"], av_root)
     for split in ("Train", "Val", "Test"):

@@ -14,8 +14,13 @@ from tests.stages.fusion_fakes import write_fake_run
 
 # Enough steps (14 per epoch) for the fusion net to pass every single model on the fake data, few enough for CI.
 EPOCHS = 6
-SMALL_SEARCH = ["combine.estimator.n_samples=200", "combine.estimator.decay=0.5", "combine.estimator.sigma_min=0.1",
-                "combine.estimator.backend=bmm", "combine.estimator.chunk_size=128"]
+SMALL_SEARCH = [
+    "combine.estimator.n_samples=200",
+    "combine.estimator.decay=0.5",
+    "combine.estimator.sigma_min=0.1",
+    "combine.estimator.backend=bmm",
+    "combine.estimator.chunk_size=128",
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -33,8 +38,16 @@ def fused_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A root whose run `exp` holds fake aggcnn/audio/irnn/activity probs, then a short fusion run."""
     root = tmp_path_factory.mktemp("fusion_root")
     accs = write_fake_run(root / "runs" / "exp", missing={"audio": 6})
-    metrics = run(["stage=fusion", "experiment_name=exp", f"trainer.max_epochs={EPOCHS}", "data.batch_size=16",
-                   "seed=0"], root)
+    metrics = run(
+        [
+            "stage=fusion",
+            "experiment_name=exp",
+            f"trainer.max_epochs={EPOCHS}",
+            "data.batch_size=16",
+            "seed=0",
+        ],
+        root,
+    )
     return root, {"accs": accs, "metrics": metrics}
 
 
@@ -72,8 +85,18 @@ def test_fusion_retrain_trains_exactly_the_frozen_epochs(fused_root: tuple[Path,
     root, _ = fused_root
     write_fake_run(root / "runs" / "exp_retrain")
     frozen = load_json(root / "runs" / "exp" / "fusion" / "chosen.json")["best_epoch"]
-    metrics = run(["stage=fusion", "experiment_name=exp_retrain", "partition=retrain", "partition.from_run=exp",
-                   "trainer.max_epochs=40", "data.batch_size=16", "seed=0"], root)
+    metrics = run(
+        [
+            "stage=fusion",
+            "experiment_name=exp_retrain",
+            "partition=retrain",
+            "partition.from_run=exp",
+            "trainer.max_epochs=40",
+            "data.batch_size=16",
+            "seed=0",
+        ],
+        root,
+    )
     out = root / "runs" / "exp_retrain" / "fusion"
     assert len(load_json(out / "curves.json")) == frozen
     assert metrics["best_epoch"] == frozen
@@ -106,10 +129,19 @@ def test_combine_retrain_reuses_the_frozen_weights(fused_root: tuple[Path, dict]
     other = root / "runs" / "exp_frozen"
     write_fake_run(other)  # same clips and labels as `exp` (refit on T+V in reality)
     for split in ("Train", "Val", "Test"):  # a stand-in for this run's fusion output
-        (other / "probs" / f"fusion_{split}.npz").write_bytes((root / "runs/exp/probs" / f"fusion_{split}.npz")
-                                                               .read_bytes())
-    run(["stage=combine", "experiment_name=exp_frozen", "partition=retrain", "partition.from_run=exp",
-         *SMALL_SEARCH], root)
+        (other / "probs" / f"fusion_{split}.npz").write_bytes(
+            (root / "runs/exp/probs" / f"fusion_{split}.npz").read_bytes()
+        )
+    run(
+        [
+            "stage=combine",
+            "experiment_name=exp_frozen",
+            "partition=retrain",
+            "partition.from_run=exp",
+            *SMALL_SEARCH,
+        ],
+        root,
+    )
     a = load_json(root / "runs" / "exp" / "combine" / "chosen.json")
     b = load_json(other / "combine" / "chosen.json")
     assert b["weights"] == a["weights"] and b["frozen_from"] == "exp" and b["n_search"] == 0
@@ -118,8 +150,16 @@ def test_combine_retrain_reuses_the_frozen_weights(fused_root: tuple[Path, dict]
 def test_combine_of_other_runs_searches_on_train_and_val(fused_root: tuple[Path, dict]) -> None:
     # submission 7: combine two runs' outputs, searched on T+V
     root, _ = fused_root
-    metrics = run(["stage=combine", "experiment_name=sub7", "combine.sources=[exp/irnn,exp/fusion]",
-                   "combine.search_splits=[Train,Val]", *SMALL_SEARCH], root)
+    metrics = run(
+        [
+            "stage=combine",
+            "experiment_name=sub7",
+            "combine.sources=[exp/irnn,exp/fusion]",
+            "combine.search_splits=[Train,Val]",
+            *SMALL_SEARCH,
+        ],
+        root,
+    )
     chosen = load_json(root / "runs" / "sub7" / "combine" / "chosen.json")
     assert chosen["models"] == ["exp/irnn", "exp/fusion"] and chosen["search_splits"] == ["Train", "Val"]
     assert chosen["n_search"] == 350
@@ -131,14 +171,20 @@ def test_combine_names_missing_sources(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"only \['irnn'\].*at least two models"):
         run(["stage=combine", "experiment_name=lonely", *SMALL_SEARCH], tmp_path)
     with pytest.raises(FileNotFoundError, match="aggcnn_Train.npz: combine source 'aggcnn'"):
-        run(["stage=combine", "experiment_name=lonely", "combine.on_missing_model=error", *SMALL_SEARCH], tmp_path)
+        run(
+            ["stage=combine", "experiment_name=lonely", "combine.on_missing_model=error", *SMALL_SEARCH],
+            tmp_path,
+        )
 
 
 @pytest.mark.slow
 def test_stage_all_runs_in_order_then_skips_current_stages(tmp_path: Path) -> None:
     write_fake_run(tmp_path / "runs" / "allexp", sizes={"Train": 70, "Val": 35, "Test": 35})
-    per_stage = ("all.stage_overrides={fusion: ['trainer.max_epochs=2'], combine: ["
-                 + ", ".join(f"'{o}'" for o in SMALL_SEARCH) + "]}")
+    per_stage = (
+        "all.stage_overrides={fusion: ['trainer.max_epochs=2'], combine: ["
+        + ", ".join(f"'{o}'" for o in SMALL_SEARCH)
+        + "]}"
+    )
     args = ["stage=all", "experiment_name=allexp", "all.stages=[fusion,combine,report]", per_stage]
     first = run(args, tmp_path)
     assert [first[f"{s}/status"] for s in ("fusion", "combine", "report")] == ["ran", "ran", "ran"]
@@ -168,7 +214,9 @@ def test_report_is_written_by_rank_zero_only(tmp_path: Path, monkeypatch: pytest
     # under `stage=all trainer=ddp` every rank walks the pipeline; the report is not a collective, rank zero writes
     from lightning.pytorch.utilities import rank_zero_only
 
-    write_fake_run(tmp_path / "runs" / "rep", models=("aggcnn", "irnn"), sizes={"Train": 14, "Val": 7, "Test": 7})
+    write_fake_run(
+        tmp_path / "runs" / "rep", models=("aggcnn", "irnn"), sizes={"Train": 14, "Val": 7, "Test": 7}
+    )
     monkeypatch.setattr(rank_zero_only, "rank", 1)
     assert "report/submissions" not in run(["stage=report", "experiment_name=rep"], tmp_path)
     assert not (tmp_path / "runs" / "rep" / "report.md").exists()

@@ -26,15 +26,26 @@ REPO = Path(__file__).resolve().parents[2]
 SIZES = {"Train": 70, "Val": 36, "Test": 35}
 EPOCHS = 15
 FULL_BATCH = [f"trainer.max_epochs={EPOCHS}", "data.batch_size=128", "model.dropout=0.0", "seed=0"]
-SMALL_SEARCH = ["combine.estimator.n_samples=300", "combine.estimator.decay=0.5", "combine.estimator.sigma_min=0.1",
-                "combine.estimator.backend=bmm", "combine.estimator.chunk_size=128"]
+SMALL_SEARCH = [
+    "combine.estimator.n_samples=300",
+    "combine.estimator.decay=0.5",
+    "combine.estimator.sigma_min=0.1",
+    "combine.estimator.backend=bmm",
+    "combine.estimator.chunk_size=128",
+]
 
 
 def _train_py(args: list[str], root: Path) -> str:
     env = env_for_subprocess(root)
     env["OMP_NUM_THREADS"] = "1"  # two ranks on a shared 2-core box
-    done = subprocess.run([sys.executable, "train.py", "logger=csv", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "train.py", "logger=csv", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done.stdout + done.stderr
 
@@ -46,9 +57,12 @@ def test_fusion_and_combine_under_two_process_ddp_equal_one_process(tmp_path: Pa
         write_fake_run(tmp_path / "runs" / exp, missing={"audio": 5}, sizes=SIZES)
     logs = {}
     for exp, trainer in (("one", "cpu"), ("two", "ddp_sim")):
-        logs[exp] = _train_py(["stage=fusion", f"experiment_name={exp}", f"trainer={trainer}", *FULL_BATCH], tmp_path)
-        logs[exp] += _train_py(["stage=combine", f"experiment_name={exp}", f"trainer={trainer}", *SMALL_SEARCH],
-                               tmp_path)
+        logs[exp] = _train_py(
+            ["stage=fusion", f"experiment_name={exp}", f"trainer={trainer}", *FULL_BATCH], tmp_path
+        )
+        logs[exp] += _train_py(
+            ["stage=combine", f"experiment_name={exp}", f"trainer={trainer}", *SMALL_SEARCH], tmp_path
+        )
     assert "MEMBER: 2/2" in logs["two"] and "MEMBER: 2/2" not in logs["one"]  # rank 1 joined the DDP runs
     # runtime.py prints the outputs line on rank zero only: one per stage
     assert logs["two"].count("[fusion] outputs in") == 1 and logs["two"].count("[combine] outputs in") == 1
@@ -60,7 +74,9 @@ def test_fusion_and_combine_under_two_process_ddp_equal_one_process(tmp_path: Pa
     assert len(curves1) == len(curves2) == EPOCHS
     for r1, r2 in zip(curves1, curves2, strict=True):
         # train/acc and val/acc are synced over the ranks: the DDP values cover every clip, not one rank's half
-        assert r1["train/acc"] == pytest.approx(r2["train/acc"]) and r1["val/acc"] == pytest.approx(r2["val/acc"])
+        assert r1["train/acc"] == pytest.approx(r2["train/acc"]) and r1["val/acc"] == pytest.approx(
+            r2["val/acc"]
+        )
         assert r1["train/loss"] == pytest.approx(r2["train/loss"], rel=1e-4)
     for split, n in SIZES.items():
         a, b = load_probs(one, "fusion", split), load_probs(two, "fusion", split)

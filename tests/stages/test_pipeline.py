@@ -14,8 +14,13 @@ from tests.helpers import run
 EXPERIMENT = ["experiment_name=pipeline", "seed=0"]
 # Between the `tiny` preset (14 clips a split: every upstream model at chance) and `demo` (too slow for a test):
 # 10 clips per class in Train and Val, easy faces, enough FER2013 stills for the CNN to pass chance in 8 epochs.
-DATA = ["stage=make_data", "synth.preset=tiny", "synth.seed=0", "synth.difficulty=easy",
-        "synth.counts={fer_per_class: 150, tfd: 200, afew_train: 70, afew_val: 70, afew_test: 14, afew_max_s: 2.0}"]
+DATA = [
+    "stage=make_data",
+    "synth.preset=tiny",
+    "synth.seed=0",
+    "synth.difficulty=easy",
+    "synth.counts={fer_per_class: 150, tfd: 200, afew_train: 70, afew_val: 70, afew_test: 14, afew_max_s: 2.0}",
+]
 STAGES = (
     # fp32 (trainer=cpu): bf16-mixed without channels_last measured ~8x slower than fp32 here. A FER hold-out as the
     # early-stopping set skips scoring ~4,300 AFEW frames every epoch; batch 32 gives the 8 epochs 4x the steps.

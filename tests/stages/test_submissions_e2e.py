@@ -18,7 +18,13 @@ from tests.helpers import compose_cfg, run
 TABLE2 = {
     1: {"fit": ["Train"], "tune": ["Val"], "search": ["Val"], "variant": "fusion", "from_run": None},
     2: {"fit": ["Train"], "tune": ["Val"], "search": ["Val"], "variant": "fusion_stable", "from_run": None},
-    3: {"fit": ["Train", "Val"], "tune": [], "search": [], "variant": "fusion_stable", "from_run": "submission2"},
+    3: {
+        "fit": ["Train", "Val"],
+        "tune": [],
+        "search": [],
+        "variant": "fusion_stable",
+        "from_run": "submission2",
+    },
     4: {"fit": ["Val"], "tune": ["Train"], "search": ["Train"], "variant": "fusion", "from_run": None},
     5: {"fit": ["Val"], "tune": ["Train"], "search": ["Train"], "variant": "fusion_stable", "from_run": None},
     6: {"fit": ["Train", "Val"], "tune": [], "search": [], "variant": "fusion", "from_run": "submission4"},
@@ -36,7 +42,9 @@ def test_submission_config_matches_table2(n: int, tmp_path: Path) -> None:
         assert cfg.fusion_variant == row["variant"] and cfg.all.stages is None  # the whole pipeline
         # one face CNN for all, trained in submission 1: it is never retrained (§9)
         assert cfg.all.reuse_from == (None if n == 1 else "submission1")
-        combine = compose_stage("combine", [f"experiment=submission{n}", f"paths.root_dir={tmp_path}", *extra])
+        combine = compose_stage(
+            "combine", [f"experiment=submission{n}", f"paths.root_dir={tmp_path}", *extra]
+        )
         # null search splits = the partition's tune splits; a retrain partition has none and reuses the weights
         assert list(combine.combine.search_splits or combine.partition.tune) == row["search"]
         assert list(combine.combine.sources) == ["aggcnn", "audio", "irnn", "activity", "fusion"]
@@ -45,9 +53,14 @@ def test_submission_config_matches_table2(n: int, tmp_path: Path) -> None:
 def test_submission7_combines_3_and_6_searched_on_train_and_val(tmp_path: Path) -> None:
     cfg = compose_cfg(["experiment=submission7", "scale=quick"], tmp_path)
     assert list(cfg.all.stages) == ["combine", "report"]
-    combine = compose_stage("combine", ["experiment=submission7", f"paths.root_dir={tmp_path}", "scale=quick"])
+    combine = compose_stage(
+        "combine", ["experiment=submission7", f"paths.root_dir={tmp_path}", "scale=quick"]
+    )
     assert list(combine.combine.sources) == ["submission3/combine", "submission6/combine"]
-    assert list(combine.combine.search_splits) == ["Train", "Val"] and combine.combine.on_missing_model == "error"
+    assert (
+        list(combine.combine.search_splits) == ["Train", "Val"]
+        and combine.combine.on_missing_model == "error"
+    )
 
 
 def test_quick_scale_shortens_every_trained_stage_and_paper_defaults_stay(tmp_path: Path) -> None:
@@ -61,17 +74,30 @@ def test_quick_scale_shortens_every_trained_stage_and_paper_defaults_stay(tmp_pa
         if stage in expected_epochs:
             assert short.trainer.max_epochs == expected_epochs[stage]
         assert OmegaConf.to_container(short.partition) == OmegaConf.to_container(paper.partition)
-    assert compose_stage("make_data", [f"paths.root_dir={tmp_path}", "scale=quick", *quick["make_data"]]
-                         ).synth.preset == "tiny"
-    paper = {s: compose_stage(s, [f"paths.root_dir={tmp_path}", "experiment=submission2"]) for s in expected_epochs}
+    assert (
+        compose_stage(
+            "make_data", [f"paths.root_dir={tmp_path}", "scale=quick", *quick["make_data"]]
+        ).synth.preset
+        == "tiny"
+    )
+    paper = {
+        s: compose_stage(s, [f"paths.root_dir={tmp_path}", "experiment=submission2"]) for s in expected_epochs
+    }
     assert [paper[s].trainer.max_epochs for s in ("cnn", "irnn", "fusion")] == [700, 1000, 5000]
     assert compose_cfg(["experiment=submission2"], tmp_path).all.stage_overrides is None
 
 
-@pytest.mark.parametrize(("n", "needs"), [(3, "submission2"), (6, "submission4"), (7, "submission3, submission6")])
-def test_a_submission_names_the_runs_it_needs_before_running_anything(n: int, needs: str, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=rf"submission{n} needs the outputs of run\(s\) {needs} .* missing\)"
-                                                 rf": run `python train.py experiment=submission"):
+@pytest.mark.parametrize(
+    ("n", "needs"), [(3, "submission2"), (6, "submission4"), (7, "submission3, submission6")]
+)
+def test_a_submission_names_the_runs_it_needs_before_running_anything(
+    n: int, needs: str, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"submission{n} needs the outputs of run\(s\) {needs} .* missing\)"
+        rf": run `python train.py experiment=submission",
+    ):
         run([f"experiment=submission{n}", "scale=quick"], tmp_path)
     assert not (tmp_path / "runs" / f"submission{n}" / "irnn").exists()  # nothing ran
     assert not (tmp_path / "data").exists()
@@ -99,8 +125,10 @@ def test_all_seven_submissions_run_end_to_end_on_tiny(tmp_path: Path) -> None:
     for retrained, tuned in ((3, 2), (6, 4)):
         new, old = runs / f"submission{retrained}", runs / f"submission{tuned}"
         for stage in ("irnn", "fusion"):
-            assert load_json(new / stage / "chosen.json")["best_epoch"] == load_json(old / stage / "chosen.json")[
-                "best_epoch"]
+            assert (
+                load_json(new / stage / "chosen.json")["best_epoch"]
+                == load_json(old / stage / "chosen.json")["best_epoch"]
+            )
         for stage in ("aggcnn", "audio"):
             a, b = load_json(new / stage / "chosen.json"), load_json(old / stage / "chosen.json")
             assert (a["C"], a["gamma"], a["fit"]) == (b["C"], b["gamma"], ["Train", "Val"])
@@ -135,9 +163,21 @@ def test_a_submission_runs_end_to_end_under_two_process_ddp(tmp_path: Path) -> N
 
     env = env_for_subprocess(tmp_path)
     env["OMP_NUM_THREADS"] = "1"
-    done = subprocess.run([sys.executable, "train.py", "experiment=submission1", "scale=quick", "trainer=ddp_sim",
-                           "logger=csv"], cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
-                          text=True, timeout=1500)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "experiment=submission1",
+            "scale=quick",
+            "trainer=ddp_sim",
+            "logger=csv",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "MEMBER: 2/2" in done.stdout + done.stderr
     run_dir = tmp_path / "runs" / "submission1"
