@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,33 @@ def save_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def load_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def save_skops(path: str | os.PathLike, obj: Any) -> Path:
+    """Persist a fitted estimator (or a dict of them) with skops, never pickle, atomically."""
+    import skops.io as sio
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sio.dump(obj, tmp)
+    return path
+
+
+def load_skops(path: str | os.PathLike, trusted: Iterable[type | str]) -> Any:
+    """Load a skops file, trusting skops' defaults plus exactly the ``trusted`` types (classes or full names).
+
+    Exact names, never prefixes: ``numpy.`` alone would admit ``numpy.testing``'s ``exec`` wrappers.
+    """
+    import skops.io as sio
+
+    names = {t if isinstance(t, str) else f"{t.__module__}.{t.__qualname__}" for t in trusted}
+    unexpected = sorted(set(sio.get_untrusted_types(file=path)) - names)
+    if unexpected:
+        raise ValueError(
+            f"{path}: refusing to load types this project never writes: {', '.join(unexpected)} "
+            "(the file was tampered with or written by other code; rerun the stage that writes it)"
+        )
+    return sio.load(path, trusted=sorted(names))
 
 
 def _json_default(obj: Any) -> Any:

@@ -390,21 +390,23 @@ class _Constant:
 
 def save_svm(est: GridSearchSVM, path) -> None:
     """Persist with skops (never pickle), atomically."""
-    import skops.io as sio
+    from emotiw.artifacts import save_skops
 
-    from emotiw.artifacts import atomic_path
-
-    with atomic_path(path) as tmp:
-        sio.dump(est, tmp)
+    save_skops(path, est)
 
 
 def load_svm(path) -> GridSearchSVM:
-    """Load a skops file written by :func:`save_svm`, trusting only this module's and sklearn's types."""
-    import skops.io as sio
+    """Load a skops file written by :func:`save_svm`, trusting exactly the types a fitted GridSearchSVM holds."""
+    from sklearn.calibration import _CalibratedClassifier, _SigmoidCalibration
 
-    untrusted = sio.get_untrusted_types(file=path)
-    allowed = [t for t in untrusted if t.startswith(("emotiw.svm.", "sklearn.", "numpy."))]
-    unexpected = sorted(set(untrusted) - set(allowed))
-    if unexpected:
-        raise ValueError(f"{path}: refusing to load unexpected types {unexpected}")
-    return sio.load(path, trusted=allowed)
+    from emotiw.artifacts import load_skops
+
+    trusted = (
+        GridSearchSVM,
+        Chi2Kernel,
+        _Constant,
+        _CalibratedClassifier,
+        _SigmoidCalibration,
+        StratifiedKFold,
+    )
+    return load_skops(path, trusted)

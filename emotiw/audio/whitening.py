@@ -172,17 +172,13 @@ class ContrastPCAWhitener(TransformerMixin, BaseEstimator):
 
 def save_fitted(path, **estimators) -> None:
     """Persist fitted scaler/whitener objects (a dict of them) with skops, atomically."""
-    import skops.io as sio
+    from emotiw.artifacts import save_skops
 
-    from emotiw.artifacts import atomic_path
-
-    with atomic_path(path) as tmp:
-        sio.dump(dict(estimators), tmp)
+    save_skops(path, dict(estimators))
 
 
 def load_fitted(path) -> dict:
-    """Read what ``save_fitted`` wrote; only this module's estimators (and numpy arrays) are trusted."""
-    import skops.io as sio
+    """Read what ``save_fitted`` wrote; only this module's estimators (and skops' defaults: numpy arrays) are trusted."""
+    from emotiw.artifacts import load_skops
 
-    trusted = [f"{__name__}.FeatureScaler", f"{__name__}.ContrastPCAWhitener"]
-    return sio.load(path, trusted=trusted)
+    return load_skops(path, (FeatureScaler, ContrastPCAWhitener))

@@ -69,3 +69,16 @@ def test_whitener_rejects_nan_and_bad_params():
         ContrastPCAWhitener(n_components=0).fit(X)
     with pytest.raises(ValueError, match="expecting 30 features"):
         ContrastPCAWhitener().fit(X).transform(X[:, :5])
+
+
+def test_malicious_preprocess_skops_is_refused(tmp_path):
+    from numpy.testing._private.utils import runstring
+
+    from emotiw.audio.whitening import load_fitted, save_fitted
+
+    rng = np.random.default_rng(0)
+    save_fitted(
+        tmp_path / "preprocess.skops", scaler=FeatureScaler().fit(rng.normal(size=(20, 4))), hook=runstring
+    )
+    with pytest.raises(ValueError, match=r"preprocess\.skops.*numpy\.testing\._private\.utils\.runstring"):
+        load_fitted(tmp_path / "preprocess.skops")

@@ -168,6 +168,18 @@ def test_skops_round_trip(tmp_path):
         assert np.allclose(again.predict_proba(np.abs(X)), svm.predict_proba(np.abs(X)))
 
 
+def test_skops_round_trip_of_constant_and_softmax_models(tmp_path):
+    # The exact trusted-type list must cover every model a fit can store, not only the calibrated one.
+    X, y = blobs(4)
+    for svm, labels in (
+        (GridSearchSVM(C_grid=(10,), gamma_grid=(0.1,), gamma_per_dim_grid=()), np.zeros_like(y)),
+        (GridSearchSVM(probability="softmax", C_grid=(10,), gamma_grid=(0.1,), gamma_per_dim_grid=()), y),
+    ):
+        svm.fit(X, labels)
+        save_svm(svm, tmp_path / "svm.skops")
+        assert np.allclose(load_svm(tmp_path / "svm.skops").predict_proba(X), svm.predict_proba(X))
+
+
 # Genuine departures from a generic sklearn classifier: labels are the canonical emotion indices 0..6 and
 # ``classes_`` is always all 7 of them, so fusion sees the same columns from every model.
 EXPECTED_FAILED = {
@@ -201,3 +213,16 @@ def test_softmax_probabilities_follow_the_svm_decision() -> None:
     np.testing.assert_array_equal(p.argmax(1), svc.decision_function(est._transform(X)).argmax(1))
     with pytest.raises(ValueError, match="probability='platt' must be"):
         GridSearchSVM(probability="platt").fit(X, y)
+
+
+def test_malicious_skops_svm_is_refused(tmp_path):
+    # numpy.testing holds ``runstring(astr, dict)``, a plain ``exec`` wrapper: a tampered file that swaps the
+    # chi2 SVC's kernel for it would hand the attacker a code-running callable, so only exact type names load.
+    from numpy.testing._private.utils import runstring
+
+    X, y = blobs(4)
+    svm = GridSearchSVM(kernel="chi2", C_grid=(100,), standardize=False).fit(np.abs(X), y)
+    svm.model_.calibrated_classifiers_[0].estimator.kernel = runstring
+    save_svm(svm, tmp_path / "svm.skops")
+    with pytest.raises(ValueError, match=r"svm\.skops.*numpy\.testing\._private\.utils\.runstring"):
+        load_svm(tmp_path / "svm.skops")
