@@ -22,7 +22,7 @@ import lightning as L
 import numpy as np
 from sklearn.base import clone
 
-from callbacks.svm_fit import ClipTable, GatherThenFitOnRankZero, write_split_probs
+from callbacks.gather import ClipTable, GatherThenFitOnRankZero, write_split_probs
 from emotiw.artifacts import save_json
 from emotiw.combine import RandomSearchCombiner
 from emotiw.labels import NUM_CLASSES, UNLABELLED

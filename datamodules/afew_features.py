@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from emotiw.aggcnn import PAPER_K, k_average_pool
 from emotiw.artifacts import SPLITS
 from emotiw.partitions import Partition
-from emotiw.pooling import PAPER_K, k_average_pool
 
 log = logging.getLogger(__name__)
 

@@ -353,16 +353,23 @@ def read_weights(path: Path, what: str) -> dict:
     return blob
 
 
-def load_cnn(*, run_dir: str | Path | None = None, weights: str | Path | None = None) -> CNNModule:
-    """The face CNN in eval mode: ``<run_dir>/cnn/best.ckpt``, a weights file from :func:`save_weights`, or (neither
-    given) the weights shipped in ``emotiw/assets`` with their checksum verified."""
+def load_cnn(
+    *,
+    run_dir: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    weights: str | Path | None = None,
+) -> CNNModule:
+    """The face CNN in eval mode: ``<run_dir>/cnn/best.ckpt``, a Lightning ``checkpoint`` of ``stage=cnn``, a weights
+    file from :func:`save_weights`, or (none given) the weights shipped in ``emotiw/assets`` with their checksum
+    verified."""
     if run_dir is not None:
-        ckpt = Path(run_dir) / "cnn" / "best.ckpt"
-        if not ckpt.is_file():
+        checkpoint = Path(run_dir) / "cnn" / "best.ckpt"
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
             raise FileNotFoundError(
-                f"{ckpt}: no face CNN in run {run_dir} (run `python train.py stage=cnn` first)"
+                f"{checkpoint}: no face CNN checkpoint (run `python train.py stage=cnn` first)"
             )
-        return CNNModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+        return CNNModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     if weights is None:
         from emotiw.assets import asset_path
 

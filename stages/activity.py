@@ -23,13 +23,13 @@ import lightning as L
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.log_counts import LogCounts
 from datamodules.afew_audio import ClipFeatureDataset, ClipFeaturesDataModule
 from datamodules.afew_blocks import read_gray
 from emotiw.activity import BagOfWords, cpu_threads, encode_clips, load_codebook, save_codebook
 from emotiw.artifacts import SPLITS
 from emotiw.partitions import Partition
 from lightning_modules.sae import SAEModule
-from stages.audio import LogCounts
 from stages.lightning_fit import instantiate_callbacks, instantiate_loggers
 from stages.runtime import _is_rank_zero
 from stages.svm import run_svm_stage

@@ -6,27 +6,13 @@ import logging
 from typing import Any
 
 import hydra
-import lightning as L
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
+from callbacks.log_counts import LogCounts
 from stages.runtime import _is_rank_zero
 from stages.svm import run_svm_stage
 
 log = logging.getLogger(__name__)
-
-
-class LogCounts(Callback):
-    """Logs fixed numbers (clip counts per status, dimensions) with the SVM metrics, from rank zero."""
-
-    def __init__(self, counts: dict[str, float]):
-        self.counts = counts
-
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            for lg in trainer.loggers:
-                lg.log_metrics(self.counts, step=trainer.global_step)
-                lg.save()
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

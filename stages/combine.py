@@ -2,9 +2,9 @@
 
 Sources are model names of this run (``aggcnn``, ``audio``, ``irnn``, ``activity``, ``fusion``: the authors' order)
 or ``<experiment>/<model>`` for another run's output (submission 7 combines ``submission3/combine`` and
-``submission6/combine``). Their ``probs/<model>_<split>.npz`` are aligned by clip id (NaN where a model has no score
-for a clip) and served as dict batches to :class:`callbacks.combiner.RandomSearchCombine` through
-``trainer.predict``, so the search works the same under DDP.
+``submission6/combine``). :class:`datamodules.combine_probs.CombineProbsDataModule` aligns their probabilities by
+clip id and serves them to :class:`callbacks.combiner.RandomSearchCombine` through ``trainer.predict``, so the search
+works the same under DDP.
 """
 
 from __future__ import annotations
@@ -16,23 +16,15 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset
 
 from callbacks.combiner import RandomSearchCombine
-from emotiw.artifacts import SPLITS, load_probs, probs_path
-from emotiw.combine import align_models
+from datamodules.combine_probs import CombineProbsDataModule, source_location
+from emotiw.artifacts import SPLITS, probs_path
+from lightning_modules.pass_through import FeaturePassThrough
 from stages.lightning_fit import instantiate_loggers
-from stages.svm import FeaturePassThrough
 
 log = logging.getLogger(__name__)
-
-
-def source_location(source: str, run_dir: str | Path, runs_dir: str | Path) -> tuple[Path, str]:
-    """``"irnn"`` -> (this run, irnn); ``"submission3/combine"`` -> (runs/submission3, combine)."""
-    run, _, model = source.rpartition("/")
-    return (Path(runs_dir) / run if run else Path(run_dir)), model
 
 
 def available_sources(
@@ -57,46 +49,6 @@ def available_sources(
                 "combine: skipping source %r (no probabilities for %s under %s)", source, absent, where
             )
     return kept
-
-
-class _Rows(Dataset):
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.rows[i]
-
-
-class CombineProbsDataModule(L.LightningDataModule):
-    """Serves every split's aligned probabilities: ``features`` = the sources' (N, M*7) hstacked, NaN = absent."""
-
-    def __init__(self, sources: Sequence[str], run_dir: str, runs_dir: str, batch_size: int = 256) -> None:
-        super().__init__()
-        self.sources = list(sources)
-        self.run_dir, self.runs_dir, self.batch_size = run_dir, runs_dir, batch_size
-        self.rows: list[dict[str, Any]] = []
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.rows:
-            return
-        for split in SPLITS:
-            per = {}
-            for source in self.sources:
-                where, model = source_location(source, self.run_dir, self.runs_dir)
-                cp = load_probs(where, model, split)
-                per[source] = (cp.clip_ids, cp.labels, cp.probs)
-            ids, labels, X = align_models(per)
-            feats = torch.as_tensor(X, dtype=torch.float32)
-            self.rows += [
-                {"clip_id": str(c), "split": split, "label": torch.tensor(int(lab)), "features": f}
-                for c, lab, f in zip(ids.tolist(), labels.tolist(), feats, strict=True)
-            ]
-
-    def predict_dataloader(self) -> DataLoader:
-        return DataLoader(_Rows(self.rows), batch_size=self.batch_size, shuffle=False)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The generic runner of the SVM stages (``aggcnn``, ``audio``, ``activity``).
 
-A feature datamodule serves every split for prediction; a pass-through module hands its batches to
-:class:`callbacks.svm_fit.FitSVMOnFeatures`, which gathers them over ranks, fits on rank zero and writes
+A feature datamodule serves every split for prediction; :class:`lightning_modules.pass_through.FeaturePassThrough`
+hands its batches to :class:`callbacks.svm_fit.FitSVMOnFeatures`, which gathers them over ranks, fits on rank zero and writes
 ``chosen.json``, ``svm.skops`` and ``probs/<model>_<Split>.npz``.
 
 Contract for the feature datamodule: ``predict_dataloader()`` returns one loader or a list of loaders that together
@@ -11,16 +11,10 @@ cover Train, Val and Test, each batch a dict::
 
 (optionally ``"fusion_features"`` when fusion wants another clip feature than the SVM input).
 
-From a stage function::
+A stage composes it as ``stages/aggcnn.py`` and ``stages/audio.py`` do::
 
-    from stages.svm import run_svm_stage
-
-    def run(cfg):                                   # e.g. stages/audio.py, runner: stages.audio.run
-        datamodule = AudioFeaturesDataModule(...)   # or hydra.utils.instantiate(cfg.data)
-        return run_svm_stage(cfg, datamodule, "audio")   # estimator from cfg.svm (conf/svm/*.yaml)
-
-or, when ``cfg.data`` already is that datamodule, point the stage config at ``runner: stages.svm.run`` and add
-``- /svm: rbf`` (or ``chi2``) to its defaults.
+    def run(cfg):
+        return run_svm_stage(cfg, hydra.utils.instantiate(cfg.data))   # estimator from cfg.svm (conf/svm/*.yaml)
 """
 
 from __future__ import annotations
@@ -30,23 +24,13 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig
 
 from callbacks.svm_fit import FitSVMOnFeatures
+from lightning_modules.pass_through import FeaturePassThrough
 from stages.lightning_fit import instantiate_loggers
 
 log = logging.getLogger(__name__)
-
-
-class FeaturePassThrough(L.LightningModule):
-    """A parameter-free module whose ``predict_step`` returns the batch, so callbacks see it as ``outputs``."""
-
-    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return batch
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
 def run_svm_stage(
@@ -88,8 +72,3 @@ def run_svm_stage(
     )
     trainer.predict(FeaturePassThrough(), datamodule=datamodule, return_predictions=False)
     return dict(callback.metrics)
-
-
-def run(cfg: DictConfig) -> dict[str, float]:
-    """Hydra runner: ``cfg.data`` is the feature datamodule, ``cfg.svm`` the estimator, ``cfg.task_name`` the model."""
-    return run_svm_stage(cfg, hydra.utils.instantiate(cfg.data))

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from callbacks.combiner import RandomSearchCombine, search_and_write
+from datamodules.combine_probs import CombineProbsDataModule
 from emotiw.artifacts import load_json, load_probs, save_json
 from emotiw.combine import RandomSearchCombiner
 from emotiw.partitions import Partition
-from stages.combine import CombineProbsDataModule
-from stages.svm import FeaturePassThrough
+from lightning_modules.pass_through import FeaturePassThrough
 from tests.helpers import env_for_subprocess
 from tests.stages.fusion_fakes import write_fake_run
 

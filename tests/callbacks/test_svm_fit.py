@@ -13,7 +13,7 @@ from callbacks.svm_fit import ClipTable, FitSVMOnFeatures
 from emotiw.artifacts import load_json, load_probs
 from emotiw.partitions import Partition
 from emotiw.svm import GridSearchSVM, load_svm
-from stages.svm import FeaturePassThrough
+from lightning_modules.pass_through import FeaturePassThrough
 
 STANDARD = Partition("standard", fit=("Train",), tune=("Val",))
 

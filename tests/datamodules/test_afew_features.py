@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from datamodules.afew_features import AfewFeaturesDataModule, collate_sequences
+from emotiw.aggcnn import k_average_pool
 from emotiw.artifacts import save_npz
 from emotiw.partitions import Partition
-from emotiw.pooling import k_average_pool
 
 STANDARD = Partition("standard", fit=("Train",), tune=("Val",))
 

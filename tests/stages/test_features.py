@@ -1,4 +1,4 @@
-"""stage=faces and stage=features on a tiny AFEW tree, with a stand-in CNN of the real module's interface."""
+"""stage=faces and stage=features on a tiny AFEW tree, with an untrained CNNModule checkpoint."""
 
 from __future__ import annotations
 
@@ -12,26 +12,25 @@ import pytest
 import torch
 
 from emotiw.faces import load_afew_faces
+from lightning_modules.cnn import CNNModule
 from tests.core.afew_tree import write_tiny_afew
 from tests.helpers import env_for_subprocess, run
-from tests.stages.standin_cnn import StandInCNN, save_standin_ckpt
+from tests.stages.cnn_ckpt import save_cnn_ckpt
 
 REPO = Path(__file__).resolve().parents[2]
-STANDIN = "tests.stages.standin_cnn.StandInCNN"
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("features_root")
     write_tiny_afew(root / "data" / "generated" / "afew")
-    save_standin_ckpt(root / "standin.ckpt")
+    save_cnn_ckpt(root / "cnn.ckpt")
     return root
 
 
 def _overrides(root: Path) -> list[str]:
     return [
-        f"cnn_ckpt={root / 'standin.ckpt'}",
-        f"cnn_class={STANDIN}",
+        f"cnn_ckpt={root / 'cnn.ckpt'}",
         "data.face_workers=0",
         "data.batch_size=4",
         "trainer.accelerator=cpu",
@@ -72,7 +71,7 @@ def test_features_file_format_offsets_and_values(root):
         assert z["logits"].shape == (18, 7) and z["logits"].dtype == np.float32
         np.testing.assert_array_equal(z["frame_idx"][12:17], [0, 1, 2, 5, 6])
         faces = torch.from_numpy(np.concatenate([c.faces for c in clips]))
-        logits, feats = StandInCNN.load_from_checkpoint(root / "standin.ckpt").embed(faces)
+        logits, feats = CNNModule.load_from_checkpoint(root / "cnn.ckpt").embed(faces)
         np.testing.assert_allclose(z["logits"], logits.numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(z["feats"], feats.numpy(), rtol=2e-3, atol=1e-3)
         # Accuracies recomputed by hand: frame-level argmax, clip-level argmax of the mean softmax.
@@ -88,7 +87,7 @@ def test_features_file_format_offsets_and_values(root):
 
 
 def test_missing_checkpoint_says_run_cnn(root):
-    with pytest.raises(FileNotFoundError, match="run stage=cnn first"):
+    with pytest.raises(FileNotFoundError, match="stage=cnn` first"):
         run(["stage=features", *_overrides(root), f"cnn_ckpt={root / 'none.ckpt'}"], root)
 
 

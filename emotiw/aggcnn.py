@@ -1,4 +1,6 @@
-"""k-average pooling of per-frame vectors into one fixed-length clip vector (Kahou et al. 2015, §2.3; EmoNets).
+"""The aggregated CNN's clip feature (Kahou et al. 2015, §2.3; paper-spec §4): k-average pooling of per-frame vectors
+into one fixed-length clip vector. The model is this feature over the face CNN's per-frame logits, classified by the
+RBF SVM of :mod:`emotiw.svm` (``stage=aggcnn``, ``stages/aggcnn.py``).
 
 A clip of N frames with D-dim features becomes k bins in time order, concatenated: a (k*D,) vector (k=15 and the
 7 CNN logits give the paper's 105-d aggregated feature). The binning reproduces the 2013 group's stored vectors

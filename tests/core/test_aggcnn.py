@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotiw.pooling import PAPER_K, KAveragePooling, bin_sizes, expand_index, k_average_pool, round_half_up
+from emotiw.aggcnn import PAPER_K, KAveragePooling, bin_sizes, expand_index, k_average_pool, round_half_up
 
 
 def test_paper_k():
