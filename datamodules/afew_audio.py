@@ -90,7 +90,7 @@ class AfewAudioDataModule(ClipFeaturesDataModule):
         min_duration_s: float = 0.25,
         silence_rms: float = 1e-4,
         missing_audio: str = "skip",
-        column_filter: str = "constant_on_fit",
+        column_filter: str = "zero_sum_on_tune",
         n_components: int = 10,
         max_variance: float = 0.99999,
         n_jobs: int = 1,

@@ -26,10 +26,10 @@ COLUMN_FILTERS = ("constant_on_fit", "zero_sum_on_tune")
 class FeatureScaler(TransformerMixin, BaseEstimator):
     """Drop uninformative columns, z-score with fitting-set statistics, impute NaN with the fitting mean (0).
 
-    ``column_filter="zero_sum_on_tune"`` is the authors' rule (drop columns whose sum over the tuning set is 0; pass
-    that set as ``X_tune``; columns constant on the fitting set are dropped too, since z-scoring them would divide
-    by zero); the default ``"constant_on_fit"`` drops columns with zero variance on the fitting set,
-    the columns a z-score cannot scale, and needs no tuning data (which a retraining run does not have).
+    ``column_filter="zero_sum_on_tune"`` is the authors' rule and the audio stage's default (drop columns whose sum
+    over the tuning set is 0; pass that set as ``X_tune``; columns constant on the fitting set are dropped too, since
+    z-scoring them would divide by zero); ``"constant_on_fit"`` (this estimator's default, as it needs no tuning
+    data) drops only the columns with zero variance on the fitting set, the columns a z-score cannot scale.
     """
 
     def __init__(self, *, column_filter: str = "constant_on_fit"):
@@ -46,8 +46,11 @@ class FeatureScaler(TransformerMixin, BaseEstimator):
         if self.column_filter == "constant_on_fit":
             keep = np.isfinite(std) & (std > 0)
         else:
-            if X_tune is None:
-                raise ValueError("column_filter='zero_sum_on_tune' needs X_tune (the tuning-set features)")
+            if X_tune is None or len(X_tune) == 0:
+                raise ValueError(
+                    "column_filter='zero_sum_on_tune' needs X_tune (the tuning-set features, at least one row); "
+                    "use column_filter='constant_on_fit' without tuning data"
+                )
             keep = (np.nansum(np.asarray(X_tune, dtype=np.float64), axis=0) != 0) & (std > 0)
         if not keep.any():
             raise ValueError(f"column_filter={self.column_filter!r} dropped all {X.shape[1]} columns")

@@ -82,3 +82,8 @@ def test_malicious_preprocess_skops_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match=r"preprocess\.skops.*numpy\.testing\._private\.utils\.runstring"):
         load_fitted(tmp_path / "preprocess.skops")
+
+
+def test_scaler_zero_sum_on_tune_needs_tuning_rows():
+    with pytest.raises(ValueError, match="at least one row"):
+        FeatureScaler(column_filter="zero_sum_on_tune").fit(X, X_tune=X[:0])
