@@ -30,8 +30,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
+from datamodules.padding import padded_index
 from emotiw.aggcnn import PAPER_K, k_average_pool
 from emotiw.artifacts import SPLITS
 from emotiw.partitions import Partition
@@ -156,6 +157,10 @@ class AfewFeaturesDataModule(L.LightningDataModule):
         k: bins of the pooled representation (paper: 15 -> 105-d).
         batch_size: global batch size (paper IRNN: 64); divided by the world size under DDP.
         predict_splits: splits served by ``predict_dataloader`` (those whose file exists are required).
+        pad_to_batch: the training epoch is every fit clip once plus random duplicates up to a multiple of
+            ``batch_size``, drawn once from ``seed`` (the authors' loaders, paper-spec §12.9); false serves each
+            clip once.
+        seed: the duplicates' seed.
     """
 
     def __init__(
@@ -167,6 +172,8 @@ class AfewFeaturesDataModule(L.LightningDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         predict_splits: tuple[str, ...] | list[str] = SPLITS,
+        pad_to_batch: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.features_dir = features_dir
@@ -176,6 +183,8 @@ class AfewFeaturesDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.predict_splits = predict_splits
+        self.pad_to_batch = pad_to_batch
+        self.seed = seed
         self.files: dict[str, FeatureFile] | None = None
         self.skipped: dict[str, list[str]] = {}
 
@@ -224,7 +233,10 @@ class AfewFeaturesDataModule(L.LightningDataModule):
         return int(max(self.files[s].lengths.max() for s in self.partition_.fit if len(self.files[s])))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset(self.partition_.fit, self.fit_norm_len()), shuffle=True)
+        data = self._dataset(self.partition_.fit, self.fit_norm_len())
+        if self.pad_to_batch:  # a multiple of the global batch: under DDP every rank gets whole batches too
+            data = Subset(data, padded_index(len(data), self.batch_size, self.seed).tolist())
+        return self._loader(data, shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
         tune = self.partition_.tune

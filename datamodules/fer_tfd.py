@@ -18,8 +18,9 @@ import lightning as L
 import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from datamodules.padding import padded_index
 from emotiw.io import FaceSet, read_fer_csv, read_fer_images, read_tfd_mat
 from emotiw.preprocess import MeanStdImage
 
@@ -80,6 +81,7 @@ class FerTfdDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         seed: int = 1,
+        pad_to_batch: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -248,6 +250,10 @@ class FerTfdDataModule(L.LightningDataModule):
     def _dataloader(self, split: str) -> DataLoader:
         train = split == "train"
         dataset = FaceDataset(self.data[split])
+        if train and self.hparams.pad_to_batch:
+            # the authors' full last batch (random duplicates, spec §12.9)
+            index = padded_index(len(dataset), self.hparams.batch_size, self.hparams.seed)
+            dataset = Subset(dataset, index.tolist())
         return DataLoader(
             dataset,
             batch_size=self.batch_size_per_device,

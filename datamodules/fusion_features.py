@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.padding import padded_index
 from emotiw.artifacts import SPLITS, load_probs, probs_path
 
 MISSING_MODES = ("zeros", "drop")
@@ -86,15 +87,6 @@ def load_fused_split(
         blocks.append(block)
     keep = present.all(axis=1) if missing == "drop" else np.ones(len(ids), dtype=bool)
     return FusedSplit(split, ids[keep], labels[keep], np.hstack(blocks)[keep], present[keep])
-
-
-def padded_index(n: int, multiple: int, seed: int) -> np.ndarray:
-    """``0..n-1`` followed by ``(-n) % multiple`` random duplicates (distinct while there are enough clips)."""
-    if n <= 0 or multiple <= 0:
-        raise ValueError(f"padded_index: n={n} and multiple={multiple} must be positive")
-    extra = (-n) % multiple
-    duplicates = np.random.default_rng(seed).choice(n, size=extra, replace=extra > n)
-    return np.concatenate([np.arange(n), duplicates]).astype(np.int64)
 
 
 class _ClipDataset(Dataset):

@@ -23,6 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from lightning_modules.components.cnn_deep import DeepCNN
 from lightning_modules.components.cnn_paper import PaperCNN
+from lightning_modules.components.losses import clipped_cross_entropy
 
 IMAGE_SIZE = 48
 
@@ -234,7 +235,7 @@ class CNNModule(L.LightningModule):
                     1, target[:, None], torch.full_like(probs[:, :1], 1 - self.hparams.label_smoothing)
                 )
                 return -(soft * probs.log()).sum(-1).mean()
-            return -probs.gather(1, target[:, None]).log().mean()
+            return clipped_cross_entropy(logits, target, eps)
         return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
 
     def on_train_start(self) -> None:

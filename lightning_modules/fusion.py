@@ -12,13 +12,15 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.components.fusion_mlp import FUSION_REGULARISERS, FusionMLP, fusion_penalty
+from lightning_modules.components.losses import clipped_cross_entropy
 
 
 class FusionModule(L.LightningModule):
     """Per-modality dense layers -> shared layer -> softmax over 7 emotions.
 
     Batches are dicts with ``features`` (B, sum(in_dims)) and ``label`` (B,) (-1 = withheld, ignored by metrics).
-    Loss = cross-entropy + ``reg_lambda`` * (L2 + L1 + L21), the L1/L21 part chosen by ``fusion_reg``.
+    Loss = cross-entropy + ``reg_lambda`` * (L2 + L1 + L21), the L1/L21 part chosen by ``fusion_reg``; with
+    ``prob_clip`` > 0 the cross-entropy is the authors' (on probabilities clipped to [prob_clip, 1 - prob_clip]).
     """
 
     def __init__(
@@ -34,6 +36,7 @@ class FusionModule(L.LightningModule):
         fusion_reg: str = "code_bug",
         max_epochs: int = 500,
         variant: str = "fusion",
+        prob_clip: float = 1e-6,
     ) -> None:
         super().__init__()
         # plain lists, so the checkpoint's hparams need no omegaconf types (weights_only loading)
@@ -59,7 +62,12 @@ class FusionModule(L.LightningModule):
         logits = self(batch["features"])
         labels = batch["label"]
         known = labels >= 0
-        ce = F.cross_entropy(logits[known], labels[known]) if bool(known.any()) else logits.sum() * 0.0
+        if not bool(known.any()):
+            ce = logits.sum() * 0.0
+        elif self.hparams.prob_clip > 0:
+            ce = clipped_cross_entropy(logits[known], labels[known], self.hparams.prob_clip)
+        else:
+            ce = F.cross_entropy(logits[known], labels[known])
         return ce, logits, labels
 
     def on_train_start(self) -> None:

@@ -12,3 +12,18 @@ def test_audio_column_filter_is_the_authors_zero_sum_on_the_tuning_set(tmp_path:
     # paper-spec §5: "drop dimensions whose sum over the validation set is 0"
     cfg = compose_cfg(["stage=audio"], tmp_path)
     assert cfg.data.column_filter == "zero_sum_on_tune"
+
+
+def test_fusion_uses_the_authors_clipped_loss_and_numpy_seed(tmp_path: Path) -> None:
+    # paper-spec §7: "softmax (probs clipped 1e-6)"; "Numpy seed 2"
+    cfg = compose_cfg(["stage=fusion"], tmp_path)
+    assert cfg.model.prob_clip == 1e-6
+    assert cfg.seed == 2 and cfg.data.seed == 2
+    # the other stages keep the root seed
+    assert compose_cfg(["stage=irnn"], tmp_path).seed == 1
+
+
+def test_last_minibatch_is_padded_with_duplicates_for_cnn_irnn_and_fusion(tmp_path: Path) -> None:
+    # paper-spec §12.9: every trainer fills the last batch of an epoch with random duplicates
+    for stage in ("cnn", "irnn", "fusion"):
+        assert compose_cfg([f"stage={stage}"], tmp_path).data.pad_to_batch is True, stage

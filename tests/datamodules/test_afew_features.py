@@ -105,9 +105,23 @@ def test_train_norm_len_is_the_fit_splits_longest_clip(features_dir):
 
 
 def test_empty_clips_are_skipped_and_counted(features_dir):
-    dm = make_dm(features_dir)
+    dm = make_dm(features_dir, pad_to_batch=False)
     assert dm.skipped == {"Train": ["000000000", "000000001"]}
     assert len(dm.train_dataloader().dataset) == 19
+
+
+def test_train_epoch_is_padded_with_duplicates_to_whole_batches(features_dir):
+    # the authors' loader: 19 fit clips with batch 8 -> 24 items, every clip once plus 5 duplicates
+    dm = make_dm(features_dir, batch_size=8, seed=3)
+    ids = [cid for b in dm.train_dataloader() for cid in b["clip_id"]]
+    assert len(ids) == 24 and len(set(ids)) == 19
+    assert [len(b["clip_id"]) for b in dm.train_dataloader()] == [8, 8, 8]
+    again = [
+        cid for b in make_dm(features_dir, batch_size=8, seed=3).train_dataloader() for cid in b["clip_id"]
+    ]
+    assert sorted(ids) == sorted(again)  # the duplicates come from the seed
+    plain = make_dm(features_dir, batch_size=8, pad_to_batch=False)
+    assert [len(b["clip_id"]) for b in plain.train_dataloader()] == [8, 8, 3]
 
 
 def test_pooled_features_are_k_average_pooled_logits(features_dir):

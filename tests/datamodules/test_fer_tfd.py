@@ -84,6 +84,19 @@ def test_batches_are_dicts(faces):
     assert test_batch["index"].tolist() == list(range(len(test_batch["index"])))  # unshuffled
 
 
+def test_train_epoch_is_padded_with_duplicates_to_whole_batches(faces):
+    dm = _dm(faces, batch_size=16)
+    dm.setup("fit")
+    n = len(dm.data["train"])
+    assert n % 16, n  # the fixture leaves a short last batch to fill
+    seen = torch.cat([b["index"] for b in dm.train_dataloader()])
+    assert len(seen) == n + (-n) % 16 and len(seen) % 16 == 0  # the authors' full last batch
+    assert set(seen.tolist()) == set(range(n))  # every face at least once, the rest duplicates
+    short = _dm(faces, batch_size=16, pad_to_batch=False)
+    short.setup("fit")
+    assert len(torch.cat([b["index"] for b in short.train_dataloader()])) == n
+
+
 def test_batch_size_divided_by_world_size(faces):
     dm = _dm(faces, batch_size=16)
     dm.trainer = SimpleNamespace(world_size=2)

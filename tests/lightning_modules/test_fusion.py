@@ -108,6 +108,23 @@ def test_module_loss_adds_the_weighted_penalty() -> None:
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["lr"] == 0.1 and opt.defaults["momentum"] == 0.0
 
 
+def test_loss_is_the_authors_clipped_cross_entropy() -> None:
+    # sample 0 is badly wrong (p(label) ~ exp(-30)): the clip holds it at -log(1e-6) and it passes no gradient
+    logits = torch.tensor([[30.0, 0, 0, 0, 0, 0, 0], [0.0, 1, 2, 0, 0, 0, 0]], requires_grad=True)
+    batch = {"features": torch.zeros(2, 315), "label": torch.tensor([1, 2])}
+    module = FusionModule(dropout=0.0)
+    module.forward = lambda features: logits
+    ce, _, _ = module.model_step(batch)
+    p2 = float(torch.softmax(logits[1].detach(), -1)[2])
+    assert float(ce) == pytest.approx((-np.log(1e-6) - np.log(p2)) / 2, rel=1e-5)
+    ce.backward()
+    assert torch.all(logits.grad[0] == 0) and torch.any(logits.grad[1] != 0)
+    plain = FusionModule(dropout=0.0, prob_clip=0.0)
+    plain.forward = lambda features: logits
+    ce0, _, _ = plain.model_step(batch)
+    assert float(ce0) == pytest.approx((30.0 + np.log1p(6 * np.exp(-30.0)) - np.log(p2)) / 2, rel=1e-5)
+
+
 def test_config_defaults_pin_the_paper(tmp_path: Path) -> None:
     cfg = compose_cfg(["stage=fusion"], tmp_path)
     m = cfg.model
