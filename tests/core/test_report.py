@@ -77,6 +77,39 @@ def test_build_report_tables_figures_and_markdown(tmp_path: Path) -> None:
     assert "![fig4_confusion](report/fig4_confusion_val.png)" in md
 
 
+def test_mean_of_frame_probabilities_baseline_by_hand(tmp_path: Path) -> None:
+    """Table 1's paper baseline (23.7 % val): argmax of the mean of each clip's per-frame softmax probabilities."""
+    from emotiw.artifacts import save_npz
+
+    def frame(c: int, p: float) -> list[float]:  # logits whose softmax puts p on class c, the rest evenly
+        return [float(np.log(p / ((1 - p) / 6))) if k == c else 0.0 for k in range(C)]
+
+    sure = [frame(c, 1 - 1e-9) for c in range(C)]
+    frames = [
+        *(frame(0, 0.9), frame(0, 0.9), frame(1, 0.9)),  # clip a, label 1: mean says 0 (wrong)
+        *(sure[2], frame(5, 0.9), frame(5, 0.9)),  # clip b, label 5: mean 0.6 on 5 vs 0.34 on 2 (right)
+        *(frame(3, 0.3), frame(3, 0.3), sure[6]),  # clip c, label 6: mean 0.41 on 6 vs 0.2 on 3 (right)
+        frame(4, 0.9),  # clip e, label withheld
+    ]
+    save_npz(
+        tmp_path / "features" / "Val.npz",
+        clip_ids=np.array(["a", "b", "c", "d", "e"]),
+        labels=np.array([1, 5, 6, 3, -1]),
+        offsets=np.array([0, 3, 6, 9, 9, 10]),  # clip d has no frames (no face): not counted
+        logits=np.array(frames, np.float32),
+    )
+    # 2 of 3; the mean of the logits would get 1 (b goes to 2), a majority vote of the frames 1 (c goes to 3)
+    assert accuracy(tmp_path, "frame_mean", "Val") == pytest.approx(2 / 3)
+    assert accuracy(tmp_path, "frame_mean", "Test") is None
+    write(tmp_path, "aggcnn", "Val", [1, 2], [1, 2])
+    rows = {r["model"]: r for r in build_report(tmp_path, tmp_path).table1}
+    assert rows["frame_mean"]["paper_val"] == 0.237 and rows["frame_mean"]["val"] == pytest.approx(2 / 3)
+    assert (
+        "| Mean of per-frame CNN probabilities | – | – | 66.7 | 23.7 | – |"
+        in (tmp_path / "report.md").read_text()
+    )
+
+
 def test_table2_skips_missing_runs(tmp_path: Path) -> None:
     assert table2_rows(tmp_path) == []
     rep = build_report(tmp_path / "runs" / "empty", tmp_path / "runs")
