@@ -24,11 +24,18 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from lightning_modules.components.cnn_deep import DeepCNN
 from lightning_modules.components.cnn_paper import PaperCNN
 from lightning_modules.components.losses import clipped_cross_entropy
+from lightning_modules.integrity import (
+    CHECKSUM_KEY,
+    ChecksummedCheckpoints,
+    check_finite,
+    tensor_digest,
+    verify_tensors,
+)
 
 IMAGE_SIZE = 48
 
 
-class CNNModule(L.LightningModule):
+class CNNModule(ChecksummedCheckpoints, L.LightningModule):
     def __init__(
         self,
         *,
@@ -219,7 +226,7 @@ class CNNModule(L.LightningModule):
             logits, feature = self._eval_logits_faces(faces.to(self.norm_mean.device))
         finally:
             self.train(was_training)
-        return logits.float(), feature.float()
+        return check_finite(logits.float(), self.weights_file), feature.float()
 
     # ----------------------------------------------------------------- training
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -253,6 +260,7 @@ class CNNModule(L.LightningModule):
             self._resume_rng_states = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         name, keys, pos, has_gauss, gauss = np.random.get_state()
         # Tensors and plain Python values only, so the checkpoint still loads with torch.load(weights_only=True).
         numpy_state = (
@@ -269,6 +277,7 @@ class CNNModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self._resume_rng_states = checkpoint.get("rng_states")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -338,7 +347,9 @@ def save_weights(module: CNNModule, path: str | Path) -> Path:
     }
     state = {k: v for k, v in state.items() if not k.startswith(("train_", "val_", "test_"))}
     with atomic_path(path) as tmp:
-        torch.save({"hparams": dict(module.hparams), "state_dict": state}, tmp)
+        torch.save(
+            {"hparams": dict(module.hparams), "state_dict": state, CHECKSUM_KEY: tensor_digest(state)}, tmp
+        )
     Path(path).chmod(0o644)  # a package file: readable by every user (mkstemp creates 0600)
     return Path(path)
 
@@ -351,6 +362,9 @@ def read_weights(path: Path, what: str) -> dict:
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
         raise ValueError(f"{path}: not a CNN weights file or checkpoint (no state_dict)")
+    verify_tensors(
+        blob, path, required="hparams" in blob
+    )  # weights files always carry one, old checkpoints not
     return blob
 
 
@@ -370,7 +384,7 @@ def load_cnn(
             raise FileNotFoundError(
                 f"{checkpoint}: no face CNN checkpoint (run `python train.py stage=cnn` first)"
             )
-        return CNNModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+        return CNNModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()  # sets weights_file
     if weights is None:
         from emotiw.assets import asset_path
 
@@ -387,4 +401,5 @@ def load_cnn(
         raise ValueError(
             f"{weights}: weights do not fit the CNN (missing {bad_missing}, unexpected {unexpected})"
         )
+    module.weights_file = str(weights)
     return module.eval()

@@ -13,9 +13,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.components.fusion_mlp import FUSION_REGULARISERS, FusionMLP, fusion_penalty
 from lightning_modules.components.losses import clipped_cross_entropy
+from lightning_modules.integrity import ChecksummedCheckpoints, check_finite
 
 
-class FusionModule(L.LightningModule):
+class FusionModule(ChecksummedCheckpoints, L.LightningModule):
     """Per-modality dense layers -> shared layer -> softmax over 7 emotions.
 
     Batches are dicts with ``features`` (B, sum(in_dims)) and ``label`` (B,) (-1 = withheld, ignored by metrics).
@@ -109,6 +110,6 @@ class FusionModule(L.LightningModule):
         was_training = self.training
         self.eval()
         try:
-            return torch.softmax(self(features.to(self.device)), dim=-1)
+            return torch.softmax(check_finite(self(features.to(self.device)), self.weights_file), dim=-1)
         finally:
             self.train(was_training)

@@ -20,11 +20,12 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.components.irnn import IRNN
+from lightning_modules.integrity import ChecksummedCheckpoints, check_finite
 
 LOSS_NORMALIZATIONS = ("paper", "clip_mean")
 
 
-class IRNNModule(L.LightningModule):
+class IRNNModule(ChecksummedCheckpoints, L.LightningModule):
     def __init__(
         self,
         input_size: int = 3872,
@@ -95,7 +96,7 @@ class IRNNModule(L.LightningModule):
             "clip_id": batch["clip_id"],
             "label": batch["label"],
             "split": batch["split"],
-            "probs": logits.float().softmax(1),
+            "probs": check_finite(logits.float(), self.weights_file).softmax(1),
             "features": hidden.float(),
         }
 

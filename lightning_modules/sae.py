@@ -13,9 +13,10 @@ from torchmetrics import MeanMetric, MinMetric
 
 from emotiw.activity.encode import FoldedEncoder
 from lightning_modules.components.synchrony_ae import SynchronyAutoencoder
+from lightning_modules.integrity import ChecksummedCheckpoints
 
 
-class SAEModule(L.LightningModule):
+class SAEModule(ChecksummedCheckpoints, L.LightningModule):
     monitor = "val/loss"
     mode = "min"
 

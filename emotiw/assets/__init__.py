@@ -10,7 +10,7 @@ ASSETS_DIR = Path(__file__).resolve().parent
 # The paper's face CNN trained on the real FER2013 Training images (MODEL_CARD.md).
 CNN_PAPER_FER2013 = "cnn_paper_fer2013.pt"
 SHA256: dict[str, str] = {
-    CNN_PAPER_FER2013: "84f5d38c1398c2b60e3bfa726c54b460546bce315c02f9d8d08f842112426ad2",
+    CNN_PAPER_FER2013: "8ca6ecf3a4b7185fad4dbd7bfbbca483e4f45656e33e3283e2a7ed195006ca3b",
 }
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lightning_modules.cnn import CNNModule, save_weights
 from lightning_modules.components.cnn_deep import DeepCNN
 from lightning_modules.components.cnn_paper import PaperCNN
+from lightning_modules.integrity import tensor_digest
 from tests.fer_stills import write_face_root
 from tests.helpers import run
 
@@ -291,6 +292,7 @@ def test_load_cnn_bad_weights(tmp_path):
         load_cnn(weights=tmp_path / "bare.pt")
     blob = torch.load(save_weights(CNNModule(), tmp_path / "ok.pt"), weights_only=True)
     blob["state_dict"]["net.extra"] = torch.zeros(1)
+    blob["tensor_sha256"] = tensor_digest(blob["state_dict"])  # a whole file, written for another net
     torch.save(blob, tmp_path / "extra.pt")
     with pytest.raises(ValueError, match=r"extra\.pt: weights do not fit the CNN .*net\.extra"):
         load_cnn(weights=tmp_path / "extra.pt")
