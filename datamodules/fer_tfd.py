@@ -1,7 +1,9 @@
 """FER2013 (+ TFD) still faces for the frame-level CNN (paper-spec §1-§2).
 
-Train = FER2013 Training (+ labelled TFD); early-stopping set = the AFEW Train+Val face frames (the paper's choice,
-frame label = clip label) or a stratified hold-out slice of the training faces; test = FER2013 PublicTest.
+Train = FER2013 (+ labelled TFD): every FER2013 image with ``fer_train="all"`` (the paper's 35,887; no FER face is
+left to test on, so there is no test split), or the Training usage with ``fer_train="training"`` (test = PublicTest).
+Early-stopping set = the AFEW Train+Val face frames (the paper's choice, frame label = clip label) or a stratified
+hold-out slice of the training faces.
 Every face is histogram-equalised once in ``setup``; the mean/std normaliser is fitted on the training faces and
 handed to the CNN (it stores it in its buffers). Cropping and flipping happen in the CNN, per batch.
 """
@@ -27,6 +29,7 @@ from emotiw.preprocess import MeanStdImage
 log = logging.getLogger(__name__)
 
 VAL_SOURCES = ("afew", "fer_holdout")
+FER_TRAIN = ("all", "training")
 FER_FORMATS = ("csv", "images")
 
 
@@ -82,6 +85,7 @@ class FerTfdDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         seed: int = 1,
         pad_to_batch: bool = True,
+        fer_train: Literal["all", "training"] = "all",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -98,6 +102,8 @@ class FerTfdDataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.fer_format not in FER_FORMATS:
             raise ValueError(f"data.fer_format={hp.fer_format!r}; expected one of {FER_FORMATS}")
+        if hp.fer_train not in FER_TRAIN:
+            raise ValueError(f"data.fer_train={hp.fer_train!r}; expected one of {FER_TRAIN}")
         if hp.val_source not in VAL_SOURCES:
             raise ValueError(f"data.val_source={hp.val_source!r}; expected one of {VAL_SOURCES}")
         if not 0 < hp.holdout_fraction < 1:
@@ -136,6 +142,7 @@ class FerTfdDataModule(L.LightningDataModule):
         """Hash of the source file list with sizes and mtimes, plus the preprocessing that changes pixels."""
         h = hashlib.sha256()
         h.update(repr((self.hparams.histeq_levels, self.hparams.resize, self.hparams.val_source)).encode())
+        h.update(f"fer_train={self.hparams.fer_train}".encode())
         for p in self._source_files():
             st = p.stat()
             h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -144,11 +151,20 @@ class FerTfdDataModule(L.LightningDataModule):
     def _read(self) -> dict[str, FaceSet]:
         hp = self.hparams
         if hp.fer_format == "csv":
-            sets = read_fer_csv(self._fer_path(), usages=("Training", "PublicTest"))
+            usages = (
+                ("Training", "PublicTest", "PrivateTest")
+                if hp.fer_train == "all"
+                else ("Training", "PublicTest")
+            )
+            sets = read_fer_csv(self._fer_path(), usages=usages)
             train, test = sets["Training"], sets["PublicTest"]
+            if hp.fer_train == "all":
+                train, test = FaceSet.concat([train, test, sets["PrivateTest"]]), test.subset(np.arange(0))
         else:
             train = read_fer_images(hp.root, "train", resize=hp.resize)
             test = read_fer_images(hp.root, "test", resize=hp.resize)
+            if hp.fer_train == "all":  # the Kaggle folders: train/ (Training) and test/ (PublicTest)
+                train, test = FaceSet.concat([train, test]), test.subset(np.arange(0))
         if hp.tfd_mat:
             train = FaceSet.concat([train, read_tfd_mat(hp.tfd_mat)])
         if hp.val_source == "fer_holdout":
@@ -242,7 +258,7 @@ class FerTfdDataModule(L.LightningDataModule):
         self._check_config()
         self.data = self._load_cached()
         for split, faces in self.data.items():
-            if len(faces) == 0:
+            if len(faces) == 0 and not (split == "test" and self.hparams.fer_train == "all"):
                 raise ValueError(f"split {split!r} is empty (data.root={self.hparams.root})")
         self.normaliser = MeanStdImage().fit(self.data["train"].images)
         log.info("faces: %s", {s: len(f) for s, f in self.data.items()})
@@ -271,5 +287,6 @@ class FerTfdDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._dataloader("val")
 
-    def test_dataloader(self) -> DataLoader:
-        return self._dataloader("test")
+    def test_dataloader(self) -> DataLoader | list:
+        # fer_train=all trains on every FER2013 face: nothing is left to test on (Lightning skips an empty list)
+        return self._dataloader("test") if len(self.data["test"]) else []

@@ -27,3 +27,11 @@ def test_last_minibatch_is_padded_with_duplicates_for_cnn_irnn_and_fusion(tmp_pa
     # paper-spec §12.9: every trainer fills the last batch of an epoch with random duplicates
     for stage in ("cnn", "irnn", "fusion"):
         assert compose_cfg([f"stage={stage}"], tmp_path).data.pad_to_batch is True, stage
+
+
+def test_cnn_trains_on_all_of_fer2013_like_the_paper(tmp_path: Path) -> None:
+    # paper-spec §2.2: "all FER2013 (35,887) + TFD labelled (4,178)"; the FER-only configs and the demo hold
+    # PublicTest out to report a test accuracy
+    assert compose_cfg(["stage=cnn"], tmp_path).data.fer_train == "all"
+    for overrides in (["data=fer_csv"], ["data=fer_images"], ["experiment=demo"]):
+        assert compose_cfg(["stage=cnn", *overrides], tmp_path).data.fer_train == "training", overrides

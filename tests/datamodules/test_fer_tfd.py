@@ -29,6 +29,7 @@ def _dm(faces, **kw):
         afew_root=None,
         holdout_fraction=0.25,
         batch_size=16,
+        fer_train="training",  # most tests here look at PublicTest, the held-out test split of this choice
     )
     args.update(kw)
     return FerTfdDataModule(**args)
@@ -62,6 +63,22 @@ def test_histeq_then_normaliser_fitted_on_train_only(faces):
     assert all(len(np.unique(im)) <= 64 for im in dm.data["train"].images[:10])
     np.testing.assert_allclose(dm.normaliser.mean_, dm.data["train"].images.mean(0), rtol=1e-5)
     np.testing.assert_allclose(dm.normaliser.std_, np.maximum(dm.data["train"].images.std(0), 1.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("fer_format", ["csv", "images"])
+def test_fer_train_all_is_every_fer2013_face_and_leaves_no_test_split(faces, fer_format):
+    # paper-spec §2.2: the CNN trains on all of FER2013 (Training, PublicTest, PrivateTest) + labelled TFD
+    fer = faces["fer"]
+    root = faces["gen"] / "fer2013" / ("images" if fer_format == "images" else "")
+    dm = _dm(faces, fer_train="all", fer_format=fer_format, root=str(root))
+    dm.setup("fit")
+    usages = ("Training", "PublicTest", "PrivateTest") if fer_format == "csv" else ("Training", "PublicTest")
+    n_fer = sum(usage_count(fer, u) for u in usages)
+    assert len(dm.data["train"]) + len(dm.data["val"]) == n_fer + int((faces["tfd"].labels >= 0).sum())
+    assert len(dm.data["test"]) == 0 and dm.test_dataloader() == []
+    assert dm.data_hash() != _dm(faces, fer_format=fer_format, root=str(root)).data_hash()
+    with pytest.raises(ValueError, match=r"data.fer_train='public'"):
+        _dm(faces, fer_train="public").setup("fit")
 
 
 def test_image_folder_source(faces):
