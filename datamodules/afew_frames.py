@@ -110,7 +110,7 @@ class AfewFramesDataModule(L.LightningDataModule):
         partition: Any = None,
         mode: Literal["frames", "clips"] = "frames",
         predict_splits: Sequence[str] = SPLITS,
-        face_source: str = "landmarks",
+        face_source: str = "auto",
         on_missing: str = "skip",
         min_frames: int = 1,
         face_workers: int | None = None,

@@ -86,6 +86,8 @@ class FerTfdDataModule(L.LightningDataModule):
         seed: int = 1,
         pad_to_batch: bool = True,
         fer_train: Literal["all", "training"] = "all",
+        face_source: str = "auto",
+        noise_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -116,6 +118,11 @@ class FerTfdDataModule(L.LightningDataModule):
             )
         if hp.tfd_mat and not Path(hp.tfd_mat).is_file():
             missing.append(f"data.tfd_mat: {hp.tfd_mat}")
+        if hp.val_source == "afew" and not hp.histeq_levels:
+            raise ValueError(
+                f"data.histeq_levels={hp.histeq_levels!r}: the AFEW early-stopping frames are aligned with histogram "
+                "equalisation; set it (64, the authors' value) or use val_source=fer_holdout"
+            )
         if hp.val_source == "afew" and not (hp.afew_root and Path(hp.afew_root).is_dir()):
             missing.append(
                 f"data.afew_root: {hp.afew_root} (needed by val_source=afew; use val_source=fer_holdout without AFEW)"
@@ -143,6 +150,11 @@ class FerTfdDataModule(L.LightningDataModule):
         h = hashlib.sha256()
         h.update(repr((self.hparams.histeq_levels, self.hparams.resize, self.hparams.val_source)).encode())
         h.update(f"fer_train={self.hparams.fer_train}".encode())
+        if self.hparams.val_source == "afew":
+            from emotiw.faces import resolve_face_source
+
+            source = resolve_face_source(self.hparams.face_source, self.hparams.afew_root)
+            h.update(f"afew faces: {source} seed={self.hparams.noise_seed}".encode())
         for p in self._source_files():
             st = p.stat()
             h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -181,15 +193,16 @@ class FerTfdDataModule(L.LightningDataModule):
         return {"train": train, "val": val, "test": test}
 
     def _read_afew(self) -> FaceSet:
-        try:
-            from emotiw.faces import load_afew_faces
-        except ImportError as err:
-            raise ImportError(
-                f"val_source=afew needs emotiw.faces.load_afew_faces ({err}); use val_source=fer_holdout"
-            ) from err
+        from emotiw.faces import AlignConfig, load_afew_faces
+
         hp = self.hparams
+        # found and aligned as stage=faces does (same source and AlignConfig), so both read the same cache entries
         clips, report = load_afew_faces(
-            hp.afew_root, splits=tuple(hp.afew_splits), cache_dir=hp.cache_dir or "cache"
+            hp.afew_root,
+            splits=tuple(hp.afew_splits),
+            cache_dir=hp.cache_dir or "cache",
+            face_source=hp.face_source,
+            config=AlignConfig(levels=hp.histeq_levels, seed=hp.noise_seed),
         )
         log.info("AFEW early-stopping frames: %s", report.summary())
         sets = [
@@ -202,7 +215,10 @@ class FerTfdDataModule(L.LightningDataModule):
             if len(c.faces) and c.label >= 0
         ]
         if not sets:
-            raise ValueError(f"{hp.afew_root}: no labelled AFEW face frames in splits {list(hp.afew_splits)}")
+            raise ValueError(
+                f"{hp.afew_root}: no labelled AFEW face frames in splits {list(hp.afew_splits)} "
+                f"({report.summary()}); use val_source=fer_holdout without AFEW faces"
+            )
         return FaceSet.concat(sets)
 
     def _equalise(self, faces: FaceSet) -> FaceSet:

@@ -19,6 +19,7 @@ from emotiw.faces.detect import (
     LandmarkFileSource,
     align_largest_face,
     make_face_source,
+    resolve_face_source,
 )
 from emotiw.faces.histeq import equalize_hist
 
@@ -38,5 +39,6 @@ __all__ = [
     "equalize_hist",
     "load_afew_faces",
     "make_face_source",
+    "resolve_face_source",
     "similarity_transform",
 ]

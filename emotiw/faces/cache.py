@@ -28,7 +28,7 @@ import numpy as np
 
 from emotiw.artifacts import SPLITS, save_json, save_npz
 from emotiw.faces.align import FACE_SIZE, AlignConfig, align_clip
-from emotiw.faces.detect import FaceSource, NoFaceError, make_face_source
+from emotiw.faces.detect import FaceSource, NoFaceError, make_face_source, resolve_face_source
 from emotiw.io.afew import ClipRef, LandmarkFormatError, list_splits
 from emotiw.io.video import VideoDecodeError, read_video
 
@@ -63,6 +63,7 @@ class FaceReport:
     cache_built: int = 0
     cache_rebuilt: dict[str, str] = field(default_factory=dict)
     per_split: dict[str, dict[str, int]] = field(default_factory=dict)
+    face_source: str = ""  # where the points came from (``auto`` resolved)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -72,7 +73,7 @@ class FaceReport:
 
     def summary(self) -> str:
         return (
-            f"{self.clips} clips: {self.with_faces} with faces ({self.frames} frames), "
+            f"{self.clips} clips ({self.face_source}): {self.with_faces} with faces ({self.frames} frames), "
             f"{len(self.without_faces)} without a face, {len(self.decode_errors)} decode errors; cache "
             f"{self.cache_hits} hits, {self.cache_built} built, {len(self.cache_rebuilt)} rebuilt"
         )
@@ -160,7 +161,7 @@ def load_afew_faces(
     splits: Iterable[str] = SPLITS,
     cache_dir: str | os.PathLike = "cache",
     *,
-    face_source: str | FaceSource = "landmarks",
+    face_source: str | FaceSource = "auto",
     on_missing: str = "skip",
     min_frames: int = 1,
     num_workers: int | None = None,
@@ -173,7 +174,8 @@ def load_afew_faces(
         afew_root: AFEW tree (see :mod:`emotiw.io.afew`).
         splits: which of Train, Val, Test.
         cache_dir: root of the content-keyed cache (``paths.cache_dir``).
-        face_source: ``"landmarks"`` (sidecar CSVs), ``"centerface"`` (detector) or a FaceSource object.
+        face_source: ``"landmarks"`` (sidecar CSVs), ``"centerface"`` (detector), ``"auto"`` (the sidecars when
+            ``afew_root`` has a ``landmarks/`` folder, else the detector) or a FaceSource object.
         on_missing: ``"skip"``: clips without a usable face (none found, fewer than ``min_frames``, decode
             error) are left out and reported; ``"error"``: the same clips raise one ValueError naming them.
         min_frames: fewest aligned frames a clip needs.
@@ -188,11 +190,14 @@ def load_afew_faces(
         raise ValueError(f"on_missing={on_missing!r}: expected one of {ON_MISSING}")
     if min_frames < 1:
         raise ValueError(f"min_frames must be >= 1, got {min_frames}")
-    source = make_face_source(face_source)
+    resolved = resolve_face_source(face_source, afew_root)
+    source = make_face_source(resolved)
     config = config or AlignConfig()
     splits = list(splits)
     refs = list(refs) if refs is not None else list_splits(afew_root, splits)
-    report = FaceReport(clips=len(refs))
+    report = FaceReport(
+        clips=len(refs), face_source=resolved if isinstance(resolved, str) else type(source).__name__
+    )
     entries: dict[int, dict[str, np.ndarray]] = {}
     todo: list[tuple[int, str, Path]] = []
     for i, ref in enumerate(refs):

@@ -27,6 +27,7 @@ __all__ = [
     "NoFaceError",
     "decode_centerface",
     "make_face_source",
+    "resolve_face_source",
 ]
 
 
@@ -231,15 +232,34 @@ class CenterFaceSource:
         return np.asarray(idx, dtype=np.int64), np.asarray(pts, dtype=np.float64).reshape(-1, 5, 2)
 
 
-def make_face_source(spec: str | FaceSource) -> FaceSource:
-    """``"landmarks"`` or ``"centerface"`` (or an object with the FaceSource interface)."""
+FACE_SOURCES = ("auto", "landmarks", "centerface")
+
+
+def resolve_face_source(spec: str | FaceSource, afew_root: str | Path | None) -> str | FaceSource:
+    """``"auto"`` becomes ``"landmarks"`` when the AFEW tree has a ``landmarks/`` folder (the generated data; real
+    AFEW when its sidecars are provided), else ``"centerface"``; any other value is returned as it is."""
+    if spec != "auto":
+        return spec
+    root = Path(afew_root) if afew_root is not None else None
+    has_landmarks = (
+        root is not None
+        and root.is_dir()
+        and any(p.is_dir() and p.name.lower() == "landmarks" for p in root.iterdir())
+    )
+    return "landmarks" if has_landmarks else "centerface"
+
+
+def make_face_source(spec: str | FaceSource, afew_root: str | Path | None = None) -> FaceSource:
+    """``"landmarks"``, ``"centerface"`` or ``"auto"`` (see :func:`resolve_face_source`; needs ``afew_root``), or an
+    object with the FaceSource interface."""
+    spec = resolve_face_source(spec, afew_root)
     if not isinstance(spec, str):
         return spec
     if spec == "landmarks":
         return LandmarkFileSource()
     if spec == "centerface":
         return CenterFaceSource()
-    raise ValueError(f"face_source={spec!r}: expected 'landmarks' or 'centerface'")
+    raise ValueError(f"face_source={spec!r}: expected one of {', '.join(FACE_SOURCES)}")
 
 
 def align_largest_face(

@@ -105,3 +105,15 @@ def test_landmark_source_without_file(tmp_path):
     ref = ClipRef("1", "Train", 0, tmp_path / "1.avi", None)
     with pytest.raises(NoFaceError, match="1.avi: no landmark file landmarks/1.csv"):
         LandmarkFileSource().clip_points(ref, np.zeros((1, 4, 4), np.uint8))
+
+
+def test_auto_face_source_follows_the_landmarks_folder(tmp_path):
+    from emotiw.faces import make_face_source, resolve_face_source
+
+    assert resolve_face_source("auto", tmp_path) == "centerface"  # real AFEW: no sidecars, the detector
+    (tmp_path / "Landmarks").mkdir()  # any capitalisation, as the rest of the tree
+    assert resolve_face_source("auto", tmp_path) == "landmarks"
+    assert isinstance(make_face_source("auto", tmp_path), LandmarkFileSource)
+    assert resolve_face_source("centerface", tmp_path) == "centerface"  # an explicit choice wins
+    with pytest.raises(ValueError, match="face_source='dlib': expected one of auto, landmarks, centerface"):
+        make_face_source("dlib")

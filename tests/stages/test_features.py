@@ -43,7 +43,9 @@ def test_config_pins_paper_values(tmp_path):
     cfg = compose_cfg(["stage=features"], tmp_path)
     assert cfg.data.histeq_levels == 64  # MATLAB histeq default (paper-spec §1)
     assert cfg.data.min_frames == 1  # every clip with an aligned face (paper-spec §3)
-    assert cfg.data.face_source == "landmarks" and cfg.data.on_missing == "skip"
+    assert (
+        cfg.data.face_source == "auto" and cfg.data.on_missing == "skip"
+    )  # sidecars when present, else CenterFace
     assert cfg.cnn_ckpt == str(tmp_path / "runs" / "default" / "cnn" / "best.ckpt")
     assert (
         compose_cfg(["stage=faces"], tmp_path).data._target_ == "datamodules.afew_frames.AfewFramesDataModule"
