@@ -11,6 +11,7 @@ handed to the CNN (it stores it in its buffers). Cropping and flipping happen in
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from datamodules.padding import padded_index
+from emotiw.artifacts import read_cache_npz
 from emotiw.io import FaceSet, read_fer_csv, read_fer_images, read_tfd_mat
 from emotiw.preprocess import MeanStdImage
 
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 VAL_SOURCES = ("afew", "fer_holdout")
 FER_TRAIN = ("all", "training")
 FER_FORMATS = ("csv", "images")
+# Bump when reading or equalising changes what a cache entry holds.
+CACHE_VERSION = 2
+SPLIT_NAMES = ("train", "val", "test")
 
 
 class FaceDataset(Dataset):
@@ -143,18 +148,35 @@ class FerTfdDataModule(L.LightningDataModule):
             )
         if hp.tfd_mat:
             files.append(Path(hp.tfd_mat))
+        if hp.val_source == "afew":
+            from emotiw.io.afew import list_splits
+
+            for ref in list_splits(hp.afew_root, tuple(hp.afew_splits)):
+                files.append(ref.video_path)
+                if ref.landmarks_path is not None:
+                    files.append(ref.landmarks_path)
         return files
 
     def data_hash(self) -> str:
-        """Hash of the source file list with sizes and mtimes, plus the preprocessing that changes pixels."""
-        h = hashlib.sha256()
-        h.update(repr((self.hparams.histeq_levels, self.hparams.resize, self.hparams.val_source)).encode())
-        h.update(f"fer_train={self.hparams.fer_train}".encode())
-        if self.hparams.val_source == "afew":
-            from emotiw.faces import resolve_face_source
+        """Hash of everything the faces depend on: the source files (FER, TFD and, for ``val_source=afew``, the
+        AFEW clips and landmarks of ``afew_splits``) with sizes and mtimes, the settings that choose or change
+        faces (the hold-out slice and its seed, the AFEW splits and alignment, histogram levels, ...) and the
+        cache version. It names the cache entry, so any change reads the sources again."""
+        hp = self.hparams
+        keys = ("fer_format", "csv_name", "resize", "tfd_mat", "fer_train", "val_source", "histeq_levels")
+        settings: dict[str, Any] = {k: hp[k] for k in keys}
+        settings["version"] = CACHE_VERSION
+        if hp.val_source == "fer_holdout":
+            settings.update(holdout_fraction=float(hp.holdout_fraction), seed=int(hp.seed))
+        else:
+            from emotiw.faces import make_face_source
 
-            source = resolve_face_source(self.hparams.face_source, self.hparams.afew_root)
-            h.update(f"afew faces: {source} seed={self.hparams.noise_seed}".encode())
+            settings.update(
+                afew_splits=list(hp.afew_splits),
+                face_source=make_face_source(hp.face_source, hp.afew_root).cache_id(),
+                align=self._afew_align_config().key(),
+            )
+        h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         for p in self._source_files():
             st = p.stat()
             h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -192,8 +214,13 @@ class FerTfdDataModule(L.LightningDataModule):
             val = self._read_afew()
         return {"train": train, "val": val, "test": test}
 
+    def _afew_align_config(self):
+        from emotiw.faces import AlignConfig
+
+        return AlignConfig(levels=self.hparams.histeq_levels, seed=self.hparams.noise_seed)
+
     def _read_afew(self) -> FaceSet:
-        from emotiw.faces import AlignConfig, load_afew_faces
+        from emotiw.faces import load_afew_faces
 
         hp = self.hparams
         # found and aligned as stage=faces does (same source and AlignConfig), so both read the same cache entries
@@ -202,7 +229,7 @@ class FerTfdDataModule(L.LightningDataModule):
             splits=tuple(hp.afew_splits),
             cache_dir=hp.cache_dir or "cache",
             face_source=hp.face_source,
-            config=AlignConfig(levels=hp.histeq_levels, seed=hp.noise_seed),
+            config=self._afew_align_config(),
         )
         log.info("AFEW early-stopping frames: %s", report.summary())
         sets = [
@@ -232,19 +259,35 @@ class FerTfdDataModule(L.LightningDataModule):
         )
         return FaceSet(images, faces.labels, faces.keys)
 
+    def _read_cache(self, path: Path, key: str) -> dict[str, FaceSet]:
+        """A cache entry, verified; raises ValueError naming the file when it is damaged or not this key's."""
+        names = [f"{s}_{a}" for s in SPLIT_NAMES for a in ("images", "labels", "keys")]
+        z = read_cache_npz(path, key, names)
+        data = {}
+        for s in SPLIT_NAMES:
+            images, labels, keys = z[f"{s}_images"], z[f"{s}_labels"], z[f"{s}_keys"]
+            if (
+                images.dtype != np.uint8
+                or images.shape[1:] != (48, 48)
+                or not len(images) == len(labels) == len(keys)
+            ):
+                raise ValueError(
+                    f"{path}: cache file has {s} images {images.dtype} {images.shape}, {len(labels)} labels, "
+                    f"{len(keys)} keys"
+                )
+            data[s] = FaceSet(images, labels, keys)
+        return data
+
     def _load_cached(self) -> dict[str, FaceSet]:
-        """Read + equalise every split, through an ``.npz`` cache keyed by ``data_hash`` when ``cache_dir`` is set."""
-        cache = (
-            Path(self.hparams.cache_dir) / "fer_tfd" / f"{self.data_hash()}.npz"
-            if self.hparams.cache_dir
-            else None
-        )
+        """Read + equalise every split, through an ``.npz`` cache keyed by ``data_hash`` when ``cache_dir`` is set;
+        a damaged entry is logged and rebuilt."""
+        key = self.data_hash() if self.hparams.cache_dir else None
+        cache = Path(self.hparams.cache_dir) / "fer_tfd" / f"{key}.npz" if key else None
         if cache is not None and cache.is_file():
-            with np.load(cache, allow_pickle=False) as z:
-                return {
-                    s: FaceSet(z[f"{s}_images"], z[f"{s}_labels"], z[f"{s}_keys"])
-                    for s in ("train", "val", "test")
-                }
+            try:
+                return self._read_cache(cache, key)
+            except ValueError as err:
+                log.warning("rebuilding the FER/TFD face cache: %s", err)
         # AFEW frames come out of emotiw.faces already equalised (before registration, as the authors did).
         data = {
             split: faces if (split == "val" and self.hparams.val_source == "afew") else self._equalise(faces)
@@ -253,7 +296,7 @@ class FerTfdDataModule(L.LightningDataModule):
         if cache is not None:
             from emotiw.artifacts import save_npz
 
-            arrays = {}
+            arrays = {"key": np.asarray(key)}
             for s, f in data.items():
                 arrays.update({f"{s}_images": f.images, f"{s}_labels": f.labels, f"{s}_keys": f.keys})
             if int(os.environ.get("LOCAL_RANK", 0)) == 0:

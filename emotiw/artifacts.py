@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,22 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     return path
+
+
+def read_cache_npz(path: str | os.PathLike, key: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of a cache entry that :func:`save_npz` wrote with ``key=key`` beside them.
+
+    Raises ``ValueError`` naming the file when it is unreadable (truncated, not a zip), lacks an array or holds
+    another key; the cache then rebuilds the entry and logs why (see ``emotiw.faces.cache``).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            entry = {k: z[k] for k in ("key", *names)}
+    except Exception as err:  # zip, header, pickled-object and missing-array errors all mean "rebuild"
+        raise ValueError(f"{path}: unreadable cache file ({type(err).__name__}: {err})") from None
+    if str(entry["key"]) != key:
+        raise ValueError(f"{path}: cache file holds key {str(entry['key'])[:12]}..., expected {key[:12]}...")
+    return entry
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -7,6 +7,7 @@ with it (``missing_audio: skip | zeros``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotiw.artifacts import save_npz
+from emotiw.artifacts import read_cache_npz, save_npz
 from emotiw.io.audio import AudioReadError, NoAudioTrackError, read_audio
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ IS10_DIM = 1582
 OK = "ok"
 # Statuses of clips without a feature vector, in the order a report lists them.
 MISSING_STATUSES = ("no_audio", "silent", "too_short", "unreadable")
+# Bump when decoding or scoring changes what a cache entry holds.
+CACHE_VERSION = 2
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,6 +62,7 @@ class ClipAudioFeatures:
     status: str
     features: np.ndarray | None
     detail: str = ""
+    rebuilt: str = ""  # why a damaged cache entry was rebuilt
 
 
 @dataclass
@@ -68,6 +72,7 @@ class AudioFeatureReport:
     statuses: dict[str, str] = field(default_factory=dict)
     details: dict[str, str] = field(default_factory=dict)
     nan_clips: list[str] = field(default_factory=list)
+    cache_rebuilt: dict[str, str] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -91,10 +96,27 @@ def _file_digest(path: Path) -> str:
 
 
 def _config_key(sample_rate: int, min_duration_s: float, silence_rms: float) -> str:
+    import av
     import opensmile
 
-    text = f"IS10|Functionals|opensmile={opensmile.__version__}|sr={sample_rate}|min={min_duration_s}|rms={silence_rms}"
+    text = (
+        f"IS10|Functionals|v{CACHE_VERSION}|opensmile={opensmile.__version__}|av={av.__version__}|"
+        f"sr={sample_rate}|min={min_duration_s}|rms={silence_rms}"
+    )
     return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _read_entry(path: Path, key: str, clip_id: str) -> ClipAudioFeatures:
+    """A cached clip, verified; raises ValueError naming the file when it is damaged or not this key's."""
+    z = read_cache_npz(path, key, ("features", "status", "detail"))
+    status, feats = str(z["status"]), z["features"]
+    if status not in (OK, *MISSING_STATUSES):
+        raise ValueError(f"{path}: cache file has unknown status {status!r}")
+    if status == OK and (feats.shape != (IS10_DIM,) or feats.dtype != np.float32):
+        raise ValueError(
+            f"{path}: cache file has features {feats.dtype} {feats.shape}, expected ({IS10_DIM},)"
+        )
+    return ClipAudioFeatures(clip_id, status, feats if status == OK else None, str(z["detail"]))
 
 
 def _clip_features(
@@ -105,22 +127,29 @@ def _clip_features(
     silence_rms: float,
     cache_dir: Path | None,
 ) -> ClipAudioFeatures:
-    cache_file = None
+    cache_file, key, rebuilt = None, "", ""
     if cache_dir is not None:
         try:
-            key = _file_digest(path)
+            key = f"{_file_digest(path)}_{_config_key(sample_rate, min_duration_s, silence_rms)}"
         except OSError as err:
             return ClipAudioFeatures(clip_id, "unreadable", None, f"{path}: {err}")
-        cache_file = cache_dir / f"{key}_{_config_key(sample_rate, min_duration_s, silence_rms)}.npz"
+        cache_file = cache_dir / f"{key}.npz"
         if cache_file.is_file():
-            with np.load(cache_file, allow_pickle=False) as z:
-                status, detail = str(z["status"]), str(z["detail"])
-                return ClipAudioFeatures(clip_id, status, z["features"] if status == OK else None, detail)
+            try:
+                return _read_entry(cache_file, key, clip_id)
+            except ValueError as err:
+                rebuilt = str(err)
     result = _compute(clip_id, path, sample_rate, min_duration_s, silence_rms)
     if cache_file is not None and result.status != "unreadable":
         feats = result.features if result.features is not None else np.zeros(0, np.float32)
-        save_npz(cache_file, features=feats, status=np.array(result.status), detail=np.array(result.detail))
-    return result
+        save_npz(
+            cache_file,
+            key=np.asarray(key),
+            features=feats,
+            status=np.array(result.status),
+            detail=np.array(result.detail),
+        )
+    return dataclasses.replace(result, rebuilt=rebuilt) if rebuilt else result
 
 
 def _compute(
@@ -175,6 +204,9 @@ def extract_is10(
     features: dict[str, np.ndarray] = {}
     for r in results:
         report.statuses[r.clip_id] = r.status
+        if r.rebuilt:  # logged here: joblib workers' log records do not reach the caller
+            log.warning("rebuilt the audio cache entry of clip %s: %s", r.clip_id, r.rebuilt)
+            report.cache_rebuilt[r.clip_id] = r.rebuilt
         if r.status == OK:
             features[r.clip_id] = r.features
             if np.isnan(r.features).any():

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from emotiw.artifacts import SPLITS, save_json, save_npz
+from emotiw.artifacts import SPLITS, read_cache_npz, save_json, save_npz
 from emotiw.faces.align import FACE_SIZE, AlignConfig, align_clip
 from emotiw.faces.detect import FaceSource, NoFaceError, make_face_source, resolve_face_source
 from emotiw.io.afew import ClipRef, LandmarkFormatError, list_splits
@@ -136,14 +136,8 @@ def _build_and_save(ref: ClipRef, source: FaceSource, config: AlignConfig, key: 
 
 def _read_entry(path: Path, key: str) -> dict[str, np.ndarray]:
     """A cached entry, validated; raises ValueError when the file is damaged or belongs to another key."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            entry = {k: z[k] for k in ("key", "faces", "frame_idx", "n_frames", "status", "message")}
-    except Exception as err:  # zip, header and missing-array errors all mean "rebuild"
-        raise ValueError(f"{path}: unreadable cache file ({type(err).__name__}: {err})") from None
+    entry = read_cache_npz(path, key, ("faces", "frame_idx", "n_frames", "status", "message"))
     faces, idx = entry["faces"], entry["frame_idx"]
-    if str(entry["key"]) != key:
-        raise ValueError(f"{path}: cache file holds key {str(entry['key'])[:12]}..., expected {key[:12]}...")
     if (
         faces.dtype != np.uint8
         or faces.ndim != 3

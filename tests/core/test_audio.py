@@ -98,3 +98,44 @@ def test_partial_nan_features_are_kept_and_counted_all_nan_is_too_short(clips, m
     monkeypatch.setattr(is10, "is10_features", lambda signal, sr: np.full(IS10_DIM, np.nan, np.float32))
     feats, report = extract_is10([("n", clips["speech"])], cache_dir=None, sample_rate=SR)
     assert feats == {} and report.statuses == {"n": "too_short"}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign"])
+def test_corrupt_audio_cache_entry_is_rebuilt_and_logged(clips, tmp_path, monkeypatch, caplog, damage):
+    import logging
+
+    import emotiw.audio.is10 as is10
+
+    cache = tmp_path / "cache"
+    first, _ = extract_is10([("a", clips["speech"])], cache_dir=cache, sample_rate=SR)
+    (entry,) = (cache / "audio_is10").glob("*.npz")
+    if damage == "truncated":
+        entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    elif damage == "garbage":
+        entry.write_bytes(b"\x00" * 100)
+    else:  # a whole npz holding another clip's entry
+        np.savez(entry, features=np.zeros(IS10_DIM, np.float32), status=np.array("ok"), detail=np.array(""))
+    with caplog.at_level(logging.WARNING):
+        again, report = extract_is10([("a", clips["speech"])], cache_dir=cache, sample_rate=SR)
+    np.testing.assert_array_equal(again["a"], first["a"])
+    assert entry.name in report.cache_rebuilt["a"]
+    assert any(entry.name in r.getMessage() and "rebuil" in r.getMessage() for r in caplog.records)
+    monkeypatch.setattr(is10, "_compute", lambda *a, **k: pytest.fail("cache miss"))
+    hit, report = extract_is10([("a", clips["speech"])], cache_dir=cache, sample_rate=SR)
+    np.testing.assert_array_equal(hit["a"], first["a"])  # the rebuilt entry is whole again
+    assert report.cache_rebuilt == {}
+
+
+def test_audio_cache_key_no_bad_hit_across_settings(clips, tmp_path, monkeypatch):
+    # every setting that changes a clip's entry is in its key: another one misses instead of reusing it
+    import emotiw.audio.is10 as is10
+
+    cache = tmp_path / "cache"
+    extract_is10([("a", clips["speech"])], cache_dir=cache, sample_rate=SR)
+    calls = []
+    real = is10._compute
+    monkeypatch.setattr(is10, "_compute", lambda *a, **k: calls.append(a) or real(*a, **k))
+    for kw in ({"sample_rate": 8000}, {"min_duration_s": 2.0}, {"silence_rms": 0.5}):
+        extract_is10([("a", clips["speech"])], cache_dir=cache, **{"sample_rate": SR, **kw})
+    assert len(calls) == 3
+    assert len(list((cache / "audio_is10").glob("*.npz"))) == 4
