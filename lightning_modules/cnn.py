@@ -284,11 +284,15 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
         x = self.preprocess(batch["image"], train=True)
         logits, _ = self(x)
         loss = self.loss(logits, batch["label"])
-        self.train_loss(loss)
-        self.train_acc(logits.argmax(-1), batch["label"])
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        # update() only, logged once per epoch: self.log of a Metric in every step moves the metric to the device on
+        # each call, and calling it computes a per-batch value nobody reads (benchmarks/cnn_train.py).
+        self.train_loss.update(loss.detach())
+        self.train_acc.update(logits.argmax(-1), batch["label"])
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self.train_loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, prog_bar=True)
 
     def on_validation_epoch_start(self) -> None:
         self.val_confmat.reset()
@@ -296,11 +300,11 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits, _ = self._eval_logits_faces(batch["image"])
         preds = logits.argmax(-1)
-        self.val_acc(preds, batch["label"])
-        self.val_confmat(preds, batch["label"])
-        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.val_acc.update(preds, batch["label"])
+        self.val_confmat.update(preds, batch["label"])
 
     def on_validation_epoch_end(self) -> None:
+        self.log("val/acc", self.val_acc, prog_bar=True)
         if self.trainer.sanity_checking:
             return
         self.val_acc_best(self.val_acc.compute())
