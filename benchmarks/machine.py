@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 
@@ -26,3 +27,31 @@ def describe() -> str:
     if hasattr(os, "getloadavg"):
         parts.append(f"load average {os.getloadavg()[0]:.1f}")
     return ", ".join(parts)
+
+
+def figure(
+    name: str,
+    value: float,
+    unit: str,
+    baseline: str | None = None,
+    baseline_value: float | None = None,
+    *,
+    goal: str | None = None,
+    ratio: float | None = None,
+) -> dict:
+    """Print one figure as a ``figure {json}`` line (what ``run_all.py`` collects): the value, the baseline measured in
+    the same run and their ratio (value / baseline unless given), the goal, and the 1-minute load average now."""
+    if ratio is None and baseline_value:
+        ratio = value / baseline_value
+    row = {
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_value": baseline_value,
+        "ratio": ratio,
+        "goal": goal,
+        "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    print("figure " + json.dumps(row), flush=True)
+    return row
