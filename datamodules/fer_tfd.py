@@ -4,8 +4,10 @@ Train = FER2013 (+ labelled TFD): every FER2013 image with ``fer_train="all"`` (
 left to test on, so there is no test split), or the Training usage with ``fer_train="training"`` (test = PublicTest).
 Early-stopping set = the AFEW Train+Val face frames (the paper's choice, frame label = clip label) or a stratified
 hold-out slice of the training faces.
-Every face is histogram-equalised once in ``setup``; the mean/std normaliser is fitted on the training faces and
-handed to the CNN (it stores it in its buffers). Cropping and flipping happen in the CNN, per batch.
+Every face is histogram-equalised once in ``setup``; TFD faces are then registered to the FER2013 frame
+(``tfd_registration="mean_shape"``, the paper's: :mod:`emotiw.faces.register`) before the two are mixed. The mean/std
+normaliser is fitted on the training faces and handed to the CNN (it stores it in its buffers). Cropping and
+flipping happen in the CNN, per batch.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ log = logging.getLogger(__name__)
 
 VAL_SOURCES = ("afew", "fer_holdout")
 FER_TRAIN = ("all", "training")
+TFD_REGISTRATIONS = ("mean_shape", "none")
 FER_FORMATS = ("csv", "images")
 # Bump when reading or equalising changes what a cache entry holds.
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: TFD registered to the FER frame
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -93,6 +96,9 @@ class FerTfdDataModule(L.LightningDataModule):
         fer_train: Literal["all", "training"] = "all",
         face_source: str = "auto",
         noise_seed: int = 0,
+        tfd_registration: Literal["mean_shape", "none"] = "mean_shape",
+        still_points: Literal["auto", "sidecar", "centerface"] = "auto",
+        mean_shape_sample: int = 2000,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -103,6 +109,7 @@ class FerTfdDataModule(L.LightningDataModule):
         self.batch_size_per_device = batch_size
         self.normaliser: MeanStdImage | None = None
         self.data: dict[str, FaceSet] = {}
+        self.registration = None  # the TFD -> FER registration when this run fitted it (not on a cache hit)
 
     # ----------------------------------------------------------------- sources
     def _check_config(self) -> None:
@@ -113,6 +120,10 @@ class FerTfdDataModule(L.LightningDataModule):
             raise ValueError(f"data.fer_train={hp.fer_train!r}; expected one of {FER_TRAIN}")
         if hp.val_source not in VAL_SOURCES:
             raise ValueError(f"data.val_source={hp.val_source!r}; expected one of {VAL_SOURCES}")
+        if hp.tfd_registration not in TFD_REGISTRATIONS:
+            raise ValueError(
+                f"data.tfd_registration={hp.tfd_registration!r}; expected one of {TFD_REGISTRATIONS}"
+            )
         if not 0 < hp.holdout_fraction < 1:
             raise ValueError(f"data.holdout_fraction={hp.holdout_fraction} must be in (0, 1)")
         missing = []
@@ -148,6 +159,11 @@ class FerTfdDataModule(L.LightningDataModule):
             )
         if hp.tfd_mat:
             files.append(Path(hp.tfd_mat))
+            if hp.tfd_registration == "mean_shape":  # the points the mean shapes average
+                from emotiw.io.points import POINTS_FILE
+
+                dirs = (self._fer_points_dir(), Path(hp.tfd_mat).parent)
+                files += [d / POINTS_FILE for d in dirs if (d / POINTS_FILE).is_file()]
         if hp.val_source == "afew":
             from emotiw.io.afew import list_splits
 
@@ -156,6 +172,10 @@ class FerTfdDataModule(L.LightningDataModule):
                 if ref.landmarks_path is not None:
                     files.append(ref.landmarks_path)
         return files
+
+    def _fer_points_dir(self) -> Path:
+        """Where a FER2013 ``face_points.csv`` sits: beside the CSV, or at the image root."""
+        return self._fer_path().parent if self.hparams.fer_format == "csv" else self._fer_path()
 
     def data_hash(self) -> str:
         """Hash of everything the faces depend on: the source files (FER, TFD and, for ``val_source=afew``, the
@@ -166,6 +186,9 @@ class FerTfdDataModule(L.LightningDataModule):
         keys = ("fer_format", "csv_name", "resize", "tfd_mat", "fer_train", "val_source", "histeq_levels")
         settings: dict[str, Any] = {k: hp[k] for k in keys}
         settings["version"] = CACHE_VERSION
+        if hp.tfd_mat:
+            keys = ("tfd_registration", "still_points", "mean_shape_sample", "noise_seed", "seed")
+            settings.update({k: hp[k] for k in keys})
         if hp.val_source == "fer_holdout":
             settings.update(holdout_fraction=float(hp.holdout_fraction), seed=int(hp.seed))
         else:
@@ -199,8 +222,30 @@ class FerTfdDataModule(L.LightningDataModule):
             test = read_fer_images(hp.root, "test", resize=hp.resize)
             if hp.fer_train == "all":  # the Kaggle folders: train/ (Training) and test/ (PublicTest)
                 train, test = FaceSet.concat([train, test]), test.subset(np.arange(0))
-        if hp.tfd_mat:
-            train = FaceSet.concat([train, read_tfd_mat(hp.tfd_mat)])
+        tfd = read_tfd_mat(hp.tfd_mat) if hp.tfd_mat else None
+        if tfd is not None and hp.tfd_registration == "mean_shape":
+            from emotiw.faces.register import fit_registration
+
+            self.registration = fit_registration(
+                tfd,
+                Path(hp.tfd_mat).parent,
+                train,
+                self._fer_points_dir(),
+                hp.still_points,
+                sample=hp.mean_shape_sample,
+                seed=hp.seed,
+            )
+            log.info("TFD -> FER2013 frame: %s", self.registration.summary())
+        # Histogram equalisation of each face as a whole, then (TFD) the registration over its noise border.
+        train, test = self._equalise(train), self._equalise(test)
+        if tfd is not None:
+            tfd = self._equalise(tfd)
+            if self.registration is not None:
+                from emotiw.faces.register import register_faces
+
+                rng = np.random.default_rng([hp.noise_seed, 0])
+                tfd = FaceSet(register_faces(tfd.images, self.registration.matrix, rng), tfd.labels, tfd.keys)
+            train = FaceSet.concat([train, tfd])
         if hp.val_source == "fer_holdout":
             from sklearn.model_selection import train_test_split
 
@@ -288,11 +333,8 @@ class FerTfdDataModule(L.LightningDataModule):
                 return self._read_cache(cache, key)
             except ValueError as err:
                 log.warning("rebuilding the FER/TFD face cache: %s", err)
-        # AFEW frames come out of emotiw.faces already equalised (before registration, as the authors did).
-        data = {
-            split: faces if (split == "val" and self.hparams.val_source == "afew") else self._equalise(faces)
-            for split, faces in self._read().items()
-        }
+        # _read equalises the stills; AFEW frames come out of emotiw.faces already equalised (before registration).
+        data = self._read()
         if cache is not None:
             from emotiw.artifacts import save_npz
 

@@ -33,3 +33,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real media (``data/fer2013``, ``data/real_faces``, ...): ``$EMOTIW_SHARED`` or ``<repo>/../shared``;
+    the test is skipped, with the reason, where the folder is absent. Never copied into the repository."""
+    shared = Path(os.environ.get("EMOTIW_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+    if not (shared / "data").is_dir():
+        pytest.skip(f"real data not available: no {shared / 'data'} (set EMOTIW_SHARED to the shared folder)")
+    return shared / "data"

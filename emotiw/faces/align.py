@@ -26,6 +26,7 @@ __all__ = [
     "align_clip",
     "align_face",
     "similarity_transform",
+    "warp_to_face",
 ]
 
 FACE_SIZE = 48
@@ -88,10 +89,20 @@ def align_face(
     gray_frame: np.ndarray, points5: np.ndarray, rng: np.random.Generator, *, levels: int = 64
 ) -> np.ndarray:
     """One aligned, equalised (48, 48) uint8 face from a grey frame and its 5 points (pixel coordinates)."""
+    return warp_to_face(gray_frame, similarity_transform(points5, FER_MEAN_SHAPE_48), rng, levels=levels)
+
+
+def warp_to_face(
+    gray_frame: np.ndarray, m: np.ndarray, rng: np.random.Generator, *, levels: int | None = 64
+) -> np.ndarray:
+    """The (48, 48) uint8 window of ``gray_frame`` under the similarity ``m`` (source pixel -> face pixel, ``(2, 3)``).
+
+    With ``levels`` the sampled region is histogram-equalised first (None: pixels as they are); where the window
+    leaves the image it samples i.i.d. uniform noise 0..255 (drawn from ``rng`` only then), the authors' border.
+    """
     gray_frame = np.asarray(gray_frame)
     if gray_frame.dtype != np.uint8 or gray_frame.ndim != 2:
         raise ValueError(f"gray_frame must be a 2-D uint8 array, got {gray_frame.dtype} {gray_frame.shape}")
-    m = similarity_transform(points5, FER_MEAN_SHAPE_48)
     lin, shift = m[:, :2], m[:, 2]
     # Source region sampled by the output window (one pixel of slack for the bilinear neighbours).
     corners = np.array([[-1, -1], [FACE_SIZE, -1], [-1, FACE_SIZE], [FACE_SIZE, FACE_SIZE]], dtype=np.float64)
@@ -100,13 +111,17 @@ def align_face(
     x1, y1 = np.ceil(src.max(0)).astype(int) + 1
     h, w = gray_frame.shape
     fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)
+
+    def equalise(patch: np.ndarray) -> np.ndarray:
+        return equalize_hist(patch, levels) if levels else patch
+
     if (fx0, fy0, fx1, fy1) == (x0, y0, x1, y1):
-        canvas = equalize_hist(gray_frame[y0 : y1 + 1, x0 : x1 + 1], levels)
+        canvas = equalise(gray_frame[y0 : y1 + 1, x0 : x1 + 1])
     else:  # noise only where the window leaves the frame; the rng is drawn only then
         canvas = rng.integers(0, 256, size=(y1 - y0 + 1, x1 - x0 + 1), dtype=np.uint8)
         if fx0 <= fx1 and fy0 <= fy1:
             patch = gray_frame[fy0 : fy1 + 1, fx0 : fx1 + 1]
-            canvas[fy0 - y0 : fy1 - y0 + 1, fx0 - x0 : fx1 - x0 + 1] = equalize_hist(patch, levels)
+            canvas[fy0 - y0 : fy1 - y0 + 1, fx0 - x0 : fx1 - x0 + 1] = equalise(patch)
     local = m.copy()
     local[:, 2] = shift + lin @ np.array([x0, y0], dtype=np.float64)
     return cv2.warpAffine(

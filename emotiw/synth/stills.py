@@ -6,6 +6,9 @@
   ``test/<emotion>/PublicTest_<id>.jpg``: the same faces as the CSV's Training and PublicTest rows.
 - ``write_tfd_mat``: ``TFD_48x48.mat`` with ``images`` (N,48,48) uint8, ``labs_ex`` (N,1) 1..7 or -1,
   ``labs_id`` (N,1) subject, ``folds`` (N,5) 0 unlabelled / 1 train / 2 valid / 3 test (subject-disjoint).
+
+Each writer also leaves ``face_points.csv`` beside the faces (:mod:`emotiw.io.points`): the 5 points of every still,
+as the generated AFEW clips have landmark sidecars; the registration of TFD to the FER frame averages them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 import scipy.io
 
 from emotiw.artifacts import atomic_path
+from emotiw.io.points import POINTS_FILE, write_face_points
 from emotiw.labels import EMOTIONS, NUM_CLASSES, UNLABELLED, to_tfd
 from emotiw.synth import _items
 from emotiw.synth.faces import FER_MEAN_SHAPE, StillStyle, expression_aus, render_still, sample_identity
@@ -39,6 +43,7 @@ class StillSet:
     labels: np.ndarray  # (N,) int64 canonical, -1 unlabelled
     usage: np.ndarray  # (N,) str
     ids: np.ndarray  # (N,) str: FER image ids, TFD subject ids
+    points: np.ndarray | None = None  # (N, 5, 2) the drawn faces' 5 points, 0-based pixels
 
 
 def _still(
@@ -50,7 +55,7 @@ def _still(
     target: np.ndarray,
     style: StillStyle,
     subject_seed: int | None,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     rng = _items.item_rng(seed, tag, index)
     if subject_seed is None:
         idn = sample_identity(rng, resting_scale=diff.resting)
@@ -62,8 +67,7 @@ def _still(
         label = int(rng.integers(NUM_CLASSES))
     shown, intensity = _items.shown_expression(rng, label, diff)
     aus = expression_aus(shown, intensity, rng=rng, jitter=diff.au_jitter, resting=idn.resting)
-    img, _ = render_still(idn, aus, rng, target=target, style=style)
-    return img
+    return render_still(idn, aus, rng, target=target, style=style)
 
 
 def make_fer(
@@ -91,8 +95,14 @@ def make_fer(
         (seed, _items.FER_ITEM, i, int(lab), diff, FER_MEAN_SHAPE, diff.still, None)
         for i, lab in enumerate(labels_arr)
     ]
-    images = np.stack(_items.map_items(_still, args, workers)) if args else np.zeros((0, 48, 48), np.uint8)
-    return StillSet(images, labels_arr, usage_arr, np.asarray([str(int(i)) for i in ids]))
+    images, points = _stack_stills(_items.map_items(_still, args, workers))
+    return StillSet(images, labels_arr, usage_arr, np.asarray([str(int(i)) for i in ids]), points)
+
+
+def _stack_stills(items: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not items:
+        return np.zeros((0, 48, 48), np.uint8), np.zeros((0, 5, 2))
+    return np.stack([img for img, _ in items]), np.stack([pts for _, pts in items]).astype(np.float64)
 
 
 _DECIMAL = np.array([str(i) for i in range(256)], dtype=object)  # grey level -> text, looked up in one go
@@ -125,6 +135,9 @@ def write_fer_csv(
     )
     with atomic_path(path) as tmp:
         tmp.write_text("emotion,pixels,Usage\n" + "".join(parts))
+    if data.points is not None:  # keyed as read_fer_csv keys the rows: <file>:<line>, the header on line 1
+        keys = [f"{Path(path).name}:{i + 2}" for i in range(len(data.images))]
+        write_face_points(Path(path).parent / POINTS_FILE, keys, data.points)
     return data
 
 
@@ -157,6 +170,9 @@ def write_fer_images(
     ]
     jobs = [(paths[s], data.images[keep[s]]) for s in _chunks(len(keep))]
     _items.map_items(_write_jpegs, jobs, workers, min_items=4)
+    if data.points is not None:  # keyed as read_fer_images keys the files: paths relative to the root
+        keys = [Path(p).relative_to(root).as_posix() for p in paths]
+        write_face_points(root / POINTS_FILE, keys, data.points[keep])
     return data
 
 
@@ -198,8 +214,9 @@ def make_tfd(
         (seed, _items.TFD_ITEM, i, int(lab), diff, TFD_MEAN_SHAPE, style, int(s))
         for i, (lab, s) in enumerate(zip(labels, subjects, strict=True))
     ]
-    images = np.stack(_items.map_items(_still, args, workers)) if args else np.zeros((0, 48, 48), np.uint8)
-    return StillSet(images, labels, np.asarray([""] * n), np.asarray([str(s + 1) for s in subjects])), folds
+    images, points = _stack_stills(_items.map_items(_still, args, workers))
+    ids = np.asarray([str(s + 1) for s in subjects])
+    return StillSet(images, labels, np.asarray([""] * n), ids, points), folds
 
 
 def write_tfd_mat(
@@ -220,4 +237,7 @@ def write_tfd_mat(
     raw[:116] = b"MATLAB 5.0 MAT-file, written by emotiw.synth".ljust(116, b" ")
     with atomic_path(path) as tmp:
         tmp.write_bytes(bytes(raw))
+    if stills.points is not None:  # keyed as read_tfd_mat keys the rows: <file>:<row>
+        keys = [f"{Path(path).name}:{i}" for i in range(len(stills.images))]
+        write_face_points(Path(path).parent / POINTS_FILE, keys, stills.points)
     return stills, folds

@@ -35,3 +35,16 @@ def test_cnn_trains_on_all_of_fer2013_like_the_paper(tmp_path: Path) -> None:
     assert compose_cfg(["stage=cnn"], tmp_path).data.fer_train == "all"
     for overrides in (["data=fer_csv"], ["data=fer_images"], ["experiment=demo"]):
         assert compose_cfg(["stage=cnn", *overrides], tmp_path).data.fer_train == "training", overrides
+
+
+def test_tfd_is_registered_to_the_fer_frame_by_mean_shapes(tmp_path: Path) -> None:
+    # paper-spec §1: one similarity per data set from its mean 5-point shape to FER2013's, noise border
+    cfg = compose_cfg(["stage=cnn"], tmp_path)
+    assert (cfg.data.tfd_registration, cfg.data.still_points) == ("mean_shape", "auto")
+
+
+def test_afew_faces_for_the_cnn_follow_the_faces_settings(tmp_path: Path) -> None:
+    # paper-spec §1: MATLAB histeq's default, 64 levels, for AFEW and the stills alike
+    cnn, faces = compose_cfg(["stage=cnn"], tmp_path).data, compose_cfg(["stage=faces"], tmp_path).data
+    assert cnn.histeq_levels == faces.histeq_levels == 64
+    assert cnn.face_source == faces.face_source == "auto" and cnn.noise_seed == faces.noise_seed == 0

@@ -11,6 +11,7 @@ import torch
 
 from datamodules.fer_tfd import FerTfdDataModule
 from emotiw.faces.histeq import equalize_hist
+from emotiw.io import FaceSet
 from tests.fer_stills import usage_count, write_face_root
 
 
@@ -52,9 +53,10 @@ def test_splits_sizes_and_stratified_holdout(faces):
 
 
 def test_histeq_then_normaliser_fitted_on_train_only(faces):
-    dm = _dm(faces, histeq_levels=64)
+    # TFD as stored: registered TFD faces are equalised before their warp (test_tfd_is_registered_...)
+    dm = _dm(faces, histeq_levels=64, tfd_registration="none")
     dm.setup("fit")
-    raw = _dm(faces, histeq_levels=None)
+    raw = _dm(faces, histeq_levels=None, tfd_registration="none")
     raw.setup("fit")
     # same split (seeded), images equalised one by one to 64 levels
     np.testing.assert_array_equal(dm.data["train"].keys, raw.data["train"].keys)
@@ -79,6 +81,37 @@ def test_fer_train_all_is_every_fer2013_face_and_leaves_no_test_split(faces, fer
     assert dm.data_hash() != _dm(faces, fer_format=fer_format, root=str(root)).data_hash()
     with pytest.raises(ValueError, match=r"data.fer_train='public'"):
         _dm(faces, fer_train="public").setup("fit")
+
+
+def test_tfd_is_registered_to_the_fer_frame_before_mixing(faces):
+    """The generator draws TFD 12 % tighter than FER2013 (emotiw.synth.stills.TFD_MEAN_SHAPE); registered by the two
+    sets' mean shapes (from the face_points.csv sidecars it writes), TFD's faces land on FER2013's mean shape."""
+    from emotiw.faces.register import register_faces
+    from emotiw.synth.faces import FER_MEAN_SHAPE
+    from emotiw.synth.stills import TFD_MEAN_SHAPE
+
+    dm = _dm(faces)
+    dm.setup("fit")
+    reg = dm.registration
+    assert reg.point_source == "sidecar" and reg.scale == pytest.approx(1 / 1.12, abs=0.02)
+    landed = TFD_MEAN_SHAPE @ reg.matrix[:, :2].T + reg.matrix[:, 2]
+    assert np.linalg.norm(landed - FER_MEAN_SHAPE, axis=1).max() < 1.0
+    # the TFD faces (train and hold-out slice) are the equalised TFD images warped by it over a seeded noise border
+    raw = _dm(faces, tfd_registration="none")
+    raw.setup("fit")
+
+    def tfd_faces(d):  # in TFD row order, as registered
+        both = FaceSet.concat([d.data["train"], d.data["val"]])
+        rows = [i for i, k in enumerate(both.keys) if str(k).startswith("TFD_48x48.mat:")]
+        rows.sort(key=lambda i: int(str(both.keys[i]).split(":")[1]))
+        return both.images[rows], both.keys[rows]
+
+    got, keys = tfd_faces(dm)
+    before, raw_keys = tfd_faces(raw)
+    assert np.array_equal(keys, raw_keys) and len(keys) == int((faces["tfd"].labels >= 0).sum())
+    np.testing.assert_array_equal(got, register_faces(before, reg.matrix, np.random.default_rng([0, 0])))
+    assert not np.array_equal(got, before) and dm.data_hash() != raw.data_hash()
+    np.testing.assert_array_equal(dm.data["test"].images, raw.data["test"].images)  # FER faces as they were
 
 
 def test_image_folder_source(faces):
