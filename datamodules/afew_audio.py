@@ -18,6 +18,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from emotiw.artifacts import SPLITS
+from emotiw.checks import check_batch, check_number
 from emotiw.partitions import Partition
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class ClipFeaturesDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int = 256, num_workers: int = 0):
         super().__init__()
+        check_batch("data", batch_size, num_workers)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.tables: dict[str, ClipFeatureDataset] | None = None
@@ -98,6 +100,11 @@ class AfewAudioDataModule(ClipFeaturesDataModule):
         num_workers: int = 0,
     ):
         super().__init__(batch_size=batch_size, num_workers=num_workers)
+        check_number("data.sample_rate", sample_rate, min_val=1, integer=True)
+        check_number("data.min_duration_s", min_duration_s, min_val=0)
+        check_number("data.silence_rms", silence_rms, min_val=0)
+        check_number("data.n_components", n_components, min_val=1, integer=True)
+        check_number("data.max_variance", max_variance, min_val=0, max_val=1, closed="right")
         # The partition is kept as a Partition, not in hparams: checkpoints must hold plain values only.
         self.save_hyperparameters(ignore=["partition"], logger=False)
         self.partition = Partition.from_config(partition)

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from emotiw.activity import BLOCK_SHAPE, block_whitener, sample_blocks
+from emotiw.checks import check_batch, check_number
 from emotiw.partitions import Partition
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,13 @@ class AfewBlocksDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
+        check_batch("data", batch_size, num_workers)
+        check_number("data.n_train_blocks", n_train_blocks, min_val=2, integer=True)
+        check_number("data.n_val_blocks", n_val_blocks, min_val=1, integer=True)
+        check_number("data.whitener_fit_blocks", whitener_fit_blocks, min_val=2, integer=True)
+        check_number("data.max_variance", max_variance, min_val=0, max_val=1, closed="right")
+        check_number("data.max_components", max_components, min_val=1, integer=True)
+        check_number("data.contrast_offset", contrast_offset, min_val=0)
         # The partition is kept as a Partition, not in hparams: checkpoints must hold plain values only.
         self.save_hyperparameters(ignore=["partition"], logger=False)
         self.partition = Partition.from_config(partition)

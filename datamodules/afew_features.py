@@ -35,6 +35,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from datamodules.padding import padded_index
 from emotiw.aggcnn import PAPER_K, k_average_pool
 from emotiw.artifacts import SPLITS
+from emotiw.checks import check_batch, check_number
 from emotiw.partitions import Partition
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,8 @@ class AfewFeaturesDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        check_batch("data", batch_size, num_workers)
+        check_number("data.k", k, min_val=1, integer=True)
         self.features_dir = features_dir
         self.partition = partition
         self.representation = representation

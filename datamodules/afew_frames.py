@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from emotiw.artifacts import SPLITS
+from emotiw.checks import check_batch, check_number
 from emotiw.faces import AlignConfig, ClipFaces, FaceReport, load_afew_faces
 from emotiw.partitions import Partition
 
@@ -120,6 +121,11 @@ class AfewFramesDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        check_batch("data", batch_size, num_workers)
+        check_number("data.min_frames", min_frames, min_val=1, integer=True)
+        check_number("data.histeq_levels", histeq_levels, min_val=2, max_val=256, integer=True)
+        if face_workers is not None:
+            check_number("data.face_workers", face_workers, min_val=0, integer=True)
         self.save_hyperparameters(logger=False)
         self.clips: dict[str, list[ClipFaces]] = {}
         self.report: FaceReport | None = None

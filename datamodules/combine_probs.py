@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from emotiw.artifacts import SPLITS, load_probs
+from emotiw.checks import check_batch
 from emotiw.combine import align_models
 
 
@@ -43,6 +44,7 @@ class CombineProbsDataModule(L.LightningDataModule):
 
     def __init__(self, sources: Sequence[str], run_dir: str, runs_dir: str, batch_size: int = 256) -> None:
         super().__init__()
+        check_batch("data", batch_size)
         self.sources = list(sources)
         self.run_dir, self.runs_dir, self.batch_size = run_dir, runs_dir, batch_size
         self.rows: list[dict[str, Any]] = []

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from datamodules.padding import padded_index
 from emotiw.artifacts import read_cache_npz
+from emotiw.checks import check_batch, check_number
 from emotiw.io import FaceSet, read_fer_csv, read_fer_images, read_tfd_mat
 from emotiw.preprocess import MeanStdImage
 
@@ -101,6 +102,9 @@ class FerTfdDataModule(L.LightningDataModule):
         mean_shape_sample: int = 2000,
     ) -> None:
         super().__init__()
+        check_batch("data", batch_size, num_workers)
+        if histeq_levels is not None:
+            check_number("data.histeq_levels", histeq_levels, min_val=2, max_val=256, integer=True)
         self.save_hyperparameters(logger=False)
         # Plain containers only: checkpoints must load with torch.load(weights_only=True), which refuses OmegaConf types.
         for key, value in self.hparams.items():

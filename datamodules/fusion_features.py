@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.padding import padded_index
 from emotiw.artifacts import SPLITS, load_probs, probs_path
+from emotiw.checks import check_batch, check_numbers
 
 MISSING_MODES = ("zeros", "drop")
 
@@ -134,6 +135,8 @@ class FusionFeaturesDataModule(L.LightningDataModule):
         # plain containers, so checkpoints that carry these hparams load with weights_only=True
         models, fit_splits, tune_splits = list(models), list(fit_splits), list(tune_splits or [])
         in_dims = None if in_dims is None else [int(d) for d in in_dims]
+        check_batch("data", batch_size, num_workers)
+        check_numbers("data.in_dims", in_dims or (), min_val=1, integer=True)
         self.save_hyperparameters(logger=False)
         self.data: dict[str, FusedSplit] = {}
         self.batch_size_per_device = batch_size

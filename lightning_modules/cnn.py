@@ -21,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from emotiw.checks import check_number, check_numbers
 from lightning_modules.components.cnn_deep import DeepCNN
 from lightning_modules.components.cnn_paper import PaperCNN
 from lightning_modules.components.losses import clipped_cross_entropy
@@ -77,6 +78,18 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
             )
         if lr_schedule not in ("constant", "onecycle"):
             raise ValueError(f"lr_schedule must be 'constant' or 'onecycle', got {lr_schedule!r}")
+        check_numbers("model.channels", channels, min_val=1, integer=True)
+        check_numbers("model.kernels", kernels, min_val=1, integer=True)
+        check_numbers("model.deep_widths", deep_widths, min_val=1, integer=True)
+        check_number("model.num_classes", num_classes, min_val=2, integer=True)
+        check_number("model.dropout", dropout, min_val=0, max_val=1, closed="left")
+        check_number("model.flip_p", flip_p, min_val=0, max_val=1)
+        check_number("model.lr", lr, min_val=0)  # 0 freezes the weights; below 0 climbs the loss
+        check_number("model.momentum", momentum, min_val=0, max_val=1, closed="left")
+        check_number("model.weight_decay", weight_decay, min_val=0)
+        check_number("model.max_lr", max_lr, min_val=0, closed="neither")
+        check_number("model.prob_clip", prob_clip, min_val=0, max_val=0.5, closed="left")
+        check_number("model.label_smoothing", label_smoothing, min_val=0, max_val=1, closed="left")
         if arch == "paper":
             self.net = PaperCNN(
                 in_size=crop_size,

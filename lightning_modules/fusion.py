@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from emotiw.checks import check_number, check_numbers
 from lightning_modules.components.fusion_mlp import FUSION_REGULARISERS, FusionMLP, fusion_penalty
 from lightning_modules.components.losses import clipped_cross_entropy
 from lightning_modules.integrity import ChecksummedCheckpoints, check_finite
@@ -44,6 +45,15 @@ class FusionModule(ChecksummedCheckpoints, L.LightningModule):
         in_dims, hidden_dims = [int(d) for d in in_dims], [int(d) for d in hidden_dims]
         if fusion_reg not in FUSION_REGULARISERS:
             raise ValueError(f"fusion_reg={fusion_reg!r} must be one of {', '.join(FUSION_REGULARISERS)}")
+        check_numbers("model.in_dims", in_dims, min_val=1, integer=True)
+        check_numbers("model.hidden_dims", hidden_dims, min_val=1, integer=True)
+        check_number("model.shared_dim", shared_dim, min_val=1, integer=True)
+        check_number("model.n_classes", n_classes, min_val=2, integer=True)
+        check_number("model.dropout", dropout, min_val=0, max_val=1, closed="left")
+        check_number("model.lr", lr, min_val=0)
+        check_number("model.momentum", momentum, min_val=0, max_val=1, closed="left")
+        check_number("model.reg_lambda", reg_lambda, min_val=0)
+        check_number("model.max_epochs", max_epochs, min_val=1, integer=True)
         self.save_hyperparameters()
         self.net = FusionMLP(in_dims, hidden_dims, shared_dim, n_classes, dropout)
         self.train_acc = MulticlassAccuracy(n_classes, average="micro", ignore_index=-1)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from emotiw.checks import check_number
 from lightning_modules.components.irnn import IRNN
 from lightning_modules.integrity import ChecksummedCheckpoints, check_finite
 
@@ -43,6 +44,17 @@ class IRNNModule(ChecksummedCheckpoints, L.LightningModule):
             raise ValueError(
                 f"loss_normalization={loss_normalization!r} must be one of {LOSS_NORMALIZATIONS}"
             )
+        for key, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            check_number(f"model.{key}", value, min_val=1, integer=True)
+        check_number("model.num_classes", num_classes, min_val=2, integer=True)
+        for key, value in (
+            ("rec_init_scale", rec_init_scale),
+            ("in_init_std", in_init_std),
+            ("out_init_range", out_init_range),
+            ("lr", lr),
+        ):
+            check_number(f"model.{key}", value, min_val=0)
+        check_number("model.momentum", momentum, min_val=0, max_val=1, closed="left")
         self.save_hyperparameters()
         self.net = IRNN(input_size, hidden_size, num_classes, rec_init_scale, in_init_std, out_init_range)
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")

@@ -12,6 +12,7 @@ import torch
 from torchmetrics import MeanMetric, MinMetric
 
 from emotiw.activity.encode import FoldedEncoder
+from emotiw.checks import check_number
 from lightning_modules.components.synchrony_ae import SynchronyAutoencoder
 from lightning_modules.integrity import ChecksummedCheckpoints
 
@@ -31,6 +32,12 @@ class SAEModule(ChecksummedCheckpoints, L.LightningModule):
         init_scale: float = 0.01,
     ):
         super().__init__()
+        for key, value in (("n_visible", n_visible), ("n_hidden", n_hidden), ("n_pixels", n_pixels)):
+            check_number(f"model.{key}", value, min_val=1, integer=True)
+        check_number("model.contraction", contraction, min_val=0)
+        check_number("model.lr", lr, min_val=0)
+        check_number("model.momentum", momentum, min_val=0, max_val=1, closed="left")
+        check_number("model.init_scale", init_scale, min_val=0, closed="neither")
         self.save_hyperparameters()
         self.net = SynchronyAutoencoder(n_visible, n_hidden, init_scale)
         # Whitening folded in: whitened = rownorm(pixels) @ pixel_map + pixel_bias (see emotiw.audio.whitening).
