@@ -34,7 +34,15 @@ from emotiw.io.video import VideoDecodeError, read_video
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClipFaces", "FaceReport", "build_entry", "cache_key", "cache_path", "load_afew_faces"]
+__all__ = [
+    "ClipFaces",
+    "FaceReport",
+    "align_rng",
+    "build_entry",
+    "cache_key",
+    "cache_path",
+    "load_afew_faces",
+]
 
 ON_MISSING = ("skip", "error")
 
@@ -94,6 +102,12 @@ def cache_key(ref: ClipRef, source: FaceSource, config: AlignConfig) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
+def align_rng(config: AlignConfig, key: str) -> np.random.Generator:
+    """The noise stream of a clip's alignment (padding where the face window leaves the frame), seeded by its key,
+    so the stage and the prediction pipeline pad a clip identically."""
+    return np.random.default_rng([config.seed, int(key[:15], 16)])
+
+
 def cache_path(cache_dir: str | os.PathLike, key: str) -> Path:
     return Path(cache_dir) / "faces" / key[:2] / f"{key}.npz"
 
@@ -107,7 +121,7 @@ def build_entry(ref: ClipRef, source: FaceSource, config: AlignConfig, key: str)
         video = read_video(ref.video_path, rgb=source.needs_rgb)
         n_frames = video.num_frames
         idx, points = source.clip_points(ref, video.rgb if source.needs_rgb else video.gray)
-        rng = np.random.default_rng([config.seed, int(key[:15], 16)])
+        rng = align_rng(config, key)
         faces, frame_idx = align_clip(video.gray, idx, points, rng, levels=config.levels)
         if len(faces) == 0:
             status, message = "no_face", f"{ref.video_path}: no frame with a face ({n_frames} frames decoded)"

@@ -232,7 +232,7 @@ class CenterFaceSource:
         return np.asarray(idx, dtype=np.int64), np.asarray(pts, dtype=np.float64).reshape(-1, 5, 2)
 
 
-FACE_SOURCES = ("auto", "landmarks", "centerface")
+FACE_SOURCES = ("auto", "landmarks", "centerface", "centerface_track")
 
 
 def resolve_face_source(spec: str | FaceSource, afew_root: str | Path | None) -> str | FaceSource:
@@ -250,8 +250,9 @@ def resolve_face_source(spec: str | FaceSource, afew_root: str | Path | None) ->
 
 
 def make_face_source(spec: str | FaceSource, afew_root: str | Path | None = None) -> FaceSource:
-    """``"landmarks"``, ``"centerface"`` or ``"auto"`` (see :func:`resolve_face_source`; needs ``afew_root``), or an
-    object with the FaceSource interface."""
+    """``"landmarks"``, ``"centerface"`` (every frame, the largest face), ``"centerface_track"`` (detect every few
+    frames and follow one face: :mod:`emotiw.faces.track`, what ``predict.py`` uses), ``"auto"`` (see
+    :func:`resolve_face_source`; needs ``afew_root``), or an object with the FaceSource interface."""
     spec = resolve_face_source(spec, afew_root)
     if not isinstance(spec, str):
         return spec
@@ -259,6 +260,10 @@ def make_face_source(spec: str | FaceSource, afew_root: str | Path | None = None
         return LandmarkFileSource()
     if spec == "centerface":
         return CenterFaceSource()
+    if spec == "centerface_track":
+        from emotiw.faces.track import TrackedFaceSource
+
+        return TrackedFaceSource()
     raise ValueError(f"face_source={spec!r}: expected one of {', '.join(FACE_SOURCES)}")
 
 
