@@ -175,6 +175,19 @@ def _compute(
     return ClipAudioFeatures(clip_id, OK, feats)
 
 
+def clip_is10(
+    path: str | os.PathLike,
+    *,
+    sample_rate: int = 16000,
+    min_duration_s: float = 0.25,
+    silence_rms: float = 1e-4,
+) -> ClipAudioFeatures:
+    """IS10 features of one file, uncached (prediction on any video), with the same checks and statuses as
+    :func:`extract_is10`; ``clip_id`` is the file name."""
+    path = Path(path)
+    return _compute(path.name, path, sample_rate, min_duration_s, silence_rms)
+
+
 def extract_is10(
     clips: Sequence[tuple[str, str | os.PathLike]],
     *,
