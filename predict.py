@@ -1,173 +1,424 @@
-"""Classify the emotion of faces in still images (or a video) with the face CNN.
+"""Predict the emotion shown in videos and stills with the trained system (today: the face CNN).
 
-    python predict.py --images FOLDER_OR_FILE [--out preds.csv] [--run RUN_DIR | --weights FILE]
-    python predict.py --video FILE [--out preds.csv] [--every 5]
+    python predict.py PATH [PATH ...] [--out DIR] [--every N] [--run RUN_DIR | --weights FILE]
 
-Without ``--run``/``--weights`` the weights shipped in ``emotiw/assets`` are used (checksum verified).
-A 48x48 gray image is taken as an aligned face (FER2013 style). Any other image goes through the CenterFace
-detector and the same 5-point alignment as the AFEW frames; when no face is found, the centre square is resized
-to 48x48 instead (column ``face`` says which). Every face is equalised to 64 levels like the training data.
-A video gets one row: the mean of the per-frame probabilities over the frames with a detected face.
+Each PATH is a video, an image, or a folder searched recursively for both. Writes, as results come in:
+``DIR/predictions.csv`` (one row per input: path, predicted emotion, its probability, every model's 7
+probabilities, frames read, frames with a face, status), ``DIR/predictions.json`` (the same plus per-frame boxes,
+5 points and CNN probabilities), ``DIR/timelines/<name>.png`` per video (the 7 probabilities over time, frames
+without a face shaded) and ``DIR/predict.log``. Bad input is reported in the status column and the log, and the
+other inputs go on; the exit status is 1 only when nothing could be predicted (2 for a bad command line).
+
+Without ``--run``/``--weights`` the face CNN shipped in ``emotiw/assets`` is used (checksum verified). Faces are
+found by CenterFace every ``--every`` frames and followed by optical flow in between; one face per clip is kept
+(the most persistent, then the largest), its 5 points smoothed over time, aligned and equalised like the training
+data. A 48x48 grey still is taken as an aligned face (FER2013 style); ``--no-detect`` takes the centre square of
+every image and frame as the face.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
+import json
+import logging
+import math
+import os
+import re
 import sys
+import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-import torch
+VIDEO_SUFFIXES = (
+    ".mp4", ".avi", ".mov", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp", ".ts", ".ogv",
+)  # fmt: skip
+OUTPUT_NAMES = ("predictions.csv", "predictions.json", "predict.log", "timelines")
 
-from emotiw.faces.histeq import equalize_hist
-from emotiw.labels import EMOTIONS
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-HISTEQ_LEVELS = 64
+log = logging.getLogger("predict")
 
 
-def list_images(target: Path) -> list[Path]:
-    if target.is_file():
-        return [target]
-    if target.is_dir():
-        files = sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise ValueError(f"{target}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
-        return files
-    raise FileNotFoundError(f"{target}: no such file or folder")
+class UsageError(ValueError):
+    """A bad command line: one line, exit status 2."""
 
 
-def centre_square(gray: np.ndarray) -> np.ndarray:
-    h, w = gray.shape
-    s = min(h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    return cv2.resize(gray[y : y + s, x : x + s], (48, 48), interpolation=cv2.INTER_AREA)
+# ---------------------------------------------------------------------------------------------------- arguments
+def positive_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1, got {value}")
+        return value
+
+    return parse
 
 
-class FaceFinder:
-    """48x48 aligned, equalised uint8 face of an image, and how it was found."""
-
-    def __init__(self, detect: bool = True) -> None:
-        self.detect = detect
-        self._source = None
-
-    def _detector(self):
-        if self._source is None:
-            from emotiw.faces.detect import CenterFaceSource
-
-            self._source = CenterFaceSource()
-        return self._source
-
-    def __call__(self, image: np.ndarray, *, bgr: bool = True) -> tuple[np.ndarray, str]:
-        gray = (
-            image
-            if image.ndim == 2
-            else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)
-        )
-        if gray.shape == (48, 48):
-            return equalize_hist(gray, HISTEQ_LEVELS), "aligned"
-        if self.detect:
-            from emotiw.faces.detect import align_largest_face
-
-            face = align_largest_face(image, self._detector(), bgr=bgr, levels=HISTEQ_LEVELS)
-            if face is not None:
-                return face, "detected"
-        return equalize_hist(centre_square(gray), HISTEQ_LEVELS), "centre-crop"
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line, not argparse's usage block: ``predict.py: error: <what and the fix>``."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def classify(model, faces: np.ndarray, batch: int = 256) -> np.ndarray:
-    probs = []
-    for i in range(0, len(faces), batch):
-        logits, _ = model.embed(torch.from_numpy(faces[i : i + batch]))
-        probs.append(logits.softmax(-1).numpy())
-    return np.concatenate(probs) if probs else np.zeros((0, len(EMOTIONS)), np.float32)
-
-
-def predict_images(model, paths: list[Path], finder: FaceFinder) -> list[dict]:
-    faces, kinds, ok_paths = [], [], []
-    for p in paths:
-        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            print(f"skipped {p}: cannot decode image", file=sys.stderr)
-            continue
-        if img.ndim == 3 and img.shape[2] == 4:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-        if img.dtype != np.uint8:
-            img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, int(img.max())))
-        face, kind = finder(img)
-        faces.append(face)
-        kinds.append(kind)
-        ok_paths.append(p)
-    probs = classify(model, np.stack(faces)) if faces else np.zeros((0, 7))
-    return [_row(str(p), k, pr) for p, k, pr in zip(ok_paths, kinds, probs, strict=True)]
-
-
-def predict_video(model, path: Path, finder: FaceFinder, every: int = 5) -> dict:
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise ValueError(f"{path}: cannot open video")
-    faces, t = [], 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if t % every == 0:
-            face, kind = finder(frame)
-            if kind != "centre-crop":
-                faces.append(face)
-        t += 1
-    cap.release()
-    if t == 0:
-        raise ValueError(f"{path}: no frames decoded")
-    if not faces:
-        raise ValueError(f"{path}: no face found in {t} frames (every {every}th frame searched)")
-    probs = classify(model, np.stack(faces)).mean(0)
-    return _row(str(path), f"video:{len(faces)}/{t} frames", probs)
-
-
-def _row(path: str, kind: str, probs: np.ndarray) -> dict:
-    row = {"path": path, "emotion": EMOTIONS[int(np.argmax(probs))], "face": kind}
-    row.update({f"p_{e}": f"{float(v):.6f}" for e, v in zip(EMOTIONS, probs, strict=True)})
-    return row
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", type=Path, help="an image file or a folder (searched recursively)")
-    src.add_argument("--video", type=Path, help="a video file: per-frame CNN, mean of the probabilities")
-    ap.add_argument("--out", type=Path, default=Path("preds.csv"), help="CSV to write (default preds.csv)")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = _Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="videos, images or folders (recursive)"
+    )
+    ap.add_argument("--video", action="append", type=Path, default=[], help="alias of PATH (repeatable)")
+    ap.add_argument("--images", action="append", type=Path, default=[], help="alias of PATH (repeatable)")
+    ap.add_argument(
+        "--out", type=Path, default=Path("predictions"), help="output folder (default ./predictions)"
+    )
     model_src = ap.add_mutually_exclusive_group()
-    model_src.add_argument("--run", type=Path, help="a run directory whose cnn/best.ckpt to use")
+    model_src.add_argument("--run", type=Path, help="a run directory: its cnn/best.ckpt is used")
     model_src.add_argument(
         "--weights", type=Path, help="a weights file written by lightning_modules.cnn.save_weights"
     )
     ap.add_argument(
-        "--no-detect", action="store_true", help="never run the face detector (centre crop instead)"
+        "--every",
+        type=positive_int("--every"),
+        default=5,
+        help="run the face detector on every N-th frame, follow the face in between (1: every frame; default 5)",
     )
-    ap.add_argument("--every", type=int, default=5, help="video: classify every n-th frame (default 5)")
+    ap.add_argument(
+        "--batch-size",
+        type=positive_int("--batch-size"),
+        default=256,
+        help="faces per CNN call (default 256)",
+    )
+    ap.add_argument(
+        "--max-pixels",
+        type=positive_int("--max-pixels"),
+        default=100_000_000,
+        help="refuse stills with more pixels than this (default 100 M); larger than 2048 a side are downscaled",
+    )
+    ap.add_argument(
+        "--no-detect", action="store_true", help="inputs are face crops: take the centre square as the face"
+    )
+    ap.add_argument("--no-timelines", action="store_true", help="do not draw the per-video timeline PNGs")
     args = ap.parse_args(argv)
+    args.paths = [*args.paths, *args.video, *args.images]
+    if not args.paths:
+        ap.error("give at least one video, image or folder")
+    return args
 
-    from emotiw.artifacts import atomic_path
+
+# ---------------------------------------------------------------------------------------------------- inputs
+def _media_kind(path: Path) -> str | None:
+    from emotiw.io.image import IMAGE_SUFFIXES
+
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    return "video" if suffix in VIDEO_SUFFIXES else None
+
+
+def find_inputs(paths: list[Path], out_dir: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The files to predict, in the order given (folders sorted, recursive), and the paths that give none, each
+    with its reason. Files inside the output folder are never inputs (a rerun would read its own timelines)."""
+    out_resolved = out_dir.resolve()
+    files: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if _media_kind(p) and p.is_file() and not p.resolve().is_relative_to(out_resolved)
+            )
+            if not found:
+                problems.append((path, "no videos or images in this folder (searched recursively)"))
+            for p in found:
+                add(p)
+        elif path.is_file():
+            add(path)
+        else:
+            problems.append((path, "no such file or folder"))
+    return files, problems
+
+
+def check_out_dir(out_dir: Path, inputs: list[Path]) -> None:
+    """``--out`` must be a folder (or not exist yet) and never hold an input where an output will be written."""
+    if out_dir.suffix.lower() in (".csv", ".json"):
+        raise UsageError(
+            f"--out {out_dir}: give a folder (predictions.csv, predictions.json and timelines/ are written in it)"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: is a file, not a folder; give a folder for the results")
+    outputs = [(out_dir / name).resolve() for name in OUTPUT_NAMES]
+    for p in inputs:
+        rp = p.resolve()
+        for o in outputs:
+            if rp == o or rp.is_relative_to(o):
+                raise UsageError(
+                    f"--out {out_dir}: would overwrite the input {p}; choose another output folder"
+                )
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+class ResultWriter:
+    """``predictions.csv`` and ``predictions.json`` written as results come in.
+
+    Both files are created whole (atomically) with no rows; each result is then appended in one write, the CSV as
+    a line, the JSON as an element before the closing bracket, so after every input both files are complete and
+    valid and a crash keeps every result written before it.
+    """
+
+    def __init__(self, out_dir: Path, model_names: list[str], with_combined: bool) -> None:
+        from emotiw.artifacts import atomic_path
+        from emotiw.labels import EMOTIONS
+
+        self.out_dir = out_dir
+        self.model_names = model_names
+        self.groups = [*model_names, *(["combined"] if with_combined else [])]
+        self.fields = [
+            "path",
+            "emotion",
+            "probability",
+            *[f"{g}_{e}" for g in self.groups for e in EMOTIONS],
+            "frames_read",
+            "frames_with_face",
+            "status",
+        ]
+        self.csv_path = out_dir / "predictions.csv"
+        self.json_path = out_dir / "predictions.json"
+        self.count = 0
+        with atomic_path(self.csv_path) as tmp:
+            tmp.write_text(self._csv_line(dict(zip(self.fields, self.fields, strict=True))))
+        with atomic_path(self.json_path) as tmp:
+            tmp.write_text("[\n]\n")
+
+    def _csv_line(self, row: dict) -> str:
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=self.fields, lineterminator="\n").writerow(row)
+        return buf.getvalue()
+
+    def add(self, row: dict, record: dict) -> None:
+        line = self._csv_line(row).encode()
+        fd = os.open(self.csv_path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+        tail = b"\n]\n"
+        body = json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+        chunk = (b",\n" if self.count else b"") + body + tail
+        with open(self.json_path, "r+b") as fh:
+            fh.seek(-len(tail), os.SEEK_END)
+            fh.write(chunk)  # one write: the closing bracket is overwritten and rewritten in the same call
+        self.count += 1
+
+
+def _fmt(value: float) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.6f}"
+
+
+def _finite_list(a) -> list:
+    import numpy as np
+
+    return [None if not np.isfinite(v) else round(float(v), 6) for v in np.asarray(a, dtype=float).ravel()]
+
+
+def result_row(pred, writer: ResultWriter) -> tuple[dict, dict]:
+    """The CSV row and the JSON record of one prediction."""
+    from emotiw.labels import EMOTIONS
+    from emotiw.pipeline import display_path
+
+    row = {
+        "path": display_path(pred.path),
+        "emotion": pred.emotion,
+        "probability": _fmt(pred.confidence),
+        "frames_read": pred.n_frames,
+        "frames_with_face": len(pred.frame_idx),
+        "status": pred.status,
+    }
+    groups = {**pred.models, **({"combined": pred.probs} if "combined" in writer.groups else {})}
+    for g in writer.groups:
+        probs = groups.get(g)
+        for i, e in enumerate(EMOTIONS):
+            row[f"{g}_{e}"] = "" if probs is None else _fmt(probs[i])
+    fps = pred.fps if pred.fps and pred.fps > 0 else None
+    times = pred.frame_times
+    frames = [
+        {
+            "frame": int(t),
+            "time_s": round(float(times[t]), 4) if int(t) < len(times) else None,
+            "box": _finite_list(pred.boxes[i]),
+            "points": _finite_list(pred.points[i]),
+            "detected": bool(pred.detected[i]),
+            "probs": _finite_list(pred.frame_probs[i]),
+        }
+        for i, t in enumerate(pred.frame_idx)
+    ]
+    record = {
+        "path": row["path"],
+        "kind": pred.kind,
+        "emotion": pred.emotion or None,
+        "probability": None if pred.probs is None else round(pred.confidence, 6),
+        "probs": None if pred.probs is None else _finite_list(pred.probs),
+        "models": {k: None if v is None else _finite_list(v) for k, v in pred.models.items()},
+        "frames_read": pred.n_frames,
+        "frames_with_face": len(pred.frame_idx),
+        "fps": fps,
+        "status": pred.status,
+        "timeline": None,
+        "frames": frames,
+    }
+    return row, record
+
+
+def failed_row(path: Path, kind: str, reason: str, writer: ResultWriter) -> tuple[dict, dict]:
+    from emotiw.pipeline import ClipPrediction
+
+    return result_row(ClipPrediction(path, kind, notes=[reason]), writer)
+
+
+def timeline_name(path: Path, used: set[str]) -> str:
+    """A file name for the video's timeline: its stem in safe characters, numbered when two videos share it."""
+    from emotiw.pipeline import display_path
+
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", display_path(Path(path).stem)).strip("._") or "video"
+    name, n = f"{stem}.png", 1
+    while name in used:
+        n += 1
+        name = f"{stem}_{n}.png"
+    used.add(name)
+    return name
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def _setup_logging(out_dir: Path) -> None:
+    from tqdm import tqdm
+
+    class TqdmHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            tqdm.write(self.format(record), file=sys.stderr)
+
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    console = TqdmHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    file = logging.FileHandler(out_dir / "predict.log", mode="w", encoding="utf-8", errors="backslashreplace")
+    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(console)
+    log.addHandler(file)
+
+
+def run(args: argparse.Namespace) -> int:
+    inputs, problems = find_inputs(args.paths, args.out)
+    check_out_dir(args.out, inputs)
+    for p in (args.run, args.weights):
+        if p is not None and not p.exists():
+            raise UsageError(f"{p}: no such {'run folder' if p is args.run else 'weights file'}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    _setup_logging(args.out)
+    from emotiw.pipeline import display_path
+
+    if not inputs:
+        writer = ResultWriter(args.out, ["cnn"], with_combined=False)
+        for path, reason in problems:
+            log.warning("%s: %s", display_path(path), reason)
+            writer.add(*failed_row(path, "", reason, writer))
+        log.error("nothing to predict: %d path(s) gave no input; see %s", len(problems), args.out)
+        return 1
+
+    # Only now the heavy part: torch, the model, the detector.
+    import torch
+    from tqdm import tqdm
+
+    from emotiw.faces.detect import CenterFaceSource
+    from emotiw.faces.track import CentreSquareSource, TrackConfig, TrackedFaceSource
+    from emotiw.pipeline import EmotionPipeline, TorchFaceModel
+    from emotiw.plots import save_timeline
     from lightning_modules.cnn import load_cnn
 
     torch.set_grad_enabled(False)
-    model = load_cnn(run_dir=args.run, weights=args.weights)
-    finder = FaceFinder(detect=not args.no_detect)
-    if args.images is not None:
-        rows = predict_images(model, list_images(args.images), finder)
-    else:
-        rows = [predict_video(model, args.video, finder, every=args.every)]
-    fields = ["path", "emotion", "face", *[f"p_{e}" for e in EMOTIONS]]
-    with atomic_path(args.out) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    counts = {k: sum(r["face"] == k for r in rows) for k in ("aligned", "detected", "centre-crop")}
-    print(f"{len(rows)} predictions -> {args.out} ({', '.join(f'{k}: {v}' for k, v in counts.items() if v)})")
-    return 0
+    # The CNN runs on a worker thread beside decoding and tracking: one intra-op thread each keeps 2 cores busy
+    # without the two thread pools spinning against each other.
+    torch.set_num_threads(1)
+    try:
+        if args.run is not None:
+            model = load_cnn(run_dir=args.run)
+        elif args.weights is not None:
+            model = load_cnn(weights=args.weights)
+        else:
+            model = load_cnn()
+    except (FileNotFoundError, ValueError) as err:  # the loaders name the file and what is wrong
+        raise UsageError(str(err)) from None
+    front_end = (
+        CentreSquareSource()
+        if args.no_detect
+        else TrackedFaceSource(CenterFaceSource(), TrackConfig(every=args.every))
+    )
+    pipeline = EmotionPipeline(
+        TorchFaceModel(model),
+        front_end=front_end,
+        batch_size=args.batch_size,
+        max_pixels=args.max_pixels,
+    )
+    writer = ResultWriter(args.out, pipeline.model_names, with_combined=len(pipeline.model_names) > 1)
+    for path, reason in problems:
+        log.warning("%s: %s", display_path(path), reason)
+        writer.add(*failed_row(path, "", reason, writer))
+    used_names: set[str] = set()
+    predicted = 0
+    start = time.perf_counter()
+    frames_total = 0
+    for path in tqdm(inputs, desc="predict", unit="input", file=sys.stderr, disable=None):
+        shown = display_path(path)
+        try:
+            pred = pipeline.predict(path)
+            row, record = result_row(pred, writer)
+            if pred.kind == "video" and pred.n_frames and not args.no_timelines:
+                name = timeline_name(path, used_names)
+                save_timeline(args.out / "timelines" / name, pred, title=Path(shown).name)
+                record["timeline"] = f"timelines/{name}"
+        except Exception as err:  # a bug or an unforeseen file must not stop the other inputs
+            log.exception("%s: internal error", shown)
+            kind = "image" if _media_kind(path) == "image" else "video"
+            row, record = failed_row(path, kind, f"internal error: {type(err).__name__}: {err}", writer)
+            pred = None
+        writer.add(row, record)
+        if pred is not None:
+            frames_total += pred.n_frames
+        if row["emotion"]:
+            predicted += 1
+            if row["status"] != "ok":
+                log.info("%s: %s (%s)", shown, row["emotion"], row["status"])
+        else:
+            log.warning("%s: not predicted: %s", shown, row["status"])
+    seconds = time.perf_counter() - start
+    log.info(
+        "%d of %d inputs predicted (%d frames in %.1f s) -> %s",
+        predicted,
+        len(inputs) + len(problems),
+        frames_total,
+        seconds,
+        writer.csv_path,
+    )
+    return 0 if predicted else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as err:
+        print(f"predict.py: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

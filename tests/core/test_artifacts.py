@@ -60,3 +60,19 @@ def test_atomic_path_keeps_old_file_when_writer_fails(tmp_path: Path) -> None:
     assert target.read_text().strip().startswith("{")
     assert '"v": 1' in target.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_atomic_writes_follow_the_umask(tmp_path: Path) -> None:
+    """Results are shared on multi-user machines: a written file gets 0666 minus the umask, not mkstemp's 0600."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        save_json(tmp_path / "a.json", {"x": 1})
+        os.umask(0o077)
+        save_json(tmp_path / "b.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]  # no temporary left behind
