@@ -81,7 +81,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--every",
         type=positive_int("--every"),
         default=5,
-        help="run the face detector on every N-th frame, follow the face in between (1: every frame; default 5)",
+        help="run the face detector on every N-th frame, follow the faces by optical flow in between "
+        "(1: detect on every frame, slowest; default 5)",
     )
     ap.add_argument(
         "--batch-size",

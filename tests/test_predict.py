@@ -251,7 +251,8 @@ def bad_run(tmp_path_factory) -> tuple[Path, dict[str, dict], list[dict], subpro
     face_clip(media / "portrait.avi", n=12, size=(180, 320), drift=(0.5, 1.0))
     frames, _ = face_frames(12)
     write_clip(media / "gray.avi", [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])
-    big = np.full((8000, 8000, 3), 90, np.uint8)  # flat: a generated scene this size takes gigabytes of floats
+    # A flat background: a generated scene this size would take gigabytes of floats.
+    big = np.full((8000, 8000, 3), 90, np.uint8)
     big[2000:5700, 2500:5855] = cv2.resize(head(400), (3355, 3700))
     Image.fromarray(big).save(media / "big.jpg", quality=80)
     face_clip(media / NON_UTF8, n=8)

@@ -214,7 +214,9 @@ def test_timeline_shades_the_frames_without_a_face():
     fig = timeline_figure(pred, title="x.avi")
     ax = fig.axes[0]
     spans = sorted(
-        (round(p.get_x(), 6), round(p.get_x() + p.get_width(), 6)) for p in ax.patches if isinstance(p, Rectangle)
+        (round(p.get_x(), 6), round(p.get_x() + p.get_width(), 6))
+        for p in ax.patches
+        if isinstance(p, Rectangle)
     )
     assert spans == [(0.12, 0.2), (0.28, 0.36)]  # frames 3-4 and 7-8, each frame 0.04 s wide
     happy = ax.get_lines()[3].get_ydata()
