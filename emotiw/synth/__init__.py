@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,6 +24,8 @@ from emotiw.artifacts import load_json, save_json
 from emotiw.labels import EMOTIONS
 from emotiw.synth.presets import DIFFICULTIES, PRESETS, Difficulty, Preset, get_difficulty, get_preset
 from emotiw.synth.stills import make_fer, make_tfd, write_fer_csv, write_fer_images, write_tfd_mat
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DIFFICULTIES",
@@ -125,8 +128,8 @@ def generate(
     ``afew_train``, ``afew_val``, ``afew_test``, ``afew_min_s``, ``afew_max_s``, ``afew_balance``, ``frame_size``);
     ``workers``: processes (default: all cores up to 8; results do not depend on it).
     An existing tree made with the same arguments is kept unless ``force``. The tree is written beside ``out_dir``
-    and renamed into place, so an interrupted run never leaves a half-written tree; ``.complete`` (preset, seed,
-    counts, content hash) is written last.
+    and renamed into place, so an interrupted run never leaves a half-written tree (a killed run's temporary tree is
+    removed by the next run); ``.complete`` (preset, seed, counts, content hash) is written last.
     """
     out = Path(out_dir)
     p = get_preset(preset).with_overrides(counts)
@@ -143,7 +146,9 @@ def generate(
                 "choose an empty or previously generated folder"
             )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    _remove_dead_temp_trees(out)
+    # the pid in the name tells a later run whether the writer is still alive
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".partial", dir=out.parent))
     try:
         timings: dict[str, float] = {}
         summary = _write_tree(tmp, p, int(seed), d, workers, timings)
@@ -158,7 +163,7 @@ def generate(
         }
         save_json(tmp / COMPLETE, marker)
         if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            old = out.with_name(f".{out.name}.{os.getpid()}.old")
             os.replace(out, old)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
@@ -168,6 +173,30 @@ def generate(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove_dead_temp_trees(out: Path) -> None:
+    """Delete the temporary trees (``.<name>.<pid>.<rand>.partial``, ``.<name>.<pid>.old``) that killed runs left
+    beside ``out``; a live writer's tree is kept. Names without a pid come from older versions and are removed."""
+    for tree in out.parent.glob(f".{out.name}.*"):
+        rest = tree.name[len(out.name) + 2 :]
+        if not tree.is_dir() or not (rest.endswith((".partial", ".old")) or rest.startswith("old-")):
+            continue
+        pid = rest.split(".")[0]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue
+        log.warning("make_data: removing %s, left by an interrupted run", tree)
+        shutil.rmtree(tree, ignore_errors=True)
 
 
 def _write_tree(
