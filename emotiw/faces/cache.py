@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +28,7 @@ import numpy as np
 from emotiw.artifacts import SPLITS, read_cache_npz, save_json, save_npz
 from emotiw.faces.align import FACE_SIZE, AlignConfig, align_clip
 from emotiw.faces.detect import FaceSource, NoFaceError, make_face_source, resolve_face_source
+from emotiw.forking import fork_context
 from emotiw.io.afew import ClipRef, LandmarkFormatError, list_splits
 from emotiw.io.video import VideoDecodeError, read_video
 
@@ -227,13 +227,12 @@ def load_afew_faces(
 
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
     if workers > 1 and len(todo) > 1:
-        # fork, as DataLoader workers do: the children only run numpy/cv2/PyAV (cv2 threads off), and unlike spawn
-        # it works from any __main__ (stdin, notebooks).
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        # fork (emotiw.forking): the children only run numpy/cv2/PyAV (cv2 threads off)
         try:
-            with ProcessPoolExecutor(
-                max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context(method)
-            ) as pool:
+            with (
+                fork_context() as ctx,
+                ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool,
+            ):
                 futures = {
                     i: pool.submit(_build_and_save, refs[i], source, config, key, path)
                     for i, key, path in todo

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
+from emotiw.forking import fork_context
 from emotiw.labels import NUM_CLASSES
 from emotiw.synth.presets import Difficulty
 
@@ -47,8 +47,5 @@ def map_items(
     workers = default_workers() if workers is None else max(1, int(workers))
     if workers == 1 or len(args) < min_items:
         return [fn(*a) for a in args]
-    ctx = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    )
-    with ctx.Pool(workers) as pool:
+    with fork_context() as ctx, ctx.Pool(workers) as pool:
         return pool.starmap(fn, args, chunksize=max(1, len(args) // (workers * 32)))
