@@ -2,7 +2,7 @@
 
 Each rank keeps its outputs with their dataset indices and writes one shard per split; rank zero merges the shards
 (dropping the samples that ``DistributedSampler`` repeats to even out the ranks) into the file format of
-docs/pipeline.md.
+docs/pipeline.md. A failure on any rank (a shard) or on rank zero (the merge) is raised on every rank.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from callbacks.gather import gather_objects, run_on_rank_zero
 from emotiw.artifacts import save_npz
 from lightning_modules.frame_embedder import FEATURE_DIM
 
@@ -45,24 +46,37 @@ class FeatureShardWriter(BasePredictionWriter):
         return self.out_dir / ".shards" / f"{split}_rank{rank}.npz"
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        error = None
+        try:
+            self._write_shards(trainer.global_rank)
+        except Exception as err:
+            error = f"rank {trainer.global_rank}: {type(err).__name__}: {err}"
+        # Every rank learns whether every shard was written (the all-gather is also the barrier before the merge).
+        errors = [e for e in gather_objects(error) if e is not None]
+        if errors:
+            raise RuntimeError(
+                f"FeatureShardWriter: writing the feature shards failed on {'; '.join(errors)}"
+            )
+        run_on_rank_zero(trainer, lambda: self._merge(trainer), "FeatureShardWriter merging the shards")
+
+    def _write_shards(self, rank: int) -> None:
         for i, split in enumerate(self.splits):
             parts = self._buffers.get(i, [])
             save_npz(
-                self._shard(split, trainer.global_rank),
+                self._shard(split, rank),
                 index=np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64),
                 logits=np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 7), np.float32),
                 feats=np.concatenate([p[2] for p in parts])
                 if parts
                 else np.zeros((0, FEATURE_DIM), np.float16),
             )
-        trainer.strategy.barrier("feature shards written")
-        if trainer.is_global_zero:
-            for split in self.splits:
-                shards = [self._shard(split, r) for r in range(trainer.world_size)]
-                merge_shards(shards, trainer.datamodule.dataset([split]), self.out_dir / f"{split}.npz")
-                for shard in shards:
-                    shard.unlink()
-        trainer.strategy.barrier("feature files merged")
+
+    def _merge(self, trainer: L.Trainer) -> None:
+        for split in self.splits:
+            shards = [self._shard(split, r) for r in range(trainer.world_size)]
+            merge_shards(shards, trainer.datamodule.dataset([split]), self.out_dir / f"{split}.npz")
+            for shard in shards:
+                shard.unlink()
 
 
 def merge_shards(shards: Sequence[Path], dataset, out_path: Path) -> Path:

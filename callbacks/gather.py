@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
 
 from emotiw.artifacts import SPLITS, ClipProbs, save_probs
 from emotiw.labels import UNLABELLED
@@ -36,17 +39,34 @@ def gather_objects(obj: Any) -> list[Any]:
     return [obj]
 
 
-def share_rank_zero_result(
-    trainer: L.Trainer, metrics: dict[str, float], error: str | None, who: str
-) -> dict:
-    """Broadcast rank zero's metrics (or its error) to every rank, barrier, and log them on each.
+def is_rank_zero() -> bool:
+    """Whether this process is global rank zero, the one that writes: Lightning's rank once a Trainer has set up its
+    strategy; before that, the rank its launcher gave it (``LOCAL_RANK``/``RANK``) on the first node (``NODE_RANK``)."""
+    return rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
-    An error on rank zero is re-raised on every rank, so no rank waits forever at a later collective.
+
+def run_on_rank_zero(trainer: L.Trainer, fn: Callable[[], Any], who: str) -> Any:
+    """Run ``fn()`` on rank zero only, then give every rank its result, or raise its error on every rank.
+
+    Call on ALL ranks: the broadcast carries rank zero's error too, so a failure there cannot leave the other ranks
+    waiting forever at a later collective. Ends with a barrier, so rank zero's files exist when any rank returns.
     """
-    metrics, error = trainer.strategy.broadcast((metrics, error), src=0)
+    result, error, failure = None, None, None
+    if trainer.is_global_zero:
+        try:
+            result = fn()
+        except Exception as err:
+            failure, error = err, f"{type(err).__name__}: {err}"
+            log.exception("%s failed on rank zero", who)
+    result, error = trainer.strategy.broadcast((result, error), src=0)
     trainer.strategy.barrier(who)
     if error is not None:
-        raise RuntimeError(f"{who} failed on rank zero: {error}")
+        raise RuntimeError(f"{who} failed on rank zero: {error}") from failure
+    return result
+
+
+def log_shared_metrics(trainer: L.Trainer, metrics: dict[str, float], who: str) -> dict[str, float]:
+    """Put metrics every rank holds into ``trainer.callback_metrics`` and the loggers, and log them."""
     metrics = dict(metrics)
     for key, value in metrics.items():
         trainer.callback_metrics[key] = torch.tensor(value)
@@ -135,20 +155,23 @@ def write_split_probs(
 
 class GatherThenFitOnRankZero(Callback):
     """Collect dict rows during ``trainer.predict``; at its end every rank gathers, rank zero fits and writes
-    (``fit_on_rank_zero``), and every rank gets the metrics (or rank zero's error) back."""
+    (``fit_on_rank_zero``), and every rank gets the metrics (or rank zero's error) back.
+
+    ``required`` names the keys every batch must carry (``BATCH_KEYS`` by default)."""
 
     label = "GatherThenFitOnRankZero"
+    required: tuple[str, ...] = BATCH_KEYS
 
     def __init__(self) -> None:
         super().__init__()
         self.metrics: dict[str, float] = {}
-        self._table = ClipTable()
+        self._table = ClipTable(self.required)
 
-    def fit_on_rank_zero(self, trainer: L.Trainer, table: ClipTable) -> dict[str, float]:
+    def fit_on_rank_zero(self, trainer: L.Trainer, table: dict[str, np.ndarray]) -> dict[str, float]:
         raise NotImplementedError
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._table = ClipTable()
+        self._table = ClipTable(self.required)
 
     def on_predict_batch_end(
         self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -158,12 +181,7 @@ class GatherThenFitOnRankZero(Callback):
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Every rank joins the gather and the broadcast (never rank_zero_only here: that would deadlock).
         shards = gather_objects(self._table.arrays())
-        metrics: dict[str, float] | None = None
-        error: str | None = None
-        if trainer.is_global_zero:
-            try:
-                metrics = self.fit_on_rank_zero(trainer, ClipTable.merge(shards))
-            except Exception as err:  # re-raised on every rank below, so no rank waits forever at the barrier
-                error = f"{type(err).__name__}: {err}"
-                log.exception("%s failed", self.label)
-        self.metrics = share_rank_zero_result(trainer, metrics, error, self.label)
+        metrics = run_on_rank_zero(
+            trainer, lambda: self.fit_on_rank_zero(trainer, ClipTable.merge(shards)), self.label
+        )
+        self.metrics = log_shared_metrics(trainer, metrics, self.label)

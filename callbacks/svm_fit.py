@@ -29,7 +29,7 @@ import lightning as L
 import numpy as np
 from sklearn.base import clone
 
-from callbacks.gather import ClipTable, GatherThenFitOnRankZero, write_split_probs
+from callbacks.gather import GatherThenFitOnRankZero, write_split_probs
 from emotiw.artifacts import SPLITS, save_json
 from emotiw.partitions import Partition, chosen_path, frozen_choice
 from emotiw.svm import GridSearchSVM, check_finite_rows, save_svm
@@ -158,7 +158,7 @@ class FitSVMOnFeatures(GatherThenFitOnRankZero):
     def label(self) -> str:
         return f"FitSVMOnFeatures({self.model_name!r})"
 
-    def fit_on_rank_zero(self, trainer: L.Trainer, table: ClipTable) -> dict[str, float]:
+    def fit_on_rank_zero(self, trainer: L.Trainer, table: dict[str, np.ndarray]) -> dict[str, float]:
         estimator = build_estimator(self.estimator)
         if trainer.fast_dev_run:
             estimator = _smallest_grid(estimator)

@@ -23,6 +23,7 @@ import lightning as L
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.gather import is_rank_zero, run_on_rank_zero
 from callbacks.log_counts import LogCounts
 from datamodules.afew_audio import ClipFeatureDataset, ClipFeaturesDataModule
 from datamodules.afew_blocks import read_gray
@@ -30,8 +31,7 @@ from emotiw.activity import BagOfWords, cpu_threads, encode_clips, load_codebook
 from emotiw.artifacts import SPLITS
 from emotiw.partitions import Partition
 from lightning_modules.sae import SAEModule
-from stages.lightning_fit import instantiate_callbacks, instantiate_loggers
-from stages.runtime import _is_rank_zero
+from stages.lightning_fit import build_trainer, instantiate_callbacks, instantiate_loggers
 from stages.svm import run_svm_stage
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,7 @@ def train_sae(cfg: DictConfig) -> tuple[SAEModule, dict[str, Any], L.Trainer]:
     datamodule.setup("fit")
     model: SAEModule = hydra.utils.instantiate(cfg.model, n_visible=datamodule.n_visible)
     model.set_whitening(*datamodule.whitener.affine_map(), datamodule.whitener.row_constant_)
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=instantiate_callbacks(cfg.get("callbacks")), logger=_sae_loggers(cfg) or False
-    )
+    trainer = build_trainer(cfg, instantiate_callbacks(cfg.get("callbacks")), loggers=_sae_loggers(cfg))
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best and not trainer.fast_dev_run:
@@ -65,12 +63,10 @@ def train_sae(cfg: DictConfig) -> tuple[SAEModule, dict[str, Any], L.Trainer]:
     metrics["sae/n_visible"] = float(datamodule.n_visible)
     metrics["sae/n_train_blocks"] = float(len(datamodule.train_set))
     sae_path = Path(cfg.paths.output_dir) / "sae.ckpt"
-    if trainer.is_global_zero:
-        if best and Path(best).is_file():
-            shutil.copyfile(best, sae_path)
-        else:
-            trainer.save_checkpoint(sae_path)
-    trainer.strategy.barrier("sae_saved")
+    if best and Path(best).is_file():
+        run_on_rank_zero(trainer, lambda: shutil.copyfile(best, sae_path), "activity: saving the SAE")
+    else:
+        trainer.save_checkpoint(sae_path)  # a collective: every rank calls it, rank zero writes
     return model.cpu().eval(), metrics, trainer
 
 
@@ -113,17 +109,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ).astype(np.float32)
         rng = np.random.RandomState(cfg.seed)
         rows = rng.choice(len(fit_blocks), size=min(len(fit_blocks), cfg.bow.codebook_blocks), replace=False)
-        bow = None
-        if sae_trainer.is_global_zero:  # k-means on rank zero; every rank then encodes with the same codebook
+
+        def fit_codebook() -> BagOfWords:
             with cpu_threads(threads):
-                bow = BagOfWords(
+                return BagOfWords(
                     n_words=cfg.bow.n_words,
                     batch_size=cfg.bow.batch_size,
                     max_iter=cfg.bow.max_iter,
                     random_state=cfg.seed,
                 ).fit(fit_blocks[rows])
-        bow = sae_trainer.strategy.broadcast(bow, src=0)
-    if _is_rank_zero():
+
+        # k-means on rank zero; every rank then encodes with the same codebook
+        bow = run_on_rank_zero(sae_trainer, fit_codebook, "activity: fitting the codebook")
+    if is_rank_zero():
         save_codebook(out_dir / "codebook.npz", bow)
         if partition.is_retrain:
             shutil.copyfile(source / "sae.ckpt", out_dir / "sae.ckpt")

@@ -8,8 +8,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from callbacks.gather import is_rank_zero
 from callbacks.log_counts import LogCounts
-from stages.runtime import _is_rank_zero
 from stages.svm import run_svm_stage
 
 log = logging.getLogger(__name__)
@@ -17,10 +17,10 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = hydra.utils.instantiate(cfg.data)
-    if _is_rank_zero():
+    if is_rank_zero():
         datamodule.prepare_data()
     datamodule.setup("predict")
-    if _is_rank_zero():
+    if is_rank_zero():
         datamodule.save_preprocessor(cfg.paths.run_dir)
     counts = {f"audio/clips_{k}": float(v) for k, v in datamodule.report.counts.items()}
     counts["audio/n_components"] = float(datamodule.whitener.n_components_)

@@ -9,9 +9,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from callbacks.gather import is_rank_zero
 from emotiw.artifacts import atomic_path
 from stages.lightning_fit import fit_and_test
-from stages.runtime import _is_rank_zero
 
 
 def best_ckpt_path(run_dir: str | Path) -> Path:
@@ -21,11 +21,11 @@ def best_ckpt_path(run_dir: str | Path) -> Path:
 def fit_test_export(cfg: DictConfig) -> dict[str, Any]:
     metrics = fit_and_test(cfg)
     best = metrics.get("best_ckpt")
-    if best and _is_rank_zero():
+    if best and is_rank_zero():
         dest = best_ckpt_path(cfg.paths.run_dir)
         with atomic_path(dest) as tmp:
             shutil.copyfile(best, tmp)
         metrics["best_ckpt_copy"] = str(dest)
-    if "test/acc" in metrics and _is_rank_zero():
+    if "test/acc" in metrics and is_rank_zero():
         print(f"test accuracy: {float(metrics['test/acc']):.4f}")
     return metrics

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from omegaconf import DictConfig
 
@@ -22,7 +21,7 @@ from callbacks.combiner import RandomSearchCombine
 from datamodules.combine_probs import CombineProbsDataModule, source_location
 from emotiw.artifacts import SPLITS, probs_path
 from lightning_modules.pass_through import FeaturePassThrough
-from stages.lightning_fit import instantiate_loggers
+from stages.lightning_fit import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         runs_dir=cfg.paths.runs_dir,
         task_name=cfg.task_name,
     )
-    loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[callback], logger=loggers or False)
+    trainer = build_trainer(cfg, [callback])
     datamodule = CombineProbsDataModule(sources, cfg.paths.run_dir, cfg.paths.runs_dir)
     trainer.predict(FeaturePassThrough(), datamodule=datamodule, return_predictions=False)
     metrics = dict(callback.metrics)

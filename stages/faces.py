@@ -9,7 +9,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from stages.runtime import _is_rank_zero
+from callbacks.gather import is_rank_zero
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -17,7 +17,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     _, report = datamodule.load_faces()
     seconds = time.perf_counter() - start
-    if _is_rank_zero():
+    if is_rank_zero():
         report.save(Path(cfg.paths.output_dir) / "face_report.json")
         print(f"[faces] {report.summary()} in {seconds:.1f} s")
         for split, counts in report.per_split.items():

@@ -18,9 +18,10 @@ import numpy as np
 from omegaconf import DictConfig
 
 from callbacks.feature_writer import FeatureShardWriter
+from callbacks.gather import is_rank_zero
 from lightning_modules.cnn import load_cnn
 from lightning_modules.frame_embedder import FrameEmbedder
-from stages.lightning_fit import instantiate_loggers
+from stages.lightning_fit import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = FrameEmbedder(load_cnn(checkpoint=cfg.cnn_ckpt))
     out_dir = Path(cfg.paths.run_dir) / "features"
     writer = FeatureShardWriter(out_dir, splits)
-    loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[writer], logger=loggers or False)
+    trainer = build_trainer(cfg, [writer])
     start = time.perf_counter()
     trainer.predict(model, datamodule=datamodule, return_predictions=False)
     seconds = time.perf_counter() - start
-    if not trainer.is_global_zero:
+    if not is_rank_zero():
         return {}
     if datamodule.report is not None:
         datamodule.report.save(Path(cfg.paths.output_dir) / "face_report.json")

@@ -15,22 +15,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import hydra
 import lightning as L
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from callbacks.gather import run_on_rank_zero
 from callbacks.learning_curves import RecordLearningCurves
 from emotiw.artifacts import SPLITS, ClipProbs, save_json, save_probs
-from emotiw.partitions import Partition, frozen_choice
-from stages.lightning_fit import build, log_hyperparameters
+from stages.lightning_fit import fit_best_epoch
 
 log = logging.getLogger(__name__)
-
-
-def _epoch_of(ckpt_path: str) -> int:
-    return int(torch.load(ckpt_path, map_location="cpu", weights_only=False)["epoch"]) + 1
-
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -64,79 +60,47 @@ def apply_variant(cfg: DictConfig) -> DictConfig:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     cfg = apply_variant(cfg.copy())
-    partition = Partition.from_config(cfg.partition)
-    frozen = frozen_choice(partition, cfg.paths.runs_dir, "fusion")
     out = Path(cfg.paths.output_dir)
-    cfg = cfg.copy()
-    with open_dict(cfg):
-        cfg.data.fit_splits = list(partition.fit)
-        cfg.data.tune_splits = list(partition.tune)
-        if frozen is not None:
-            best_epoch = int(frozen["best_epoch"])
-            cfg.trainer.max_epochs = best_epoch
-            cfg.trainer.min_epochs = best_epoch
-            cfg.trainer.limit_val_batches = 0
-            if "model_checkpoint" in (cfg.get("callbacks") or {}):
-                cfg.callbacks.model_checkpoint.monitor = None
-                cfg.callbacks.model_checkpoint.save_top_k = 0
-                cfg.callbacks.model_checkpoint.save_last = True
-            log.info(
-                "partition=retrain: training exactly %d epochs on %s (frozen from run %s)",
-                best_epoch,
-                "+".join(partition.fit),
-                partition.from_run,
-            )
-
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model)
     curves = RecordLearningCurves(out / "curves.json")
-    objects = build(cfg, extra_callbacks=[curves])
-    trainer: L.Trainer = objects["trainer"]
-    model, datamodule = objects["model"], objects["datamodule"]
-    log_hyperparameters(cfg, objects)
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-
-    ckpt = (
-        trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and frozen is None else ""
-    )
-    if ckpt:
+    best = fit_best_epoch(cfg, model, datamodule, "fusion", extra_callbacks=[curves])
+    if best.ckpt_path:
         # our own checkpoint, written a moment ago: full unpickling is safe
-        best_model = type(model).load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
-        best_epoch = _epoch_of(ckpt)
+        best_model = type(model).load_from_checkpoint(best.ckpt_path, map_location="cpu", weights_only=False)
     else:
         best_model = model.cpu()
-        best_epoch = int(trainer.current_epoch)
-    metrics: dict[str, Any] = {"best_epoch": best_epoch}
-    if "val/acc_best" in trainer.callback_metrics:
-        metrics["val/acc_best"] = float(trainer.callback_metrics["val/acc_best"])
+    metrics: dict[str, Any] = {"best_epoch": best.epochs}
+    if "val/acc_best" in best.trainer.callback_metrics:
+        metrics["val/acc_best"] = float(best.trainer.callback_metrics["val/acc_best"])
 
     # Every rank holds the full data (a few thousand clips): score them in one pass; rank zero writes.
     datamodule.setup("predict")
+    scored = {}
     for split in SPLITS:
         data = datamodule.data[split]
         probs = best_model.predict_proba(torch.as_tensor(data.features)).cpu().numpy()
+        scored[split] = ClipProbs(data.clip_ids, data.labels, probs.astype(np.float32))
         labelled = data.labels >= 0
         if labelled.any():
             metrics[f"{split.lower()}/acc"] = float(
                 np.mean(probs[labelled].argmax(1) == data.labels[labelled])
             )
-        if trainer.is_global_zero:
-            save_probs(
-                cfg.paths.run_dir,
-                "fusion",
-                split,
-                ClipProbs(data.clip_ids, data.labels, probs.astype(np.float32)),
-            )
-    if trainer.is_global_zero:
+
+    def write() -> None:
+        for split, clip_probs in scored.items():
+            save_probs(cfg.paths.run_dir, "fusion", split, clip_probs)
         chosen = {
-            "best_epoch": best_epoch,
+            **best.chosen,
             "variant": str(cfg.model.get("variant", "")),
             "lr": float(cfg.model.lr),
             "momentum": float(cfg.model.momentum),
             "fusion_reg": str(cfg.model.fusion_reg),
             "missing": str(cfg.data.missing),
         }
-        if frozen is not None:
-            chosen["frozen_from"] = partition.from_run
         save_json(out / "chosen.json", chosen)
-        OmegaConf.save(OmegaConf.create({"best_ckpt": ckpt}), out / "best.yaml")
-    trainer.strategy.barrier()
+        OmegaConf.save(OmegaConf.create({"best_ckpt": best.ckpt_path or ""}), out / "best.yaml")
+
+    run_on_rank_zero(best.trainer, write, "fusion: writing its outputs")
     return metrics

@@ -1,16 +1,23 @@
-"""The generic Lightning stage: instantiate datamodule, module, callbacks, loggers and trainer; fit; test the best
-checkpoint. Stages with extra steps (writing per-clip probabilities, fitting SVMs) add callbacks or wrap this."""
+"""What every Lightning stage shares: the one Trainer builder, the loggers and callbacks from the config, the
+hyperparameter log, the generic fit-then-test-best runner, and the fit that keeps the best epoch (or, under a retrain
+partition, trains exactly the tuned run's epoch count)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
+
+from emotiw.partitions import Partition, frozen_choice
 
 log = logging.getLogger(__name__)
 
@@ -32,43 +39,42 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     return loggers
 
 
-def build(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
-    """Instantiate everything a Lightning stage needs, seeded; returns a dict of the objects."""
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
-    model: L.LightningModule = hydra.utils.instantiate(cfg.model)
-    callbacks = instantiate_callbacks(cfg.get("callbacks")) + list(extra_callbacks or [])
-    loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    return {
-        "datamodule": datamodule,
-        "model": model,
-        "callbacks": callbacks,
-        "loggers": loggers,
-        "trainer": trainer,
-    }
+def build_trainer(
+    cfg: DictConfig,
+    callbacks: Sequence[Callback] = (),
+    loggers: list[Logger] | None = None,
+    **overrides: Any,
+) -> L.Trainer:
+    """The Trainer of every stage: ``cfg.trainer`` with these callbacks, the configured loggers (or ``loggers``) and
+    ``overrides`` of single trainer arguments."""
+    if loggers is None:
+        loggers = instantiate_loggers(cfg.get("logger"))
+    return hydra.utils.instantiate(
+        cfg.trainer, callbacks=list(callbacks), logger=loggers or False, **overrides
+    )
 
 
 def log_hyperparameters(
-    cfg: DictConfig, objects: dict[str, Any], extra: dict[str, Any] | None = None
+    cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, extra: dict[str, Any] | None = None
 ) -> None:
     """Log the resolved config (and e.g. a data hash) once, from rank zero."""
-    trainer: L.Trainer = objects["trainer"]
     if not trainer.loggers:
         return
     hparams = OmegaConf.to_container(cfg, resolve=True)
-    hparams["model/params_total"] = sum(p.numel() for p in objects["model"].parameters())
+    hparams["model/params_total"] = sum(p.numel() for p in model.parameters())
     hparams.update(extra or {})
     for lg in trainer.loggers:
         lg.log_hyperparams(hparams)
 
 
 def fit_and_test(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
-    objects = build(cfg, extra_callbacks)
-    trainer: L.Trainer = objects["trainer"]
-    model, datamodule = objects["model"], objects["datamodule"]
+    """Instantiate the datamodule, module, callbacks, loggers and trainer (seeded); fit; test the best checkpoint."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    trainer = build_trainer(cfg, [*instantiate_callbacks(cfg.get("callbacks")), *(extra_callbacks or [])])
     data_hash = getattr(datamodule, "data_hash", None)
-    log_hyperparameters(cfg, objects, {"data/hash": data_hash() if callable(data_hash) else None})
+    log_hyperparameters(cfg, trainer, model, {"data/hash": data_hash() if callable(data_hash) else None})
 
     if cfg.get("train", True):
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -91,3 +97,77 @@ def fit_and_test(cfg: DictConfig, extra_callbacks: list[Callback] | None = None)
         if ckpt_path:
             metrics["best_ckpt"] = ckpt_path
     return metrics
+
+
+@dataclass
+class BestEpoch:
+    """The outcome of :func:`fit_best_epoch`.
+
+    Attributes:
+        trainer: the fitted trainer.
+        ckpt_path: the best checkpoint, or None when the final weights are the kept ones (retrain, or no checkpoint).
+        epochs: epochs trained up to the kept weights (1-based: "train exactly this many").
+        chosen: what the stage records in ``<stage>/chosen.json`` (``best_epoch`` and ``val_acc_best`` or
+            ``frozen_from``).
+    """
+
+    trainer: L.Trainer
+    ckpt_path: str | None
+    epochs: int
+    chosen: dict[str, Any] = field(default_factory=dict)
+
+
+def checkpoint_epochs(path: str | Path) -> int:
+    """Epochs trained when a checkpoint was written (Lightning stores the 0-based epoch)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"]) + 1
+
+
+def fit_best_epoch(
+    cfg: DictConfig,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    stage: str,
+    extra_callbacks: Sequence[Callback] = (),
+) -> BestEpoch:
+    """Fit on ``partition.fit`` keeping the epoch with the best monitored score on ``partition.tune`` (the
+    configured ``ModelCheckpoint``; first best kept, no early stop), or, under a retrain partition, train exactly the
+    ``best_epoch`` of the tuned run's ``<stage>/chosen.json`` with no validation and keep the final weights."""
+    partition = Partition.from_config(cfg.partition)
+    frozen = frozen_choice(partition, cfg.paths.runs_dir, stage)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    overrides: dict[str, Any] = {}
+    if frozen is not None:
+        epochs = int(frozen["best_epoch"])
+        # No tune split, so no best-epoch selection: the final weights, saved as last.ckpt for a resume.
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        callbacks.append(ModelCheckpoint(dirpath=Path(cfg.paths.output_dir) / "checkpoints", save_last=True))
+        overrides = {
+            "max_epochs": epochs,
+            "min_epochs": epochs,
+            "limit_val_batches": 0,
+            "num_sanity_val_steps": 0,
+        }
+        log.info(
+            "%s retrain: exactly %d epochs on %s (frozen from run %s)",
+            stage,
+            epochs,
+            "+".join(partition.fit),
+            partition.from_run,
+        )
+    trainer = build_trainer(cfg, [*callbacks, *extra_callbacks], **overrides)
+    log_hyperparameters(cfg, trainer, model)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    if frozen is not None:
+        return BestEpoch(trainer, None, epochs, {"best_epoch": epochs, "frozen_from": partition.from_run})
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is None or not checkpoint.best_model_path:
+        log.warning(
+            "%s: no best checkpoint (fast_dev_run or checkpointing off); keeping the current weights", stage
+        )
+        epochs = max(trainer.current_epoch, 1)
+        return BestEpoch(trainer, None, epochs, {"best_epoch": epochs, "val_acc_best": None})
+    score = checkpoint.best_model_score
+    epochs = checkpoint_epochs(checkpoint.best_model_path)
+    chosen = {"best_epoch": epochs, "val_acc_best": None if score is None else float(score)}
+    return BestEpoch(trainer, checkpoint.best_model_path, epochs, chosen)

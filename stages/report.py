@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from callbacks.gather import is_rank_zero
 from emotiw.report import build_report
 from stages.lightning_fit import instantiate_loggers
 
@@ -32,7 +32,7 @@ def log_to_wandb(cfg: DictConfig, report: Any) -> bool:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    if rank_zero_only.rank != 0:
+    if not is_rank_zero():
         # `stage=all trainer=ddp`: every rank walks the pipeline, only rank zero writes (the report has no collective)
         return {}
     report = build_report(cfg.paths.run_dir, cfg.paths.runs_dir, cfg.report.figures_dir)

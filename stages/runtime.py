@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.gather import is_rank_zero
 from emotiw.artifacts import save_json
 
 log = logging.getLogger(__name__)
@@ -31,17 +32,11 @@ def resolve_runner(dotted: str) -> Runner:
     return getattr(module, attr)
 
 
-def _is_rank_zero() -> bool:
-    import os
-
-    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
-
-
 def run_stage(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg.runner`` on ``cfg``; write ``resolved_config.yaml`` and ``metrics.json`` to the output dir."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if _is_rank_zero():
+    if is_rank_zero():
         OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
     runner = resolve_runner(cfg.runner)
     start = time.time()
@@ -54,7 +49,7 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
         _close_wandb()
     metrics = {k: _to_python(v) for k, v in metrics.items()}
     metrics["seconds"] = round(time.time() - start, 2)
-    if _is_rank_zero():
+    if is_rank_zero():
         save_json(out / "metrics.json", metrics)
         shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         print(f"[{cfg.task_name}] {shown}")

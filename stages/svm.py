@@ -22,13 +22,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import hydra
 import lightning as L
 from omegaconf import DictConfig
 
 from callbacks.svm_fit import FitSVMOnFeatures
 from lightning_modules.pass_through import FeaturePassThrough
-from stages.lightning_fit import instantiate_loggers
+from stages.lightning_fit import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +65,6 @@ def run_svm_stage(
         partition=cfg.partition,
         runs_dir=cfg.paths.runs_dir,
     )
-    loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=[callback, *(extra_callbacks or [])], logger=loggers or False
-    )
+    trainer = build_trainer(cfg, [callback, *(extra_callbacks or [])])
     trainer.predict(FeaturePassThrough(), datamodule=datamodule, return_predictions=False)
     return dict(callback.metrics)

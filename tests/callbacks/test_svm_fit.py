@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from callbacks.svm_fit import ClipTable, FitSVMOnFeatures
+from callbacks.gather import ClipTable
+from callbacks.svm_fit import FitSVMOnFeatures
 from emotiw.artifacts import load_json, load_probs
 from emotiw.partitions import Partition
 from emotiw.svm import GridSearchSVM, load_svm
