@@ -95,8 +95,8 @@ def bench_blocks(n_blocks: int, n_loop: int) -> None:
 
 def bench_codebook(n_blocks: int, n_words: int) -> None:
     """k-means codebook (BagOfWords.fit) and histograms with the default thread pools against one thread
-    (``cpu_threads: 1`` of activity_scale=small): on a machine whose cores are busy, spinning OpenMP threads cost more
-    than they give on these small problems."""
+    (``cpu_threads: 1`` of the small activity preset, conf/scale/activity/small.yaml): on a machine whose cores are
+    busy, spinning OpenMP threads cost more than they give on these small problems."""
     from emotiw.activity import BagOfWords, cpu_threads
 
     rng = np.random.default_rng(0)

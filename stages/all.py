@@ -8,8 +8,9 @@ A stage is *current*, and skipped, when its ``<run_dir>/<stage>/metrics.json`` e
 composed (so a changed hyperparameter reruns that stage and, by the time rule, everything after it). ``report`` is
 never skipped: its Table 2 reads the other submission runs.
 
-Dependencies on other runs (a retrain partition's tuned run, submission 7's sources) are checked before any stage
-runs; a missing one stops the run with a one-line error naming the command that makes it.
+Every stage is composed (with ``all.stage_overrides.<stage>``) and resolved before any runs, so a bad override or value
+stops the run at once. Dependencies on other runs (a retrain partition's tuned run, submission 7's sources) are
+checked then too; a missing one stops the run with a one-line error naming the command that makes it.
 
 Shared stages: the face CNN is never retrained in the paper (it is trained on FER+TFD), and faces/features only
 depend on it and on the clips. With ``all.reuse_from=<experiment>`` (submissions 2-6 name ``submission1``) the stages in
@@ -74,12 +75,8 @@ def _compose(overrides: list[str]) -> DictConfig:
 
 
 def compose_stage(name: str, overrides: list[str]) -> DictConfig:
-    """``train.yaml`` with ``overrides`` and ``stage=name``; the fusion stage also gets ``model=<fusion_variant>``."""
-    full = [*overrides, f"stage={name}"]
-    cfg = _compose(full)
-    if name == "fusion" and cfg.get("fusion_variant") and not any(o.startswith("model=") for o in overrides):
-        cfg = _compose([*full, f"model={cfg.fusion_variant}"])
-    return cfg
+    """``train.yaml`` with ``overrides`` and ``stage=name``, as ``python train.py stage=name <overrides>``."""
+    return _compose([*overrides, f"stage={name}"])
 
 
 def _run_selector(run_name: str) -> str:
@@ -138,11 +135,12 @@ def _command_for(run_name: str, overrides: list[str]) -> str:
 
 
 def missing_dependencies(
-    cfg: DictConfig, stages: list[str], overrides: list[str], per_stage: Any
+    cfg: DictConfig, stages: list[str], overrides: list[str], combine: DictConfig | None
 ) -> str | None:
     """What this run needs from other runs and is absent, as a one-line message (None when all is there): the
     tuned run of a retrain partition (submissions 3 and 6 read submissions 2 and 4), and the combine sources of
-    other runs (submission 7 combines submissions 3 and 6). Checked before any stage runs."""
+    other runs (submission 7 combines submissions 3 and 6; ``combine`` is the composed combine stage). Checked
+    before any stage runs."""
     runs_dir = Path(cfg.paths.runs_dir)
     needed: dict[str, Path] = {}  # run name -> first missing file
     partition = Partition.from_config(cfg.partition)
@@ -151,9 +149,8 @@ def missing_dependencies(
             path = chosen_path(runs_dir / str(partition.from_run), stage)
             if stage in FROZEN_STAGES and not path.is_file():
                 needed.setdefault(str(partition.from_run), path)
-    if "combine" in stages:
-        combine = compose_stage("combine", [*overrides, *per_stage.get("combine", [])]).combine
-        for source in combine.sources:
+    if combine is not None:
+        for source in combine.combine.sources:
             run_name, _, model = str(source).rpartition("/")
             if not run_name:
                 continue
@@ -191,27 +188,33 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
 
     per_stage = conf.get("stage_overrides") or {}
-    problem = missing_dependencies(cfg, stages, overrides, per_stage)
+    stray = sorted(set(per_stage) - set(PIPELINE))
+    if stray:
+        raise ValueError(
+            f"all.stage_overrides names unknown stages {stray}; the pipeline is {list(PIPELINE)}"
+        )
+    # Every stage is composed and resolved before any runs, so a bad override or value stops the run now, not hours
+    # into it. A shared stage composes as the base run composes it; per-stage overrides reach it too.
+    composed: dict[str, DictConfig] = {}
+    for name in stages:
+        base = base_run_overrides(overrides, reuse_from) if name in shared else overrides
+        composed[name] = compose_stage(name, [*base, *per_stage.get(name, [])])
+        OmegaConf.to_container(composed[name], resolve=True)
+    problem = missing_dependencies(cfg, stages, overrides, composed.get("combine"))
     if problem:
         raise FileNotFoundError(problem)
     summary: dict[str, Any] = {}
     done: list[Path] = []
-    for name in stages:
-        extra = list(per_stage.get(name, []))
+    for name, stage_cfg in composed.items():
         if name in shared:
-            # per-stage overrides reach a shared stage too, so a quick run can shorten the base run's CNN
-            base_cfg = compose_stage(name, [*base_run_overrides(overrides, reuse_from), *extra])
-            if not is_current(base_cfg, []):
+            if not is_current(stage_cfg, []):
                 log.info(
                     "all: shared stage %s not current in base run %s; running it there", name, reuse_from
                 )
-                _run(base_cfg)
-            link_shared(name, Path(base_cfg.paths.run_dir), run_dir)
+                _run(stage_cfg)
+            link_shared(name, Path(stage_cfg.paths.run_dir), run_dir)
             summary[f"{name}/status"] = f"linked:{reuse_from}"
-            done.append(Path(base_cfg.paths.output_dir) / "metrics.json")
-            continue
-        stage_cfg = compose_stage(name, [*overrides, *extra])
-        if name not in ALWAYS_RUN and is_current(stage_cfg, done):
+        elif name not in ALWAYS_RUN and is_current(stage_cfg, done):
             log.info("all: stage %s is current, skipped", name)
             summary[f"{name}/status"] = "current"
         else:

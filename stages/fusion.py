@@ -19,7 +19,7 @@ import hydra
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from callbacks.gather import run_on_rank_zero
 from callbacks.learning_curves import RecordLearningCurves
@@ -28,38 +28,8 @@ from stages.lightning_fit import fit_best_epoch
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
-
-def apply_variant(cfg: DictConfig) -> DictConfig:
-    """Experiments choose the fusion preset with a top-level ``fusion_variant`` (``fusion``: lr 0.1, the paper's first
-    setting; ``fusion_stable``: lr 0.001 + momentum 0.9). The model group is the stages' own choice (cnn, irnn,
-    fusion ...), so an experiment cannot override it for one stage; this merges ``conf/model/<variant>.yaml`` instead.
-    ``stage=all`` composes ``model=<variant>`` directly, so nothing is merged there."""
-    variant = cfg.get("fusion_variant")
-    if not variant or variant == cfg.model.get("variant"):
-        return cfg
-    path = CONF_DIR / "model" / f"{variant}.yaml"
-    if not path.is_file():
-        raise ValueError(f"fusion_variant={variant!r}: no {path}; expected fusion or fusion_stable")
-    preset = OmegaConf.load(path)
-    with open_dict(cfg):
-        for base in preset.pop("defaults", []):
-            if base not in ("_self_", cfg.model.get("variant")):
-                cfg.model = OmegaConf.merge(cfg.model, OmegaConf.load(CONF_DIR / "model" / f"{base}.yaml"))
-        cfg.model = OmegaConf.merge(cfg.model, preset)
-    log.info(
-        "fusion_variant=%s: model lr=%s momentum=%s max_epochs=%s",
-        variant,
-        cfg.model.lr,
-        cfg.model.momentum,
-        cfg.model.max_epochs,
-    )
-    return cfg
-
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    cfg = apply_variant(cfg.copy())
     out = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)

@@ -34,7 +34,7 @@ def test_submission_partition_and_fusion_preset(n: int, tmp_path: Path) -> None:
     assert cfg.task_name == "fusion"  # a stage on the command line beats the experiment's stage=all
     assert (cfg.partition.name, list(cfg.partition.fit), list(cfg.partition.tune)) == (name, fit, tune)
     assert cfg.partition.get("from_run") == from_run if from_run else True
-    assert cfg.fusion_variant == variant
+    assert cfg.hydra.runtime.choices.fusion_variant == variant and cfg.model.variant == variant
     # what stage=all composes for the fusion stage: the preset's values
     fusion = compose_stage("fusion", [f"experiment=submission{n}", f"paths.root_dir={tmp_path}"])
     lr, momentum, epochs = (0.001, 0.9, 5000) if variant == "fusion_stable" else (0.1, 0.0, 500)
@@ -88,16 +88,13 @@ def test_stage_defaults_pin_the_paper(tmp_path: Path) -> None:
 
 
 def test_fusion_variant_preset_applies_outside_stage_all(tmp_path: Path) -> None:
-    from stages.fusion import apply_variant
-
+    # Hydra composes the preset for the fusion stage run alone, and a variant on the command line beats the experiment's.
     cfg = compose_cfg(["experiment=submission5", "stage=fusion"], tmp_path)
-    assert cfg.model.lr == 0.1  # the stage's own model choice ...
-    cfg = apply_variant(cfg)
-    assert (cfg.model.lr, cfg.model.momentum, cfg.trainer.max_epochs) == (
-        0.001,
-        0.9,
-        5000,
-    )  # ... then the preset
+    assert (cfg.model.lr, cfg.model.momentum, cfg.trainer.max_epochs) == (0.001, 0.9, 5000)
+    cfg = compose_cfg(["experiment=submission5", "stage=fusion", "fusion_variant=fusion"], tmp_path)
+    assert (cfg.model.lr, cfg.model.momentum, cfg.trainer.max_epochs) == (0.1, 0.0, 500)
+    # Other stages keep their own model.
+    assert compose_cfg(["experiment=submission5", "stage=irnn"], tmp_path).model.lr == 0.005
 
 
 def test_shared_stages_compose_as_the_base_run_composed_them(tmp_path: Path) -> None:
@@ -111,3 +108,14 @@ def test_shared_stages_compose_as_the_base_run_composed_them(tmp_path: Path) -> 
     )
     assert OmegaConf.to_container(own, resolve=True) == OmegaConf.to_container(as_base, resolve=True)
     assert base_run_overrides(["experiment=x"], "my_base") == ["experiment_name=my_base"]
+
+
+def test_stage_all_composes_every_stage_before_running_any(tmp_path: Path) -> None:
+    from tests.helpers import run
+
+    bad = ["stage=all", "experiment_name=bad", "all.stages=[make_data,report]"]
+    with pytest.raises(Exception, match="no_such_key"):
+        run([*bad, "all.stage_overrides.report=[no_such_key.x=1]"], tmp_path)
+    with pytest.raises(ValueError, match=r"unknown stages \['fusio'\]"):
+        run([*bad, "+all.stage_overrides.fusio=[]"], tmp_path)
+    assert not (tmp_path / "data" / "generated").exists()  # make_data, first in line, never ran

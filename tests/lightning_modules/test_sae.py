@@ -79,7 +79,7 @@ def test_folded_encoder_survives_a_checkpoint_round_trip(tmp_path):
 
 
 def test_paper_defaults_are_pinned(tmp_path):
-    cfg = compose_cfg(["stage=activity", "activity_scale=paper"], tmp_path)
+    cfg = compose_cfg(["stage=activity", "scale/activity=paper"], tmp_path)
     m = cfg.model
     assert (m.n_hidden, m.n_pixels, m.contraction, m.lr, m.momentum, m.init_scale) == (
         300,

@@ -47,7 +47,7 @@ def test_activity_stage_on_the_generated_tiny_tree(tiny_root: Path) -> None:
 
 
 def test_small_scale_departs_from_the_paper_only_where_it_says_why(tmp_path: Path) -> None:
-    paper = compose_cfg(["stage=activity", "activity_scale=paper"], tmp_path)
+    paper = compose_cfg(["stage=activity", "scale/activity=paper"], tmp_path)
     assert (
         paper.data.max_components == 500 and paper.model.lr == 1e-3 and paper.svm.probability == "calibrated"
     )

@@ -39,7 +39,8 @@ def test_submission_config_matches_table2(n: int, tmp_path: Path) -> None:
         cfg = compose_cfg([f"experiment=submission{n}", *extra], tmp_path)
         assert (list(cfg.partition.fit), list(cfg.partition.tune)) == (row["fit"], row["tune"])
         assert cfg.partition.get("from_run") == row["from_run"]
-        assert cfg.fusion_variant == row["variant"] and cfg.all.stages is None  # the whole pipeline
+        assert cfg.hydra.runtime.choices.fusion_variant == row["variant"]
+        assert cfg.all.stages is None  # the whole pipeline
         # one face CNN for all, trained in submission 1: it is never retrained (§9)
         assert cfg.all.reuse_from == (None if n == 1 else "submission1")
         combine = compose_stage(
@@ -64,27 +65,43 @@ def test_submission7_combines_3_and_6_searched_on_train_and_val(tmp_path: Path) 
 
 
 def test_quick_scale_shortens_every_trained_stage_and_paper_defaults_stay(tmp_path: Path) -> None:
-    quick = compose_cfg(["experiment=submission2", "scale=quick"], tmp_path).all.stage_overrides
-    assert set(quick) == {"make_data", "cnn", "irnn", "activity", "fusion", "combine"}
+    base = [f"paths.root_dir={tmp_path}", "experiment=submission2"]
     expected_epochs = {"cnn": 2, "irnn": 5, "activity": 1, "fusion": 5}
-    for stage in quick:
-        base = [f"paths.root_dir={tmp_path}", "experiment=submission2"]
-        short = compose_stage(stage, [*base, "scale=quick", *quick[stage]])  # every override names a real key
+    for stage in ("make_data", "cnn", "irnn", "activity", "fusion", "combine"):
+        short = compose_stage(stage, [*base, "scale=quick"])
         paper = compose_stage(stage, base)
         if stage in expected_epochs:
             assert short.trainer.max_epochs == expected_epochs[stage]
         assert OmegaConf.to_container(short.partition) == OmegaConf.to_container(paper.partition)
-    assert (
-        compose_stage(
-            "make_data", [f"paths.root_dir={tmp_path}", "scale=quick", *quick["make_data"]]
-        ).synth.preset
-        == "tiny"
+    # what the quick scale set before it was config values: these overrides, per stage
+    short = {s: compose_stage(s, [*base, "scale=quick"]) for s in ("make_data", "cnn", "activity", "combine")}
+    assert short["make_data"].synth.preset == "tiny"
+    cnn = short["cnn"]
+    assert (cnn.data.val_source, cnn.model.lr_schedule, cnn.model.max_lr) == ("fer_holdout", "onecycle", 0.04)
+    act = short["activity"]
+    assert (act.data.n_train_blocks, act.data.n_val_blocks, act.data.whitener_fit_blocks) == (2000, 500, 2000)
+    assert (act.bow.n_words, act.bow.codebook_blocks, act.data.max_components, act.model.lr) == (
+        16,
+        2000,
+        100,
+        1e-2,
     )
-    paper = {
-        s: compose_stage(s, [f"paths.root_dir={tmp_path}", "experiment=submission2"]) for s in expected_epochs
-    }
+    est = short["combine"].combine.estimator
+    assert (est.n_samples, est.decay, est.sigma_min) == (2000, 0.1, 0.01)
+    paper = {s: compose_stage(s, base) for s in expected_epochs}
     assert [paper[s].trainer.max_epochs for s in ("cnn", "irnn", "fusion")] == [700, 1000, 5000]
-    assert compose_cfg(["experiment=submission2"], tmp_path).all.stage_overrides is None
+    assert compose_stage("make_data", base).synth.preset == "demo"
+
+
+def test_a_single_stage_run_applies_the_scale(tmp_path: Path) -> None:
+    assert compose_cfg(["stage=irnn", "scale=quick"], tmp_path).trainer.max_epochs == 5
+    assert (
+        compose_cfg(
+            ["stage=fusion", "scale=quick", "fusion_variant=fusion_stable"], tmp_path
+        ).trainer.max_epochs
+        == 5
+    )
+    assert compose_cfg(["stage=make_data", "scale=quick"], tmp_path).synth.preset == "tiny"
 
 
 @pytest.mark.parametrize(
