@@ -15,7 +15,7 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from callbacks.gather import gather_objects, run_on_rank_zero
-from emotiw.artifacts import save_npz
+from emotiw.artifacts import FRAME_FEATURE_DTYPE, save_npz
 from lightning_modules.frame_embedder import FEATURE_DIM
 
 
@@ -38,7 +38,7 @@ class FeatureShardWriter(BasePredictionWriter):
             (
                 np.asarray(batch_indices, dtype=np.int64),
                 prediction["logits"].cpu().numpy().astype(np.float32),
-                prediction["feature"].cpu().numpy().astype(np.float16),
+                prediction["feature"].cpu().numpy().astype(FRAME_FEATURE_DTYPE),
             )
         )
 
@@ -68,7 +68,7 @@ class FeatureShardWriter(BasePredictionWriter):
                 logits=np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 7), np.float32),
                 feats=np.concatenate([p[2] for p in parts])
                 if parts
-                else np.zeros((0, FEATURE_DIM), np.float16),
+                else np.zeros((0, FEATURE_DIM), FRAME_FEATURE_DTYPE),
             )
 
     def _merge(self, trainer: L.Trainer) -> None:
@@ -99,7 +99,7 @@ def merge_shards(shards: Sequence[Path], dataset, out_path: Path) -> Path:
         clip_ids=np.array([c.clip_id for c in dataset.clips], dtype=str),
         labels=np.array([c.label for c in dataset.clips], dtype=np.int64),
         offsets=dataset.offsets.astype(np.int64),
-        feats=np.concatenate(feats)[first] if n else np.zeros((0, FEATURE_DIM), np.float16),
+        feats=np.concatenate(feats)[first] if n else np.zeros((0, FEATURE_DIM), FRAME_FEATURE_DTYPE),
         logits=np.concatenate(logits)[first] if n else np.zeros((0, 7), np.float32),
         frame_idx=dataset.frame_idx.astype(np.int64),
     )

@@ -138,7 +138,7 @@ class AfewAudioDataModule(ClipFeaturesDataModule):
         if self.tables is not None:
             return
         from emotiw.audio import ContrastPCAWhitener, FeatureScaler, extract_is10
-        from emotiw.audio.whitening import load_fitted
+        from emotiw.audio.whitening import load_fitted, whiten_clips
 
         hp = self.hparams
         if hp.missing_audio not in MISSING_AUDIO:
@@ -183,7 +183,7 @@ class AfewAudioDataModule(ClipFeaturesDataModule):
             self.whitener = ContrastPCAWhitener(
                 n_components=hp.n_components, max_variance=hp.max_variance
             ).fit(self.scaler.transform(stack(fit_refs)))
-        projected = self.whitener.transform(self.scaler.transform(stack(scored))).astype(np.float32)
+        projected = whiten_clips(self.scaler, self.whitener, stack(scored))
         by_id = {c.clip_id: projected[i] for i, c in enumerate(scored)}
         dim = projected.shape[1]
         self.tables = {}

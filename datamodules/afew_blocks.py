@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from emotiw.activity import BLOCK_SHAPE, block_whitener, sample_blocks
+from emotiw.activity import BLOCK_SHAPE, block_whitener, read_gray, sample_blocks
 from emotiw.checks import check_batch, check_number
 from emotiw.partitions import Partition
 
@@ -34,12 +34,6 @@ class BlockDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"blocks": self.blocks[i]}
-
-
-def read_gray(path) -> np.ndarray:
-    from emotiw.io.video import read_video
-
-    return read_video(path).gray
 
 
 def sample_clip_blocks(paths: Sequence, n_blocks: int, seed: int, failures: dict[str, str]) -> np.ndarray:

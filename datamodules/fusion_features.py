@@ -26,8 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.padding import padded_index
 from emotiw.artifacts import SPLITS, load_probs, probs_path
 from emotiw.checks import check_batch, check_numbers
-
-MISSING_MODES = ("zeros", "drop")
+from emotiw.fusion import fuse_features
 
 
 @dataclass
@@ -49,8 +48,6 @@ def load_fused_split(
     missing: str = "zeros",
 ) -> FusedSplit:
     """Align the models' per-clip features of one split by clip id (union), per the ``missing`` rule."""
-    if missing not in MISSING_MODES:
-        raise ValueError(f"missing={missing!r} must be one of {', '.join(MISSING_MODES)}")
     per_model = []
     for i, model in enumerate(models):
         cp = load_probs(run_dir, model, split)
@@ -86,8 +83,8 @@ def load_fused_split(
         labels[rows] = cp.labels
         present[rows, m] = True
         blocks.append(block)
-    keep = present.all(axis=1) if missing == "drop" else np.ones(len(ids), dtype=bool)
-    return FusedSplit(split, ids[keep], labels[keep], np.hstack(blocks)[keep], present[keep])
+    features, keep = fuse_features(blocks, present, missing)
+    return FusedSplit(split, ids[keep], labels[keep], features, present[keep])
 
 
 class _ClipDataset(Dataset):

@@ -28,6 +28,9 @@ import numpy as np
 from emotiw.labels import NUM_CLASSES
 
 SPLITS: tuple[str, ...] = ("Train", "Val", "Test")
+# Per-frame CNN features are stored in half precision (``<run_dir>/features/<Split>.npz``, docs/pipeline.md): the IRNN
+# trains and predicts on these rounded values, so prediction rounds its features the same way.
+FRAME_FEATURE_DTYPE = np.float16
 
 
 @contextlib.contextmanager
@@ -153,6 +156,12 @@ class ClipProbs:
         order = np.argsort(self.clip_ids)
         feats = None if self.features is None else self.features[order]
         return ClipProbs(self.clip_ids[order], self.labels[order], self.probs[order], feats)
+
+
+def best_ckpt_path(run_dir: str | os.PathLike, stage: str) -> Path:
+    """``<run_dir>/<stage>/best.ckpt``: the weights a trained stage (``cnn``, ``irnn``, ``fusion``) kept and predicts
+    with, at a path that does not move (later stages and ``EmotionPipeline.from_run`` read them from here)."""
+    return Path(run_dir) / stage / "best.ckpt"
 
 
 def probs_path(run_dir: str | os.PathLike, model: str, split: str) -> Path:

@@ -26,8 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from callbacks.gather import is_rank_zero, run_on_rank_zero
 from callbacks.log_counts import LogCounts
 from datamodules.afew_audio import ClipFeatureDataset, ClipFeaturesDataModule
-from datamodules.afew_blocks import read_gray
-from emotiw.activity import BagOfWords, cpu_threads, encode_clips, load_codebook, save_codebook
+from emotiw.activity import BagOfWords, cpu_threads, encode_clips, load_codebook, read_gray, save_codebook
 from emotiw.artifacts import SPLITS
 from emotiw.partitions import Partition
 from lightning_modules.sae import SAEModule

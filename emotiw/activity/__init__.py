@@ -15,7 +15,7 @@ from emotiw.activity.blocks import (
 )
 from emotiw.activity.bow import BagOfWords, load_codebook, motion_weights, save_codebook
 from emotiw.activity.encode import FoldedEncoder
-from emotiw.activity.features import EncodingReport, encode_clips
+from emotiw.activity.features import EncodingReport, encode_clip, encode_clips, read_gray
 from emotiw.activity.threads import cpu_threads
 
 __all__ = [
@@ -27,10 +27,12 @@ __all__ = [
     "cpu_threads",
     "dense_block_origins",
     "dense_blocks",
+    "encode_clip",
     "encode_clips",
     "load_codebook",
     "double_short_clip",
     "motion_weights",
+    "read_gray",
     "sample_blocks",
     "save_codebook",
 ]

@@ -15,6 +15,25 @@ from emotiw.activity.encode import FoldedEncoder
 log = logging.getLogger(__name__)
 
 
+def read_gray(path) -> np.ndarray:
+    """Every decoded frame of a clip in grey (T, H, W) uint8: the activity model's input, in training
+    (``stage=activity``) and prediction alike. Raises ``ValueError`` naming the file when it cannot decode."""
+    from emotiw.io.video import read_video
+
+    return read_video(path).gray
+
+
+def encode_clip(
+    frames: np.ndarray, encoder: FoldedEncoder, block_shape: tuple[int, int, int] = BLOCK_SHAPE
+) -> np.ndarray:
+    """(n_blocks, K) float16 encodings of a clip's dense blocks (float16 is what the stage keeps for the codebook
+    and the histograms); (0, K) for a clip without a full block."""
+    blocks = dense_blocks(frames, block_shape)
+    if len(blocks) == 0:
+        return np.zeros((0, encoder.n_features), np.float16)
+    return encoder.encode(blocks).astype(np.float16)
+
+
 @dataclass
 class EncodingReport:
     """Clips that yielded no block features: undecodable files, or too few frames / too small frames for a block."""
@@ -52,8 +71,8 @@ def encode_clips(
             report.undecodable[str(clip_id)] = str(err)
             log.warning("activity: skipping clip %s: %s", clip_id, err)
             continue
-        blocks = dense_blocks(frames, block_shape)
-        if len(blocks) == 0:
+        encodings = encode_clip(frames, encoder, block_shape)
+        if len(encodings) == 0:
             report.no_blocks.append(str(clip_id))
             log.info(
                 "activity: clip %s (%s frames of %s) has no full block",
@@ -62,6 +81,6 @@ def encode_clips(
                 frames.shape[1:],
             )
             continue
-        out[str(clip_id)] = encoder.encode(blocks).astype(np.float16)
-        report.n_blocks += len(blocks)
+        out[str(clip_id)] = encodings
+        report.n_blocks += len(encodings)
     return out, report

@@ -173,6 +173,12 @@ class ContrastPCAWhitener(TransformerMixin, BaseEstimator):
         return (C - self.pca_mean_) @ self.components_.T / np.sqrt(self.explained_variance_)
 
 
+def whiten_clips(scaler: FeatureScaler, whitener: ContrastPCAWhitener, X: np.ndarray) -> np.ndarray:
+    """IS10 features (N, 1582) -> the audio model's (N, n_components) float32 input: the fitted column filter and
+    z-score, then the PCA-whitening (``stage=audio`` and prediction)."""
+    return whitener.transform(scaler.transform(X)).astype(np.float32)
+
+
 def save_fitted(path, **estimators) -> None:
     """Persist fitted scaler/whitener objects (a dict of them) with skops, atomically."""
     from emotiw.artifacts import save_skops

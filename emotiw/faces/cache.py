@@ -41,6 +41,7 @@ __all__ = [
     "build_entry",
     "cache_key",
     "cache_path",
+    "clip_key",
     "load_afew_faces",
 ]
 
@@ -94,11 +95,19 @@ def _file_digest(path: Path) -> str:
 
 def cache_key(ref: ClipRef, source: FaceSource, config: AlignConfig) -> str:
     """Content key of a clip's entry (raises VideoDecodeError when the video file is missing)."""
-    if not ref.video_path.is_file():
-        raise VideoDecodeError(f"{ref.video_path}: video file not found")
-    parts = [_file_digest(ref.video_path), source.cache_id(), config.key()]
+    return clip_key(ref.video_path, source, config, ref.landmarks_path)
+
+
+def clip_key(
+    video_path: Path, source: FaceSource, config: AlignConfig, landmarks_path: Path | None = None
+) -> str:
+    """The key of a video's faces under a face source and alignment: the face cache's entry name, and the seed of
+    the alignment's padding noise (:func:`align_rng`) wherever the video is aligned (prediction included)."""
+    if not Path(video_path).is_file():
+        raise VideoDecodeError(f"{video_path}: video file not found")
+    parts = [_file_digest(Path(video_path)), source.cache_id(), config.key()]
     if source.reads_landmarks:
-        parts.append(_file_digest(ref.landmarks_path) if ref.landmarks_path is not None else "no-landmarks")
+        parts.append(_file_digest(landmarks_path) if landmarks_path is not None else "no-landmarks")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 

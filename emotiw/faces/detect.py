@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -222,14 +223,36 @@ class CenterFaceSource:
             Face(box=f.box * [sx, sy, sx, sy], points5=f.points5 * [sx, sy], score=f.score) for f in faces
         ]
 
-    def clip_points(self, ref: ClipRef, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        idx, pts = [], []
-        for t, frame in enumerate(frames):
+    def track(self, rgb_frames: Iterable[np.ndarray]):
+        """Detect on every frame and keep its largest face (no following, no smoothing): the face source
+        ``centerface`` as a front end of :class:`emotiw.pipeline.EmotionPipeline`; a
+        :class:`~emotiw.faces.track.FaceTrack` whose ``n_tracks`` is the most faces seen in one frame."""
+        from emotiw.faces.track import FaceTrack
+
+        idx, pts, boxes, most = [], [], [], 0
+        t = -1
+        for t, frame in enumerate(rgb_frames):
             faces = self.detect(frame, bgr=False)
+            most = max(most, len(faces))
             if faces:
+                largest = max(faces, key=lambda f: f.area)
                 idx.append(t)
-                pts.append(max(faces, key=lambda f: f.area).points5)
-        return np.asarray(idx, dtype=np.int64), np.asarray(pts, dtype=np.float64).reshape(-1, 5, 2)
+                pts.append(largest.points5)
+                boxes.append(largest.box)
+        if not idx:
+            return FaceTrack.empty(t + 1, most)
+        return FaceTrack(
+            np.asarray(idx, dtype=np.int64),
+            np.asarray(pts, dtype=np.float64).reshape(-1, 5, 2),
+            np.asarray(boxes, dtype=np.float64),
+            np.ones(len(idx), bool),
+            t + 1,
+            most,
+        )
+
+    def clip_points(self, ref: ClipRef, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        track = self.track(frames)
+        return track.frame_idx, track.points
 
 
 FACE_SOURCES = ("auto", "landmarks", "centerface", "centerface_track")

@@ -393,3 +393,66 @@ class CentreSquareSource:
     def clip_points(self, ref, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         track = self.track(frames)
         return track.frame_idx, track.points
+
+
+class SidecarLandmarkSource:
+    """The face source ``landmarks`` for any video: the 5 points of the sidecar ``landmarks/<clip_id>.csv`` that
+    :func:`emotiw.io.afew.list_clips` pairs with a video of an AFEW tree (the generated data, real AFEW when provided),
+    the faces ``stage=faces`` aligns for such a run. A video without one goes to ``fallback`` (e.g. a
+    :class:`TrackedFaceSource`), or has no face when there is none.
+
+    :meth:`for_video` gives the front end of one video and a note (or None) saying which was used.
+    """
+
+    needs_rgb = False
+    reads_landmarks = True
+
+    def __init__(self, fallback=None) -> None:
+        from emotiw.faces.detect import LandmarkFileSource
+
+        self.source = LandmarkFileSource()
+        self.fallback = fallback
+
+    def cache_id(self) -> str:
+        return self.source.cache_id()
+
+    def for_video(self, path) -> tuple[object, str | None]:
+        from emotiw.io.afew import find_landmarks
+
+        sidecar = find_landmarks(path)
+        if sidecar is not None:
+            return _Sidecar(self.source, sidecar), None
+        if self.fallback is not None:
+            return self.fallback, "no landmark file beside it: faces found by the detector"
+        return _Sidecar(self.source, None), "no landmark file landmarks/<clip_id>.csv beside it"
+
+
+class _Sidecar:
+    """One video's landmark file as a front end (``landmarks_path`` None: no face)."""
+
+    needs_rgb = False
+    reads_landmarks = True
+
+    def __init__(self, source, landmarks_path) -> None:
+        self.source, self.landmarks_path = source, landmarks_path
+
+    def cache_id(self) -> str:
+        return self.source.cache_id()
+
+    def track(self, rgb_frames: Iterable[np.ndarray]) -> FaceTrack:
+        """Every frame is read (the frames count); points past the last decoded frame are dropped, as
+        :func:`~emotiw.faces.align.align_clip` drops them. The box is the points' bounding square (for display)."""
+        from emotiw.io.afew import read_landmarks
+
+        n_frames = sum(1 for _ in rgb_frames)
+        if self.landmarks_path is None:
+            return FaceTrack.empty(n_frames)
+        lm = read_landmarks(self.landmarks_path)
+        keep = (lm.frame_idx >= 0) & (lm.frame_idx < n_frames)
+        idx, points = lm.frame_idx[keep].astype(np.int64), np.asarray(lm.points, np.float64)[keep]
+        if len(idx) == 0:
+            return FaceTrack.empty(n_frames)
+        centre = points.mean(axis=1)
+        half = 1.2 * np.abs(points - centre[:, None]).max(axis=(1, 2))
+        boxes = np.column_stack([centre - half[:, None], centre + half[:, None]])
+        return FaceTrack(idx, points, boxes, np.ones(len(idx), bool), n_frames, 1)

@@ -25,6 +25,7 @@ __all__ = [
     "ClipRef",
     "LandmarkFormatError",
     "Landmarks",
+    "find_landmarks",
     "list_clips",
     "list_splits",
     "read_landmarks",
@@ -137,6 +138,22 @@ def list_clips(root: str | os.PathLike, split: str, *, test_labels: bool = True)
         lm = lm_dir / f"{cid}.csv" if lm_dir is not None else None
         refs.append(ClipRef(cid, split, label, path, lm if lm is not None and lm.is_file() else None))
     return refs
+
+
+def find_landmarks(video_path: str | os.PathLike) -> Path | None:
+    """The landmark sidecar :func:`list_clips` pairs with a video inside an AFEW tree
+    (``<root>/<Split>/<Emotion>/<clip_id>.avi`` or ``<root>/Test/<clip_id>.avi`` -> ``<root>/landmarks/<clip_id>.csv``),
+    or None for a video outside such a tree or without one."""
+    video = Path(video_path)
+    splits = {s.lower() for s in SPLITS}
+    for root in video.parents[1:3]:
+        if video.relative_to(root).parts[0].lower() not in splits or not root.is_dir():
+            continue
+        lm_dir = _child_dir(root, "landmarks")
+        lm = lm_dir / f"{video.stem}.csv" if lm_dir is not None else None
+        if lm is not None and lm.is_file():
+            return lm
+    return None
 
 
 def list_splits(root: str | os.PathLike, splits: Iterable[str] = SPLITS, **kw) -> list[ClipRef]:
