@@ -395,13 +395,16 @@ def load_cnn(
     file from :func:`save_weights`, or (none given) the weights shipped in ``emotiw/assets`` with their checksum
     verified."""
     if run_dir is not None:
-        checkpoint = Path(run_dir) / "cnn" / "best.ckpt"
+        from emotiw.artifacts import best_ckpt_path
+
+        checkpoint = best_ckpt_path(run_dir, "cnn")
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(
                 f"{checkpoint}: no face CNN checkpoint (run `python train.py stage=cnn` first)"
             )
-        return CNNModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()  # sets weights_file
+        # weights_only: tensors and plain values, never code; the checksum hook verifies them and sets weights_file
+        return CNNModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True).eval()
     if weights is None:
         from emotiw.assets import asset_path
 

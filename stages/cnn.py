@@ -4,25 +4,20 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from callbacks.gather import is_rank_zero
-from emotiw.artifacts import atomic_path
+from emotiw.artifacts import atomic_path, best_ckpt_path
 from stages.lightning_fit import fit_and_test
-
-
-def best_ckpt_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "cnn" / "best.ckpt"
 
 
 def fit_test_export(cfg: DictConfig) -> dict[str, Any]:
     metrics = fit_and_test(cfg)
     best = metrics.get("best_ckpt")
     if best and is_rank_zero():
-        dest = best_ckpt_path(cfg.paths.run_dir)
+        dest = best_ckpt_path(cfg.paths.run_dir, "cnn")
         with atomic_path(dest) as tmp:
             shutil.copyfile(best, tmp)
         metrics["best_ckpt_copy"] = str(dest)

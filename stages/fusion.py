@@ -5,8 +5,8 @@ Under a tuning partition the checkpoint with the best ``val/acc`` (first best ke
 ``partition=retrain`` there is no validation: the module trains exactly the frozen ``best_epoch`` epochs of the run
 named in ``partition.from_run`` on Train+Val, and the final weights are used.
 
-Writes ``<run_dir>/probs/fusion_<split>.npz`` for Train, Val, Test, ``fusion/chosen.json`` and
-``fusion/curves.json`` (train/val accuracy per epoch: the paper's Figure 5).
+Writes ``<run_dir>/probs/fusion_<split>.npz`` for Train, Val, Test, ``fusion/chosen.json``, ``fusion/best.ckpt`` (the
+kept weights, what prediction loads) and ``fusion/curves.json`` (train/val accuracy per epoch: the paper's Figure 5).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from callbacks.gather import run_on_rank_zero
 from callbacks.learning_curves import RecordLearningCurves
 from emotiw.artifacts import SPLITS, ClipProbs, save_json, save_probs
-from stages.lightning_fit import fit_best_epoch
+from stages.lightning_fit import fit_best_epoch, keep_weights
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = hydra.utils.instantiate(cfg.model)
     curves = RecordLearningCurves(out / "curves.json")
     best = fit_best_epoch(cfg, model, datamodule, "fusion", extra_callbacks=[curves])
+    keep_weights(best, cfg.paths.run_dir, "fusion")
     if best.ckpt_path:
         # our own checkpoint, written a moment ago: full unpickling is safe
         best_model = type(model).load_from_checkpoint(best.ckpt_path, map_location="cpu", weights_only=False)

@@ -4,7 +4,8 @@
    best ``val/acc`` (paper: up to 1000 epochs, best validation epoch kept, no early stop).
    Under ``partition=retrain``: train exactly ``best_epoch`` epochs (from the tuned run's ``irnn/chosen.json``) on
    Train+Val, no validation, and keep the last weights.
-2. Record ``{"best_epoch": n_epochs_to_best, "val_acc_best": ...}`` in ``<run_dir>/irnn/chosen.json``.
+2. Record ``{"best_epoch": n_epochs_to_best, "val_acc_best": ...}`` in ``<run_dir>/irnn/chosen.json`` and leave the
+   kept weights at ``<run_dir>/irnn/best.ckpt`` (what prediction loads).
 3. Predict Train, Val and Test with the kept weights and write ``probs/irnn_<Split>.npz`` with ``features`` = the
    200-d hidden state at the last real frame (the fusion network's RNN input), gathered over ranks.
 """
@@ -21,7 +22,7 @@ from callbacks.clip_probs import WriteClipProbs
 from callbacks.gather import is_rank_zero
 from emotiw.artifacts import save_json
 from emotiw.partitions import Partition, chosen_path
-from stages.lightning_fit import fit_best_epoch
+from stages.lightning_fit import fit_best_epoch, keep_weights
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -41,6 +42,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if is_rank_zero():
         save_json(chosen_path(cfg.paths.run_dir, cfg.task_name), chosen)
 
+    keep_weights(best, cfg.paths.run_dir, cfg.task_name)
     best.trainer.predict(model, datamodule=datamodule, ckpt_path=best.ckpt_path, return_predictions=False)
     # Per-split accuracies of the kept weights, read back from the probs files (train/acc, val/acc, test/acc).
     metrics.update(writer.metrics)

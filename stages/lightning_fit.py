@@ -5,6 +5,8 @@ partition, trains exactly the tuned run's epoch count)."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.gather import run_on_rank_zero
+from emotiw.artifacts import atomic_path, best_ckpt_path
 from emotiw.partitions import Partition, frozen_choice
 
 log = logging.getLogger(__name__)
@@ -171,3 +175,21 @@ def fit_best_epoch(
     epochs = checkpoint_epochs(checkpoint.best_model_path)
     chosen = {"best_epoch": epochs, "val_acc_best": None if score is None else float(score)}
     return BestEpoch(trainer, checkpoint.best_model_path, epochs, chosen)
+
+
+def keep_weights(best: BestEpoch, run_dir: str | Path, stage: str) -> Path:
+    """Leave the kept weights (the best checkpoint, or the final weights) at ``<run_dir>/<stage>/best.ckpt``, the
+    path prediction loads them from (``lightning_modules/trained_run.py``); atomic. Call on every rank."""
+    path = best_ckpt_path(run_dir, stage)
+    if best.ckpt_path:
+
+        def copy() -> None:
+            with atomic_path(path) as tmp:
+                shutil.copyfile(best.ckpt_path, tmp)
+
+        run_on_rank_zero(best.trainer, copy, f"{stage}: keeping its weights")
+    else:
+        tmp = path.with_name(f".{path.name}.tmp")
+        best.trainer.save_checkpoint(tmp)  # every rank; Lightning writes on rank zero
+        run_on_rank_zero(best.trainer, lambda: os.replace(tmp, path), f"{stage}: keeping its weights")
+    return path
