@@ -9,15 +9,16 @@ which ``read_video`` is built on), find and follow the face (:mod:`emotiw.faces.
 beyond the current one): the first pass finds the face track, the second aligns its frames and runs the CNN.
 
 The models that turn a clip into 7 probabilities are :class:`ClipModel` objects, each naming the inputs it needs
-(``frame_logits``, ``frame_features``, ``faces``, ``audio``); only needed inputs are computed and kept. A model that
-cannot score a clip (no face, no audio track) raises :class:`ModelSkipped` and is left out of that clip's decision,
-with the reason in the clip's notes. Without a trained run the pipeline holds one model, ``cnn``: the mean of the
-per-frame probabilities of the shipped face CNN over the frames with a face.
+(``frame_logits``, ``frame_features``, ``faces``, ``audio``); only needed inputs are computed and kept. A model may
+also give the clip feature its stage writes for the fusion network (:class:`ClipScore`), which later models read by
+name (``uses``). A model that cannot score a clip (no face, no audio track) raises :class:`ModelSkipped` and is left
+out of that clip's decision, with the reason in the clip's notes. Without a trained run the pipeline holds one model,
+``cnn``: the mean of the per-frame probabilities of the shipped face CNN over the frames with a face.
+:meth:`EmotionPipeline.from_run` loads every trained part of a run (:mod:`emotiw.clip_models`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -30,9 +31,10 @@ import cv2
 import numpy as np
 
 from emotiw.faces.align import FACE_SIZE, AlignConfig, align_face
-from emotiw.faces.cache import align_rng
+from emotiw.faces.cache import align_rng, clip_key
 from emotiw.faces.histeq import equalize_hist
 from emotiw.faces.track import FaceTrack
+from emotiw.io.afew import LandmarkFormatError
 from emotiw.io.image import IMAGE_SUFFIXES, ImageReadError, read_image
 from emotiw.io.video import VideoDecodeError, VideoReader
 from emotiw.labels import EMOTIONS, NUM_CLASSES
@@ -43,6 +45,7 @@ __all__ = [
     "ClipInputs",
     "ClipModel",
     "ClipPrediction",
+    "ClipScore",
     "EmotionPipeline",
     "MeanFrameProbs",
     "ModelSkipped",
@@ -91,7 +94,8 @@ class ModelSkipped(Exception):
 @dataclass
 class ClipInputs:
     """What the clip models see. ``frame_idx`` (K,) are the frames with a face; ``frame_logits`` (K,7) the CNN's;
-    ``frame_features`` (K,D), ``faces`` (K,48,48) and ``audio`` are filled only when a model needs them."""
+    ``frame_features`` (K,D), ``faces`` (K,48,48) and ``audio`` are filled only when a model needs them.
+    ``model_features``: the clip feature of each model that has run so far (None where it did not score the clip)."""
 
     path: Path
     n_frames: int
@@ -101,14 +105,26 @@ class ClipInputs:
     frame_features: np.ndarray | None = None
     faces: np.ndarray | None = None
     audio: object | None = None  # emotiw.audio.is10.ClipAudioFeatures
+    kind: str = "video"
+    model_features: dict[str, np.ndarray | None] = field(default_factory=dict)
+
+
+@dataclass
+class ClipScore:
+    """A clip model's output: ``probs`` (7,) and, where its stage writes one, the clip ``features`` (D,)."""
+
+    probs: np.ndarray
+    features: np.ndarray | None = None
 
 
 class ClipModel(Protocol):
     name: str
     needs: frozenset[str]  # a subset of INPUTS
+    # optional: ``uses``, names of earlier models whose clip features it reads (ClipInputs.model_features)
 
-    def predict(self, clip: ClipInputs) -> np.ndarray:
-        """(7,) class probabilities of the clip; raises ModelSkipped when the clip lacks what the model needs."""
+    def predict(self, clip: ClipInputs) -> np.ndarray | ClipScore:
+        """(7,) class probabilities of the clip (or a ClipScore); raises ModelSkipped when the clip lacks what the
+        model needs."""
         ...
 
 
@@ -169,7 +185,9 @@ class ClipPrediction:
         return "; ".join(" ".join(n.split()) for n in self.notes) if self.notes else "ok"
 
 
-Combiner = Callable[[Mapping[str, "np.ndarray | None"]], np.ndarray]
+# The models' probabilities (None for a model left out) -> the decision's 7 scores, or None when none of the models
+# it combines scored the clip.
+Combiner = Callable[[Mapping[str, "np.ndarray | None"]], "np.ndarray | None"]
 
 
 def mean_of_present(models: Mapping[str, np.ndarray | None]) -> np.ndarray:
@@ -183,9 +201,10 @@ class EmotionPipeline:
 
     Args:
         face_model: aligned faces -> (logits, features), e.g. ``TorchFaceModel(load_cnn())``.
-        front_end: a face source with ``track(rgb_frames) -> FaceTrack`` and ``cache_id()``
+        front_end: a face source with ``track(rgb_frames) -> FaceTrack``, ``cache_id()`` and ``reads_landmarks``
             (:class:`~emotiw.faces.track.TrackedFaceSource` by default: CenterFace every 5th frame, optical flow in
-            between, one track).
+            between, one track); one with ``for_video(path) -> (front end, note)`` picks per video
+            (:class:`~emotiw.faces.track.SidecarLandmarkSource`).
         clip_models: the models giving clip probabilities (default: :class:`MeanFrameProbs` alone).
         combiner: the models' probabilities (None for a model left out) -> the decision's 7 scores; default the mean
             of the models present.
@@ -194,6 +213,7 @@ class EmotionPipeline:
         max_pixels, work_side: stills over ``max_pixels`` are refused; larger than ``work_side`` a side, downscaled
             before detection.
         audio_settings: keyword arguments of :func:`~emotiw.audio.is10.clip_is10` (the audio stage's settings).
+        min_frames: a clip with fewer aligned faces has none, as the face stage's ``data.min_frames`` has it.
     """
 
     def __init__(
@@ -208,9 +228,12 @@ class EmotionPipeline:
         max_pixels: int = 100_000_000,
         work_side: int = 2048,
         audio_settings: Mapping[str, object] | None = None,
+        min_frames: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if min_frames < 1:
+            raise ValueError(f"min_frames must be >= 1, got {min_frames}")
         if front_end is None:
             from emotiw.faces.track import TrackedFaceSource
 
@@ -221,16 +244,38 @@ class EmotionPipeline:
         names = [m.name for m in self.clip_models]
         if len(set(names)) != len(names):
             raise ValueError(f"clip model names must be unique, got {names}")
-        for m in self.clip_models:
+        for i, m in enumerate(self.clip_models):
             if not set(m.needs) <= INPUTS:
                 raise ValueError(f"clip model {m.name}: unknown inputs {sorted(set(m.needs) - INPUTS)}")
+            later = [u for u in getattr(m, "uses", ()) if u not in names[:i]]
+            if later:
+                raise ValueError(
+                    f"clip model {m.name} reads {later}, which must come before it in clip_models"
+                )
         self.combiner = combiner or mean_of_present
         self.align = align or AlignConfig()
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self.work_side = work_side
         self.audio_settings = dict(audio_settings or {})
+        self.min_frames = min_frames
         self.needs = frozenset().union(*(m.needs for m in self.clip_models))
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, **kwargs) -> EmotionPipeline:
+        """Every trained part of a run (face CNN, IRNN, aggregated-CNN SVM, audio, activity, fusion network, the
+        combiner's weights), with the face source and settings the run was trained with; models the run lacks are
+        left out, each prediction's status saying which and why. ``kwargs``: see
+        :func:`lightning_modules.trained_run.load_run`.
+
+        The run's networks are rebuilt from their Lightning checkpoints by their LightningModule classes, whose
+        evaluation code (the CNN's normaliser and crop, the IRNN's and the fusion network's prediction, the SAE's
+        folded encoder) is the code the stages ran; so the loading lives in the Lightning layer
+        (``lightning_modules/trained_run.py``), imported only when this is called: the plain package itself never
+        imports Lightning, and everything else of the pipeline runs without it."""
+        from lightning_modules.trained_run import load_run
+
+        return load_run(run_dir, **kwargs)
 
     @property
     def model_names(self) -> list[str]:
@@ -243,7 +288,7 @@ class EmotionPipeline:
         kind = "image" if is_image(path) else "video"
         try:
             return self.predict_image(path) if kind == "image" else self.predict_video(path)
-        except (VideoDecodeError, ImageReadError) as err:
+        except (VideoDecodeError, ImageReadError, LandmarkFormatError) as err:
             return ClipPrediction(path, kind, notes=[_strip_path(str(err), path)])
 
     def predict_video(self, path: str | os.PathLike) -> ClipPrediction:
@@ -257,13 +302,15 @@ class EmotionPipeline:
                 times.append(np.nan if f.time is None else f.time)
                 yield f.rgb()
 
-        track = self.front_end.track(rgb_frames())
-        notes = []
+        front_end, note = self._front_end_for(path)
+        track = front_end.track(rgb_frames())
+        notes = [note] if note else []
         if reader.problem:
             notes.append(
                 f"{_strip_path(reader.problem, path)}: scored on the {track.n_frames} frames before it"
             )
-        key = self._clip_key(path)
+        track = self._enough_faces(track, notes)
+        key = self._clip_key(path, front_end)
         faces_needed = "faces" in self.needs
         if len(track.frame_idx):
             logits, features, faces = self._classify(reader, track, key, keep_faces=faces_needed)
@@ -289,9 +336,11 @@ class EmotionPipeline:
             logits, features = self.face_model(face)
             faces = face if "faces" in self.needs else None
         else:
-            track = self.front_end.track([rgb])
+            front_end, note = self._front_end_for(path)
+            notes += [note] if note else []
+            track = self._enough_faces(front_end.track([rgb]), notes)
             if len(track.frame_idx):
-                rng = align_rng(self.align, self._clip_key(path))
+                rng = align_rng(self.align, self._clip_key(path, front_end))
                 face = align_face(gray, track.points[0], rng, levels=self.align.levels)[None]
                 logits, features = self.face_model(face)
                 faces = face if "faces" in self.needs else None
@@ -300,12 +349,21 @@ class EmotionPipeline:
         return self._finish(path, "image", 0.0, track, logits, features, faces, notes)
 
     # ------------------------------------------------------------------ steps
-    def _clip_key(self, path: Path) -> str:
+    def _front_end_for(self, path: Path):
+        pick = getattr(self.front_end, "for_video", None)
+        return pick(path) if pick is not None else (self.front_end, None)
+
+    def _clip_key(self, path: Path, front_end) -> str:
         """The face cache's key of this file under this front end and alignment (seeds the padding noise)."""
-        with open(path, "rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256").hexdigest()
-        parts = [digest, self.front_end.cache_id(), self.align.key()]
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+        return clip_key(path, front_end, self.align, getattr(front_end, "landmarks_path", None))
+
+    def _enough_faces(self, track: FaceTrack, notes: list[str]) -> FaceTrack:
+        if 0 < len(track.frame_idx) < self.min_frames:
+            notes.append(
+                f"{len(track.frame_idx)} face frame(s), fewer than the run's min_frames={self.min_frames}"
+            )
+            return FaceTrack.empty(track.n_frames, track.n_tracks)
+        return track
 
     def _classify(
         self, reader: VideoReader, track: FaceTrack, key: str, *, keep_faces: bool
@@ -372,26 +430,34 @@ class EmotionPipeline:
             frame_logits=logits,
             frame_features=features if "frame_features" in self.needs else None,
             faces=faces,
+            kind=kind,
         )
         if "audio" in self.needs:
             inputs.audio = self._audio(path, kind)
         models: dict[str, np.ndarray | None] = {}
         for model in self.clip_models:
             try:
-                probs = np.asarray(model.predict(inputs), dtype=np.float64)
+                out = model.predict(inputs)
             except ModelSkipped as why:
                 if n_face or "frame_logits" not in model.needs:  # "no face found" already says it for the CNN
                     notes.append(f"{model.name} left out: {why}")
-                models[model.name] = None
+                models[model.name] = inputs.model_features[model.name] = None
                 continue
+            score = out if isinstance(out, ClipScore) else ClipScore(out)
+            probs = np.asarray(score.probs, dtype=np.float64)
             if probs.shape != (NUM_CLASSES,) or not np.isfinite(probs).all():
                 raise ValueError(f"clip model {model.name} gave {probs.shape} non-finite or misshapen output")
             models[model.name] = probs
+            inputs.model_features[model.name] = score.features
         decision = None
         if any(p is not None for p in models.values()):
-            scores = np.asarray(self.combiner(models), dtype=np.float64)
-            total = scores.sum()
-            decision = scores / total if total > 0 else scores
+            scores = self.combiner(models)
+            if scores is None:
+                notes.append("no decision: none of the combined models scored the clip")
+            else:
+                scores = np.asarray(scores, dtype=np.float64)
+                total = scores.sum()
+                decision = scores / total if total > 0 else scores
         return ClipPrediction(
             path=path,
             kind=kind,

@@ -223,3 +223,63 @@ def test_timeline_shades_the_frames_without_a_face():
     np.testing.assert_allclose(happy[[0, 1, 2, 5, 6]], probs[:, 3])
     assert np.isnan(happy[[3, 4, 7, 8]]).all()
     assert ax.get_title().startswith("x.avi: ") and "face in 5/9 frames" in ax.get_title()
+
+
+def test_landmark_runs_see_the_faces_the_face_stage_cached(tmp_path):
+    """A run trained on landmark sidecars (the generated data): a clip of the AFEW tree is aligned from its sidecar,
+    noise and all, exactly as the face cache holds it; a clip without one goes to the fallback, and says so."""
+    from emotiw.faces.detect import LandmarkFileSource
+    from emotiw.faces.track import CentreSquareSource, SidecarLandmarkSource
+    from emotiw.io.afew import find_landmarks, list_splits
+    from tests.core.afew_tree import write_tiny_afew
+
+    root = tmp_path / "afew"
+    write_tiny_afew(root)
+    config, stage_source = AlignConfig(), LandmarkFileSource()
+    keeper = KeepFaces()
+    pipe = EmotionPipeline(
+        fake_cnn, front_end=SidecarLandmarkSource(fallback=CentreSquareSource()), clip_models=[keeper]
+    )
+    refs = list_splits(root)
+    for ref in refs:
+        assert find_landmarks(ref.video_path) == ref.landmarks_path, ref.clip_id
+        pred = pipe.predict(ref.video_path)
+        if ref.landmarks_path is None:
+            assert "no landmark file beside it: faces found by the detector" in pred.status
+            assert len(pred.frame_idx) == pred.n_frames  # the centre square in every frame
+            continue
+        entry = build_entry(ref, stage_source, config, cache_key(ref, stage_source, config))
+        np.testing.assert_array_equal(pred.frame_idx, entry["frame_idx"])
+        if len(entry["faces"]):
+            np.testing.assert_array_equal(keeper.faces, entry["faces"])
+    assert sum(r.landmarks_path is not None for r in refs) == 7
+    outside = tmp_path / "elsewhere" / "100000001.avi"
+    outside.parent.mkdir()
+    outside.write_bytes(refs[0].video_path.read_bytes())
+    assert find_landmarks(outside) is None
+
+
+def test_every_frame_detection_sees_the_faces_the_face_stage_cached(tmp_path):
+    """face_source=centerface (real AFEW's default): the largest face of every frame, as the face cache holds it."""
+    frames, _ = face_frames(10, size=(200, 150), drift=(10.0, 0.0), face_width=110)
+    path = write_clip(tmp_path / "edge.avi", frames)
+    ref = ClipRef("edge", "Test", -1, path, None)
+    source, config = CenterFaceSource(), AlignConfig()
+    entry = build_entry(ref, source, config, cache_key(ref, source, config))
+    keeper = KeepFaces()
+    pred = EmotionPipeline(fake_cnn, front_end=source, clip_models=[keeper]).predict(path)
+    assert str(entry["status"]) == "ok" and len(entry["faces"]) >= 5
+    np.testing.assert_array_equal(pred.frame_idx, entry["frame_idx"])
+    np.testing.assert_array_equal(keeper.faces, entry["faces"])
+    assert pred.detected.all()
+
+
+def test_fewer_faces_than_the_runs_min_frames_is_no_face(tmp_path, source):
+    from emotiw.pipeline import MeanFrameProbs
+
+    path = face_clip(tmp_path / "brief.avi", n=12, visible=np.arange(12) < 3)
+    pred = EmotionPipeline(fake_cnn, front_end=source, clip_models=[MeanFrameProbs()], min_frames=5).predict(
+        path
+    )
+    assert pred.probs is None and len(pred.frame_idx) == 0
+    assert pred.status.startswith("1 face frame(s), fewer than the run's min_frames=5")
