@@ -1,4 +1,4 @@
-"""Predict the emotion shown in videos and stills with the trained system (today: the face CNN).
+"""Predict the emotion shown in videos and stills with the trained system.
 
     python predict.py PATH [PATH ...] [--out DIR] [--every N] [--run RUN_DIR | --weights FILE]
 
@@ -9,11 +9,18 @@ probabilities, frames read, frames with a face, status), ``DIR/predictions.json`
 without a face shaded) and ``DIR/predict.log``. Bad input is reported in the status column and the log, and the
 other inputs go on; the exit status is 1 only when nothing could be predicted (2 for a bad command line).
 
-Without ``--run``/``--weights`` the face CNN shipped in ``emotiw/assets`` is used (checksum verified). Faces are
-found by CenterFace every ``--every`` frames and followed by optical flow in between; one face per clip is kept
-(the most persistent, then the largest), its 5 points smoothed over time, aligned and equalised like the training
-data. A 48x48 grey still is taken as an aligned face (FER2013 style); ``--no-detect`` takes the centre square of
-every image and frame as the face.
+``--run runs/<experiment>`` predicts with every model the run trained (``EmotionPipeline.from_run``): the face CNN's
+frame mean, the aggregated CNN, audio, IRNN, activity and fusion models each give their 7 probabilities (CSV
+columns ``<model>_<emotion>``), and the combine stage's weights give the decision (``combined_<emotion>``, the
+predicted emotion); faces come from the face source the run was trained with. A model the run lacks, or one that
+cannot score an input (no face, no audio track, too short for the activity blocks), is left out of that input's
+decision and its status says why. Without ``--run``/``--weights`` the face CNN shipped in ``emotiw/assets`` is used
+(checksum verified); ``--weights`` takes another CNN weights file.
+
+Faces are found by CenterFace every ``--every`` frames and followed by optical flow in between; one face per clip is
+kept (the most persistent, then the largest), its 5 points smoothed over time, aligned and equalised like the
+training data. A 48x48 grey still is taken as an aligned face (FER2013 style); ``--no-detect`` takes the centre
+square of every image and frame as the face.
 """
 
 from __future__ import annotations
@@ -73,7 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--out", type=Path, default=Path("predictions"), help="output folder (default ./predictions)"
     )
     model_src = ap.add_mutually_exclusive_group()
-    model_src.add_argument("--run", type=Path, help="a run directory: its cnn/best.ckpt is used")
+    model_src.add_argument(
+        "--run", type=Path, help="a trained run (runs/<experiment>): every model it holds and its combiner"
+    )
     model_src.add_argument(
         "--weights", type=Path, help="a weights file written by lightning_modules.cnn.save_weights"
     )
@@ -318,6 +327,19 @@ def _setup_logging(out_dir: Path) -> None:
     log.addHandler(file)
 
 
+def log_run(run_dir: Path, pipeline) -> None:
+    """Which of the run's models predict, and why any is left out (every input's status repeats it)."""
+    from emotiw.clip_models import ModelLeftOut
+
+    left = [m for m in pipeline.clip_models if isinstance(m, ModelLeftOut)]
+    used = [m.name for m in pipeline.clip_models if not isinstance(m, ModelLeftOut)]
+    log.info("run %s: models %s", run_dir, ", ".join(used))
+    for m in left:
+        log.warning("run %s: %s left out: %s", run_dir, m.name, m.reason)
+    if getattr(pipeline.combiner, "note", None):
+        log.warning("run %s: %s", run_dir, pipeline.combiner.note)
+
+
 def run(args: argparse.Namespace) -> int:
     inputs, problems = find_inputs(args.paths, args.out)
     check_out_dir(args.out, inputs)
@@ -344,7 +366,6 @@ def run(args: argparse.Namespace) -> int:
     from emotiw.faces.track import CentreSquareSource, TrackConfig, TrackedFaceSource
     from emotiw.pipeline import EmotionPipeline, TorchFaceModel
     from emotiw.plots import save_timeline
-    from lightning_modules.cnn import load_cnn
 
     torch.set_grad_enabled(False)
     # The CNN runs on a worker thread beside decoding and tracking: one intra-op thread each keeps 2 cores busy
@@ -352,25 +373,34 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     try:
         if args.run is not None:
-            model = load_cnn(run_dir=args.run)
-        elif args.weights is not None:
-            model = load_cnn(weights=args.weights)
+            pipeline = EmotionPipeline.from_run(
+                args.run,
+                every=args.every,
+                front_end=CentreSquareSource() if args.no_detect else None,
+                batch_size=args.batch_size,
+                max_pixels=args.max_pixels,
+            )
+            log_run(args.run, pipeline)
         else:
-            model = load_cnn()
+            from lightning_modules.cnn import load_cnn
+
+            model = load_cnn(weights=args.weights) if args.weights is not None else load_cnn()
+            front_end = (
+                CentreSquareSource()
+                if args.no_detect
+                else TrackedFaceSource(CenterFaceSource(), TrackConfig(every=args.every))
+            )
+            pipeline = EmotionPipeline(
+                TorchFaceModel(model),
+                front_end=front_end,
+                batch_size=args.batch_size,
+                max_pixels=args.max_pixels,
+            )
     except (FileNotFoundError, ValueError) as err:  # the loaders name the file and what is wrong
         raise UsageError(str(err)) from None
-    front_end = (
-        CentreSquareSource()
-        if args.no_detect
-        else TrackedFaceSource(CenterFaceSource(), TrackConfig(every=args.every))
+    writer = ResultWriter(
+        args.out, pipeline.model_names, with_combined=args.run is not None or len(pipeline.model_names) > 1
     )
-    pipeline = EmotionPipeline(
-        TorchFaceModel(model),
-        front_end=front_end,
-        batch_size=args.batch_size,
-        max_pixels=args.max_pixels,
-    )
-    writer = ResultWriter(args.out, pipeline.model_names, with_combined=len(pipeline.model_names) > 1)
     for path, reason in problems:
         log.warning("%s: %s", display_path(path), reason)
         writer.add(*failed_row(path, "", reason, writer))
