@@ -1,5 +1,6 @@
 # `make demo`: set up .venv, generate the default data if absent, train the paper's face CNN, print test accuracy.
-# `make test`: set up .venv and run the test suite (slow tests excluded; `make test-full` runs them too).
+# `make test`: set up .venv, check format and lint (ruff), run the test suite (slow tests excluded; `make test-full`
+# runs them too).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -31,10 +32,14 @@ data/generated/.complete: | $(VENV)/.installed
 demo: $(VENV)/.installed data/generated/.complete ## train the paper CNN on generated data and print its test accuracy
 	$(PY) train.py stage=cnn experiment=demo
 
-test: $(VENV)/.installed ## run the test suite (not slow)
+test: $(VENV)/.installed ## check format and lint, then run the test suite (not slow)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
-test-full: $(VENV)/.installed ## run every test, slow and 2-process DDP ones included
+test-full: $(VENV)/.installed ## check format and lint, then run every test, slow and 2-process DDP ones included
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -m ""
 
 lint: $(VENV)/.installed ## ruff check

@@ -39,12 +39,9 @@ def label_sweep_job(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> None:
     label_sweep_job(cfg)
-    metrics = run_stage(cfg)
-    # Hydra sweepers (hparams_search) optimise the value returned here.
-    optimized = cfg.get("optimized_metric")
-    return metrics.get(optimized) if optimized else None
+    run_stage(cfg)
 
 
 if __name__ == "__main__":

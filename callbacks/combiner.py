@@ -108,7 +108,7 @@ def search_and_write(
     return estimator, metrics
 
 
-class RandomSearchCombine(GatherThenFitOnRankZero):
+class FitCombinerOnProbs(GatherThenFitOnRankZero):
     """Search per-model, per-class weights over the gathered probabilities at the end of ``trainer.predict``.
 
     Args:
@@ -144,7 +144,7 @@ class RandomSearchCombine(GatherThenFitOnRankZero):
 
     @property
     def label(self) -> str:
-        return f"RandomSearchCombine({self.task_name!r})"
+        return f"FitCombinerOnProbs({self.task_name!r})"
 
     def fit_on_rank_zero(self, trainer: L.Trainer, table: ClipTable) -> dict[str, float]:
         estimator = build_combiner(self.estimator)

@@ -249,7 +249,3 @@ class AfewFeaturesDataModule(L.LightningDataModule):
         return [
             self._loader(self._dataset([s]), shuffle=False) for s in self.predict_splits if len(self.files[s])
         ]
-
-    def input_dim(self) -> int:
-        f = next(iter(self.files.values()))
-        return int(f.feats.shape[1]) if self.representation == "sequence" else self.k * int(f.logits.shape[1])

@@ -57,8 +57,13 @@ def train_sae(cfg: DictConfig) -> tuple[SAEModule, dict[str, Any], L.Trainer]:
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best and not trainer.fast_dev_run:
         model = SAEModule.load_from_checkpoint(best, map_location="cpu")
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
-    metrics = {f"sae/{k.replace('/', '_')}": v for k, v in metrics.items()}
+    # the SAE fit's train/<name> and val/<name> as train/sae_<name>, val/sae_<name>: the SVM's train/acc etc. follow
+    metrics = {
+        f"{split}/sae_{name}": float(v)
+        for k, v in trainer.callback_metrics.items()
+        for split, _, name in [k.partition("/")]
+        if split in ("train", "val")
+    }
     metrics["sae/n_visible"] = float(datamodule.n_visible)
     metrics["sae/n_train_blocks"] = float(len(datamodule.train_set))
     sae_path = Path(cfg.paths.output_dir) / "sae.ckpt"

@@ -51,7 +51,7 @@ PIPELINE = (
     "report",
 )
 # Rerun every time: the report also reads the other submission runs (Table 2), which the skip rule does not track,
-# and it takes seconds.
+# and it is quick.
 ALWAYS_RUN = ("report",)
 # The stages that, under partition=retrain, reuse what the tuned run chose (its <stage>/chosen.json).
 FROZEN_STAGES = ("irnn", "aggcnn", "audio", "activity", "fusion", "combine")

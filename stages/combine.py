@@ -3,7 +3,7 @@
 Sources are model names of this run (``aggcnn``, ``audio``, ``irnn``, ``activity``, ``fusion``: the authors' order)
 or ``<experiment>/<model>`` for another run's output (submission 7 combines ``submission3/combine`` and
 ``submission6/combine``). :class:`datamodules.combine_probs.CombineProbsDataModule` aligns their probabilities by
-clip id and serves them to :class:`callbacks.combiner.RandomSearchCombine` through ``trainer.predict``, so the search
+clip id and serves them to :class:`callbacks.combiner.FitCombinerOnProbs` through ``trainer.predict``, so the search
 works the same under DDP.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig
 
-from callbacks.combiner import RandomSearchCombine
+from callbacks.combiner import FitCombinerOnProbs
 from datamodules.combine_probs import CombineProbsDataModule, source_location
 from emotiw.artifacts import SPLITS, probs_path
 from lightning_modules.pass_through import FeaturePassThrough
@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"combine: only {sources} of combine.sources={list(c.sources)} have probabilities "
             f"under {cfg.paths.run_dir}/probs; at least two models are needed"
         )
-    callback = RandomSearchCombine(
+    callback = FitCombinerOnProbs(
         models=sources,
         estimator=c.estimator,
         run_dir=cfg.paths.run_dir,

@@ -69,15 +69,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         datamodule.report.save(Path(cfg.paths.output_dir) / "face_report.json")
     metrics: dict[str, Any] = {}
     for split in splits:
-        for name, value in split_accuracies(features_path(cfg.paths.run_dir, split)).items():
-            metrics[f"{split}/{name}"] = value
-        shown = ", ".join(
-            f"{k.split('/')[1]}={v:.4f}" if isinstance(v, float) else f"{k.split('/')[1]}={v}"
-            for k, v in metrics.items()
-            if k.startswith(f"{split}/")
-        )
+        found = split_accuracies(features_path(cfg.paths.run_dir, split))
+        metrics.update({f"{split.lower()}/{name}": value for name, value in found.items()})
+        shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in found.items())
         print(f"[features] {split}: {shown}")
-    total = sum(metrics.get(f"{s}/frames", 0) for s in splits)
+    total = sum(metrics.get(f"{s.lower()}/frames", 0) for s in splits)
     metrics["frames_per_second"] = total / seconds if seconds > 0 else float("nan")
     for lg in trainer.loggers:
         lg.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})

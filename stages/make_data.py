@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         + marker["counts"]["tfd"]["unlabelled"],
     }
     for split in ("Train", "Val", "Test"):
-        metrics[f"afew/clips_{split}"] = sum(afew[split].values())
+        metrics[f"{split.lower()}/afew_clips"] = sum(afew[split].values())
     for usage, per_class in fer.items():
         metrics[f"fer2013/{usage}"] = sum(per_class.values())
     log.info("make_data: %s (sha256 %s)", out, marker["sha256"][:12])

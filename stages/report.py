@@ -43,7 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for row in report.table1:
         for split in ("train", "val", "test"):
             if row[split] is not None:
-                metrics[f"{row['model']}/{split}_acc"] = row[split]
+                metrics[f"{split}/{row['model']}_acc"] = row[split]
     metrics["report/wandb"] = log_to_wandb(cfg, report)
     log.info("report written to %s/report.md", cfg.paths.run_dir)
     return metrics

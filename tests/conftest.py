@@ -27,7 +27,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def one_torch_thread():
     """Tiny nets and searches run faster on one intra-op thread; two spinning OpenMP threads on an oversubscribed
-    2-core box made a fusion step ~70x slower (measured 0.69 s vs 9 ms). Use with
+    2-core box make a fusion step many times slower (README, Benchmarks). Use with
     ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -73,7 +73,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     if np.ptp(src, axis=0).max() < 1e-6:
         raise ValueError(f"degenerate source points (all at one place): {src.tolist()}")
     # Closed form of that least-squares problem: centre both point sets, then a and b are the normalised dot and
-    # cross products (numerically the same as lstsq on the 2N x 4 system, ~10x faster per frame).
+    # cross products (numerically the same as lstsq on the 2N x 4 system, and cheaper per frame).
     src_mean, dst_mean = src.mean(0), dst.mean(0)
     (x, y), (u, v) = (src - src_mean).T, (dst - dst_mean).T
     norm = np.sum(x * x + y * y)

@@ -147,7 +147,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # For unit tests: the whole tree in a few seconds on one core.
+    # For unit tests and scale=quick: the smallest tree that holds every kind of item.
     "tiny": Preset(
         "tiny",
         fer_per_class=30,

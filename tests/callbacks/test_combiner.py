@@ -1,4 +1,4 @@
-"""RandomSearchCombine: the rank-zero search-and-write without a Trainer, inside trainer.predict, and under 2-process
+"""FitCombinerOnProbs: the rank-zero search-and-write without a Trainer, inside trainer.predict, and under 2-process
 DDP (slow)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 import pytest
 
-from callbacks.combiner import RandomSearchCombine, search_and_write
+from callbacks.combiner import FitCombinerOnProbs, search_and_write
 from datamodules.combine_probs import CombineProbsDataModule
 from emotiw.artifacts import load_json, load_probs, save_json
 from emotiw.combine import RandomSearchCombiner
@@ -83,7 +83,7 @@ def test_frozen_weights_must_name_the_same_models(tmp_path: Path) -> None:
 def test_callback_inside_trainer_predict(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "exp"
     write_fake_run(run_dir, models=("aggcnn", "irnn"), missing={"irnn": 5})
-    cb = RandomSearchCombine(
+    cb = FitCombinerOnProbs(
         models=["aggcnn", "irnn"], estimator=RandomSearchCombiner(**FAST), run_dir=run_dir, partition=STANDARD
     )
     trainer = L.Trainer(
@@ -105,7 +105,7 @@ def test_callback_inside_trainer_predict(tmp_path: Path) -> None:
     # irnn misses 5 clips per split; combine still scores every clip (renormalised over aggcnn alone)
     assert len(load_probs(run_dir, "combine", "Val").clip_ids) == 140
     with pytest.raises(ValueError, match="at least two models"):
-        RandomSearchCombine(
+        FitCombinerOnProbs(
             models=["aggcnn"], estimator=RandomSearchCombiner(), run_dir=run_dir, partition=STANDARD
         )
 

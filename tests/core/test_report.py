@@ -126,7 +126,7 @@ def test_report_stage_logs_tables_and_images_to_offline_wandb(tmp_path: Path) ->
         for split in ("Train", "Val", "Test"):
             write(run_dir, model, split, [0, 1, 2, 3], [0, 1, 1, 3])
     metrics = run(["stage=report", "experiment_name=rep", "logger=wandb"], tmp_path)
-    assert metrics["report/wandb"] is True and metrics["irnn/val_acc"] == pytest.approx(0.75)
+    assert metrics["report/wandb"] is True and metrics["val/irnn_acc"] == pytest.approx(0.75)
     offline = list((run_dir / "report" / "wandb").glob("offline-run-*"))
     assert offline and any(p.suffix == ".wandb" for p in offline[0].iterdir())
     media = list((offline[0] / "files" / "media").rglob("*"))

@@ -188,7 +188,7 @@ EXPECTED_FAILED = {
 }
 
 
-@pytest.mark.slow  # ~50 sklearn checks, ~20 s of CPU
+@pytest.mark.slow  # about 50 sklearn checks
 @parametrize_with_checks(
     [GridSearchSVM(C_grid=(1.0,), gamma_grid=(0.1,), gamma_per_dim_grid=())],
     expected_failed_checks=lambda est: EXPECTED_FAILED,

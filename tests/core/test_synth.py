@@ -344,7 +344,7 @@ def test_make_data_stage_generates_then_skips(tmp_path: Path) -> None:
     first = run(["stage=make_data", "synth.preset=tiny", f"synth.counts={small}"], tmp_path)
     out = tmp_path / "data" / "generated"
     assert is_complete(out, preset="tiny", seed=0, counts=SMALL)
-    assert first["skipped"] == 0 and first["afew/clips_Train"] == 2 and first["fer2013/Training"] > 0
+    assert first["skipped"] == 0 and first["train/afew_clips"] == 2 and first["fer2013/Training"] > 0
     again = run(["stage=make_data", "synth.preset=tiny", f"synth.counts={small}"], tmp_path)
     assert again["skipped"] == 1
     assert [p.name for p in out.parent.iterdir()] == ["generated"]

@@ -61,7 +61,7 @@ def test_init_is_fan_in_uniform_with_zero_biases() -> None:
 
 def test_l2_covers_every_weight_matrix() -> None:
     # A: 1+4+9+16=30, B: 25, C: 1+4+4=9, shared: 1+4+9+16=30, out: 1+1+1=3
-    assert float(l2_penalty(tiny_net())) == pytest.approx(97.0)
+    assert float(l2_penalty(tiny_net()).detach()) == pytest.approx(97.0)
 
 
 def test_code_bug_matrix_overwrites_blocks_at_the_origin() -> None:

@@ -82,9 +82,9 @@ def test_features_file_format_offsets_and_values(root):
         frame_acc = np.mean(probs.argmax(1) == np.repeat([3, 3, 4], [12, 5, 1]))
         clip_pred = [probs[a:b].mean(0).argmax() for a, b in [(0, 12), (12, 17), (17, 18)]]
         clip_acc = np.mean(np.array(clip_pred) == [3, 3, 4])
-    assert metrics["Train/frame_acc"] == pytest.approx(frame_acc)
-    assert metrics["Train/clip_acc"] == pytest.approx(clip_acc)
-    assert metrics["Val/frames"] == 9 and metrics["Test/clips"] == 2
+    assert metrics["train/frame_acc"] == pytest.approx(frame_acc)
+    assert metrics["train/clip_acc"] == pytest.approx(clip_acc)
+    assert metrics["val/frames"] == 9 and metrics["test/clips"] == 2
     assert not (root / "runs/default/features/.shards" / "Train_rank0.npz").exists()
 
 

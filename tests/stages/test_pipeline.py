@@ -22,7 +22,7 @@ DATA = [
     "synth.counts={fer_per_class: 150, tfd: 200, afew_train: 70, afew_val: 70, afew_test: 14, afew_max_s: 2.0}",
 ]
 STAGES = (
-    # fp32 (trainer=cpu): bf16-mixed without channels_last measured ~8x slower than fp32 here. A FER hold-out as the
+    # fp32 (trainer=cpu): bf16-mixed is slower than fp32 on this CPU (README). A FER hold-out as the
     # early-stopping set skips scoring ~4,300 AFEW frames every epoch; batch 32 gives the 8 epochs 4x the steps.
     ("cnn", ["trainer=cpu", "trainer.max_epochs=8", "data.val_source=fer_holdout", "data.batch_size=32"]),
     ("faces", []),
