@@ -28,10 +28,14 @@ SMALLEST = [
     f"experiment_name={GUARD}",
     "scale=quick",
     "all.stages=[faces,features,irnn,aggcnn,audio,activity,fusion,combine]",
-    "all.stage_overrides.irnn=['trainer.max_epochs=2','model.in_init_std=0.05']",
-    "all.stage_overrides.fusion=['trainer.max_epochs=2']",
-    "all.stage_overrides.activity=['trainer.max_epochs=1','data.n_train_blocks=600','data.n_val_blocks=200',"
-    "'data.whitener_fit_blocks=600','bow.n_words=8','bow.codebook_blocks=600']",
+    "scale.irnn.max_epochs=2",
+    "scale.fusion.max_epochs=2",
+    "scale.activity.n_train_blocks=600",
+    "scale.activity.n_val_blocks=200",
+    "scale.activity.whitener_fit_blocks=600",
+    "scale.activity.n_words=8",
+    "scale.activity.codebook_blocks=600",
+    "all.stage_overrides.irnn=['model.in_init_std=0.05']",
 ]
 
 
