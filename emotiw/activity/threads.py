@@ -10,7 +10,7 @@ from contextlib import contextmanager
 def cpu_threads(n: int | None) -> Iterator[None]:
     """Run with ``n`` intra-op threads in torch and in numpy/scikit-learn's BLAS and OpenMP pools (``None``: leave
     them). The SAE's matmuls (batches of 100 blocks) and k-means are too small to share out: on a busy 2-core
-    machine two spinning threads made an SAE step 0.23 s instead of a few milliseconds."""
+    machine two spinning threads make an SAE step many times slower (README, Benchmarks)."""
     if n is None:
         yield
         return
