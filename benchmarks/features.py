@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import describe
+from machine import describe, figure
 
 from emotiw.activity import FoldedEncoder, block_whitener
 from emotiw.audio import extract_is10
@@ -59,6 +59,8 @@ def bench_audio(n_clips: int, seconds: float) -> None:
         f"{n_clips * seconds / wall:.1f} s of audio per second (1 process); cached re-read {n_clips / cached:.0f} clips/s "
         f"({wall / cached:.0f}x)"
     )
+    figure("audio IS10 extraction, 1 process", n_clips * seconds / wall, "s of audio/s")
+    figure("audio IS10 cached re-read", n_clips / cached, "clips/s", "extraction, 1 process", n_clips / wall)
 
 
 def bench_blocks(n_blocks: int, n_loop: int) -> None:
@@ -91,6 +93,13 @@ def bench_blocks(n_blocks: int, n_loop: int) -> None:
         f"SAE encodings: batched folded matmul {rate_b:,.0f} blocks/s ({n_blocks} blocks, "
         f"whitened dims {whitener.n_components_}) vs per-block loop {rate_l:,.0f} blocks/s -> {rate_b / rate_l:.1f}x"
     )
+    figure(
+        "SAE block encodings, batched folded matmul",
+        rate_b,
+        "blocks/s",
+        "per-block whiten-then-encode loop",
+        rate_l,
+    )
 
 
 def bench_codebook(n_blocks: int, n_words: int) -> None:
@@ -112,6 +121,13 @@ def bench_codebook(n_blocks: int, n_words: int) -> None:
     print(
         f"codebook ({n_blocks} blocks, {n_words} words) + histograms: default threads {times[None]:.2f} s, "
         f"one thread {times[1]:.2f} s -> {times[None] / times[1]:.1f}x"
+    )
+    figure(
+        f"k-means codebook + histograms ({n_blocks} blocks, {n_words} words), one thread",
+        times[1],
+        "s",
+        "default thread pools",
+        times[None],
     )
 
 

@@ -55,3 +55,13 @@ def figure(
     }
     print("figure " + json.dumps(row), flush=True)
     return row
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """Print a markdown table between ``table <title>`` and ``table end`` lines (what ``run_all.py`` copies)."""
+    print(f"table {title}")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print("table end", flush=True)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import describe
+from machine import describe, figure
 
 from emotiw.synth import generate
 
@@ -61,6 +61,11 @@ def main() -> None:
             f"speed-up with {args.workers} processes: {one['wall'] / pool['wall']:.2f}x; "
             f"same bytes: {one['sha256'] == pool['sha256']}"
         )
+        figure(
+            f"generate {args.preset}, {args.workers} processes", pool["wall"], "s", "1 process", one["wall"]
+        )
+    else:
+        figure(f"generate {args.preset}, {args.workers} processes", runs[args.workers]["wall"], "s")
 
 
 if __name__ == "__main__":

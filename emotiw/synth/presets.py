@@ -186,6 +186,29 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+# For benchmarks/scaling.py: 100, 400 and 1,600 clips of one length (2 s), split into Train/Val/Test in AFEW 5.0's
+# proportions, beside tiny's FER and TFD (the face CNN's cost does not depend on the clips). Only the clip count grows.
+SCALING_CLIPS = (100, 400, 1600)
+
+
+def _scaling_preset(clips: int) -> Preset:
+    paper = PRESETS["paper"]
+    train, val, test = apportion(clips, (paper.afew_train, paper.afew_val, paper.afew_test))
+    return Preset(
+        f"scale{clips}",
+        fer_per_class=30,
+        tfd=100,
+        tfd_labelled=0.7,
+        afew_train=train,
+        afew_val=val,
+        afew_test=test,
+        afew_min_s=2.0,
+        afew_max_s=2.0,
+    )
+
+
+PRESETS.update({f"scale{n}": _scaling_preset(n) for n in SCALING_CLIPS})
+
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
