@@ -17,14 +17,14 @@ def cpu_name() -> str:
     return name or "unknown CPU"
 
 
-def describe() -> str:
-    """CPU model, cores, torch threads (when torch is loaded) and the 1-minute load average."""
+def describe(load: bool = True) -> str:
+    """CPU model, cores, torch threads (when torch is loaded) and the 1-minute load average (unless ``load=False``)."""
     import sys
 
     parts = [f"{platform.machine()} {cpu_name()}", f"{os.cpu_count()} cores"]
     if "torch" in sys.modules:
         parts.append(f"torch threads {sys.modules['torch'].get_num_threads()}")
-    if hasattr(os, "getloadavg"):
+    if load and hasattr(os, "getloadavg"):
         parts.append(f"load average {os.getloadavg()[0]:.1f}")
     return ", ".join(parts)
 

@@ -232,7 +232,7 @@ def run_bench(bench: Bench, setting: str) -> dict:
         "benchmark": bench.name,
         "setting": setting,
         "started": started,
-        "machine": describe(),
+        "machine": describe(load=False),
         "versions": versions(),
     }
     if not script.is_file():
@@ -364,12 +364,15 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--setting", choices=SETTINGS, default="short")
     ap.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], help="run these scripts only")
     ap.add_argument("--out", type=Path, default=HERE, help="folder of results.json and results.md")
+    ap.add_argument(
+        "--render-only", action="store_true", help="rewrite results.md (and README) from results.json"
+    )
     args = ap.parse_args(argv)
     store_path = args.out / "results.json"
     store = json.loads(store_path.read_text()) if store_path.is_file() else {}
     print(f"machine: {describe()}; {versions()}", flush=True)
     for bench in BENCHMARKS:
-        if args.only and bench.name not in args.only:
+        if args.render_only or (args.only and bench.name not in args.only):
             continue
         if bench.optional and not (HERE / f"{bench.name}.py").is_file():
             print(f"== {bench.name}: absent, skipped", flush=True)

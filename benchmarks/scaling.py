@@ -1,12 +1,15 @@
-"""Growth of ``stage=all`` with the number of clips: wall time per clip and peak resident memory of every stage.
+"""Growth of ``stage=all`` with the number of clips: time per clip and peak memory of every stage.
 
 For each size (generator presets ``scale100``, ``scale400``, ``scale1600``: one clip length, tiny's FER and TFD),
 run ``python train.py stage=all scale=quick`` in a child process whose root (``EMOTIW_ROOT``) is a fresh folder, so
 every stage runs, make_data (the generator) included. A thread polls /proc every ``--interval`` seconds for the
-memory of that process and all its descendants (DataLoader workers, process pools, DDP ranks): the sum of their
-proportional set sizes, so pages that forked workers share are counted once. A stage's
-wall time is the ``seconds`` of its ``metrics.json``; its window ends at that file's mtime, and its peak memory is the
-highest sample in the window (the process keeps what earlier stages left, so a stage's peak includes them).
+memory and CPU time of that process and all its descendants (DataLoader workers, process pools, DDP ranks). Memory
+is what the tree holds: anonymous and shared pages by proportional share (pages that forked workers share count
+once), without the file-backed pages that memory-mapped reads leave (the kernel drops those when it needs room).
+A stage's wall time is the ``seconds`` of its ``metrics.json``; its window ends at that file's mtime; its CPU time
+is the tree's CPU time over the window and its peak memory the highest sample in it (the process keeps what
+earlier stages left, so a stage's peak includes them). On a loaded machine the CPU time per clip is the steadier
+measure of work; the wall time adds whatever share of the cores the other jobs took.
 
 Goals (issue #18): time per clip at the largest size within 1.3x of the smallest for every stage (the SVM and
 random-search fits excepted: their cost, stated beside, grows faster by design), and peak memory at 1,600 clips at
@@ -55,49 +58,81 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def _memory(pid: int) -> int:
-    """Proportional set size of one process (pages shared with others counted by share, so the sum over a tree of
-    forked workers is what the tree holds), or its resident size where smaps_rollup is missing."""
+CLOCK = os.sysconf("SC_CLK_TCK")
+
+
+def _process(pid: int) -> tuple[int, int, float]:
+    """(held bytes, proportional set size, CPU seconds) of one process. Held: anonymous and shared memory, counted
+    by share (so the sum over a tree of forked workers is what the tree holds), without the file-backed pages that
+    memory-mapped reads leave behind (the kernel drops those when it needs the room). CPU: user and system time,
+    its waited-for children's included."""
+    held = pss = 0
     try:
         with open(f"/proc/{pid}/smaps_rollup") as fh:
-            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("Pss:"))
-    except (OSError, StopIteration, ValueError):
-        pass
+            fields = {
+                line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh if line.startswith("Pss")
+            }
+        pss = fields.get("Pss", 0)
+        held = fields["Pss_Anon"] + fields.get("Pss_Shmem", 0) if "Pss_Anon" in fields else pss
+    except (OSError, ValueError, IndexError):
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                held = pss = int(fh.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+    cpu = 0.0
     try:
-        with open(f"/proc/{pid}/statm") as fh:
-            return int(fh.read().split()[1]) * PAGE
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        cpu = sum(int(x) for x in fields[11:15]) / CLOCK  # utime, stime, cutime, cstime
     except (OSError, IndexError, ValueError):
-        return 0
+        pass
+    return held, pss, cpu
 
 
-def tree_memory(pid: int) -> int:
-    """Bytes held by ``pid`` and all its descendants (DataLoader workers, process pools, DDP ranks)."""
-    children, total, todo = _children_map(), 0, [pid]
+def tree_stats(pid: int) -> tuple[int, int, float]:
+    """(held bytes, PSS bytes, CPU seconds) of ``pid`` and all its descendants (DataLoader workers, process pools,
+    DDP ranks)."""
+    children, todo = _children_map(), [pid]
+    held = pss = 0
+    cpu = 0.0
     while todo:
         p = todo.pop()
         todo.extend(children.get(p, ()))
-        total += _memory(p)
-    return total
+        h, s, c = _process(p)
+        held, pss, cpu = held + h, pss + s, cpu + c
+    return held, pss, cpu
+
+
+def tree_memory(pid: int) -> int:
+    """Held bytes (see :func:`_process`) of ``pid`` and all its descendants."""
+    return tree_stats(pid)[0]
 
 
 class MemorySampler(threading.Thread):
-    """(time, bytes held by the process tree) every ``interval`` seconds until ``stop``."""
+    """(time, held bytes, PSS bytes, CPU seconds) of the process tree every ``interval`` seconds until ``stop``."""
 
     def __init__(self, pid: int, interval: float) -> None:
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, int, float]] = []
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.is_set():
-            self.samples.append((time.time(), tree_memory(self.pid)))
+            self.samples.append((time.time(), *tree_stats(self.pid)))
             self._done.wait(self.interval)
 
-    def stop(self) -> list[tuple[float, int]]:
+    def stop(self) -> list[tuple[float, int, int, float]]:
         self._done.set()
         self.join()
         return self.samples
+
+
+def _cpu_at(samples: list[tuple[float, int, int, float]], t: float) -> float:
+    """CPU seconds of the tree at time ``t`` (the last sample at or before it)."""
+    before = [s[3] for s in samples if s[0] <= t]
+    return before[-1] if before else 0.0
 
 
 def preset_override(preset: str) -> str:
@@ -154,10 +189,12 @@ def run_size(size: str, root: Path, interval: float, extra: list[str]) -> dict:
         metrics = json.loads(metrics_file.read_text())
         end = metrics_file.stat().st_mtime
         begin = end - float(metrics["seconds"])
-        window = [rss for t, rss in samples if begin - interval <= t <= end + interval]
+        window = [sample for sample in samples if begin - interval <= sample[0] <= end + interval]
         stages[name] = {
             "seconds": float(metrics["seconds"]),
-            "peak_bytes": max(window, default=0),
+            "cpu_seconds": _cpu_at(samples, end) - _cpu_at(samples, begin),
+            "peak_bytes": max((sample[1] for sample in window), default=0),
+            "peak_pss_bytes": max((sample[2] for sample in window), default=0),
             # a stage's own timings of its parts, e.g. activity/seconds_encode
             "parts": {k.split("/seconds_", 1)[1]: float(v) for k, v in metrics.items() if "/seconds_" in k},
         }
@@ -165,54 +202,73 @@ def run_size(size: str, root: Path, interval: float, extra: list[str]) -> dict:
         "preset": preset,
         "clips": clips,
         "wall": wall,
-        "peak_bytes": max((rss for _, rss in samples), default=0),
+        "peak_bytes": max((sample[1] for sample in samples), default=0),
+        "cpu_seconds": samples[-1][3] if samples else 0.0,
         "stages": stages,
         "load": os.getloadavg()[0],
     }
 
 
+def _ratio(values: list[float]) -> str:
+    return f"{values[-1] / values[0]:.2f}x" if len(values) > 1 and values[0] > 0 else ""
+
+
+def memory_reference(runs: list[dict]) -> dict:
+    """The run the largest one's peak memory is compared with: 400 clips when measured, else the second largest."""
+    return next((r for r in runs[:-1] if r["clips"] == 400), runs[-2] if len(runs) > 1 else runs[-1])
+
+
 def growth_table(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Rows: stage, then seconds per clip and peak GiB at each size, the time-per-clip ratio largest/smallest and
-    the peak ratio 1,600/400 (or largest/second largest)."""
+    """Rows: stage, then wall and CPU seconds per clip and peak GiB at each size, the wall and CPU time-per-clip
+    ratios largest/smallest, and the peak ratio largest/400 clips (or largest/second largest)."""
     sizes = [r["clips"] for r in runs]
-    header = ["stage"] + [f"s/clip at {n}" for n in sizes] + [f"peak GiB at {n}" for n in sizes]
+    ref = memory_reference(runs)
+    header = ["stage"] + [f"s/clip at {n}" for n in sizes] + [f"CPU s/clip at {n}" for n in sizes]
+    header += [f"peak GiB at {n}" for n in sizes]
     header += [
-        f"time/clip {sizes[-1]}/{sizes[0]}",
-        f"peak {sizes[-1]}/{sizes[-2]}" if len(sizes) > 1 else "peak",
+        f"s/clip {sizes[-1]}/{sizes[0]}",
+        f"CPU s/clip {sizes[-1]}/{sizes[0]}",
+        f"peak {sizes[-1]}/{ref['clips']}",
     ]
+
+    def row(label: str, wall: list[float], cpu: list[float], peaks: list[float | None]) -> list[str]:
+        mem = [f"{p / 2**30:.2f}" if p is not None else "" for p in peaks]
+        peak_ratio = ""
+        if peaks[-1] is not None and len(runs) > 1:
+            peak_ratio = f"{peaks[-1] / peaks[runs.index(ref)]:.2f}x"
+        return [
+            label,
+            *(f"{w:.3f}" for w in wall),
+            *(f"{c:.3f}" for c in cpu),
+            *mem,
+            _ratio(wall),
+            _ratio(cpu),
+            peak_ratio,
+        ]
+
     rows = []
     names = [s for s in runs[0]["stages"] if all(s in r["stages"] for r in runs)]
     for name in names:
-        per = [r["stages"][name]["seconds"] / r["clips"] for r in runs]
-        peaks = [r["stages"][name]["peak_bytes"] / 2**30 for r in runs]
+        st = [r["stages"][name] for r in runs]
         note = f" ({FIT_STAGES[name]}, excepted)" if name in FIT_STAGES else ""
         rows.append(
-            [name + note]
-            + [f"{p:.3f}" for p in per]
-            + [f"{p:.2f}" for p in peaks]
-            + [
-                f"{per[-1] / per[0]:.2f}x" if len(runs) > 1 else "",
-                f"{peaks[-1] / peaks[-2]:.2f}x" if len(runs) > 1 else "",
-            ]
-        )
-        for part in runs[0]["stages"][name]["parts"]:
-            per = [r["stages"][name]["parts"].get(part, float("nan")) / r["clips"] for r in runs]
-            rows.append(
-                [f"  {name}: {part}"]
-                + [f"{p:.3f}" for p in per]
-                + [""] * len(runs)
-                + [f"{per[-1] / per[0]:.2f}x" if len(runs) > 1 else "", ""]
+            row(
+                name + note,
+                [x["seconds"] / r["clips"] for x, r in zip(st, runs, strict=True)],
+                [x.get("cpu_seconds", float("nan")) / r["clips"] for x, r in zip(st, runs, strict=True)],
+                [x["peak_bytes"] for x in st],
             )
-    totals = [r["wall"] / r["clips"] for r in runs]
-    peaks = [r["peak_bytes"] / 2**30 for r in runs]
+        )
+        for part in st[0]["parts"]:
+            wall = [x["parts"].get(part, float("nan")) / r["clips"] for x, r in zip(st, runs, strict=True)]
+            rows.append(row(f"  {name}: {part}", wall, [float("nan")] * len(runs), [None] * len(runs)))
     rows.append(
-        ["whole run (process start included)"]
-        + [f"{p:.3f}" for p in totals]
-        + [f"{p:.2f}" for p in peaks]
-        + [
-            f"{totals[-1] / totals[0]:.2f}x" if len(runs) > 1 else "",
-            f"{peaks[-1] / peaks[-2]:.2f}x" if len(runs) > 1 else "",
-        ]
+        row(
+            "whole run (process start included)",
+            [r["wall"] / r["clips"] for r in runs],
+            [r.get("cpu_seconds", float("nan")) / r["clips"] for r in runs],
+            [r["peak_bytes"] for r in runs],
+        )
     )
     return header, rows
 
@@ -266,23 +322,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for run in runs:
         figure(f"stage=all wall time per clip at {run['clips']} clips", run["wall"] / run["clips"], "s/clip")
     if len(runs) == 1:
-        figure(f"peak memory at {runs[0]['clips']} clips", runs[0]["peak_bytes"] / 2**30, "GiB")
+        figure(f"peak memory held at {runs[0]['clips']} clips", runs[0]["peak_bytes"] / 2**30, "GiB")
     else:
         first, last = runs[0], runs[-1]
         for name in (s for s in first["stages"] if s in last["stages"]):
-            per = [r["stages"][name]["seconds"] / r["clips"] for r in (first, last)]
             goal = f"stated, not held ({FIT_STAGES[name]})" if name in FIT_STAGES else "<= 1.3x"
-            figure(
-                f"{name} time per clip at {last['clips']} clips",
-                per[1],
-                "s/clip",
-                f"at {first['clips']} clips",
-                per[0],
-                goal=goal,
-            )
-        ref = next((r for r in runs if r["clips"] == 400), runs[-2])
+            for what, key in (("time", "seconds"), ("CPU time", "cpu_seconds")):
+                per = [r["stages"][name][key] / r["clips"] for r in (first, last)]
+                figure(
+                    f"{name} {what} per clip at {last['clips']} clips",
+                    per[1],
+                    "s/clip",
+                    f"at {first['clips']} clips",
+                    per[0],
+                    goal=goal,
+                )
+        ref = memory_reference(runs)
         figure(
-            f"peak memory at {last['clips']} clips",
+            f"peak memory held at {last['clips']} clips",
             last["peak_bytes"] / 2**30,
             "GiB",
             f"at {ref['clips']} clips",

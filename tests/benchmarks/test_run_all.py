@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -43,41 +42,67 @@ def test_a_plain_number_on_the_last_line_is_the_figure_of_a_script_without_figur
 
 
 def test_growth_table_ratios():
-    def run(clips, wall, peak_gib, faces_s, encode_s):
+    def run(clips, wall, cpu, peak_gib, faces_s, encode_s):
+        gib = 2**30
         return {
             "preset": f"scale{clips}",
             "clips": clips,
             "wall": wall,
-            "peak_bytes": peak_gib * 2**30,
+            "cpu_seconds": cpu,
+            "peak_bytes": peak_gib * gib,
             "stages": {
-                "faces": {"seconds": faces_s, "peak_bytes": peak_gib * 2**30, "parts": {}},
-                "activity": {"seconds": 2 * encode_s, "peak_bytes": 1 * 2**30, "parts": {"encode": encode_s}},
+                "faces": {
+                    "seconds": faces_s,
+                    "cpu_seconds": faces_s / 2,
+                    "peak_bytes": peak_gib * gib,
+                    "parts": {},
+                },
+                "activity": {
+                    "seconds": 2 * encode_s,
+                    "cpu_seconds": encode_s,
+                    "peak_bytes": gib,
+                    "parts": {"encode": encode_s},
+                },
             },
         }
 
-    runs = [run(100, 100.0, 1.0, 10.0, 5.0), run(400, 380.0, 1.2, 48.0, 20.0), run(1600, 1700.0, 1.5, 160.0, 96.0)]
+    runs = [
+        run(100, 100.0, 50.0, 1.0, 10.0, 5.0),
+        run(400, 380.0, 200.0, 1.2, 48.0, 20.0),
+        run(1600, 1700.0, 800.0, 1.5, 160.0, 96.0),
+    ]
     header, rows = scaling.growth_table(runs)
-    assert header[-2:] == ["time/clip 1600/100", "peak 1600/400"]
+    assert header[1:4] == ["s/clip at 100", "s/clip at 400", "s/clip at 1600"]
+    assert header[-3:] == ["s/clip 1600/100", "CPU s/clip 1600/100", "peak 1600/400"]
     by_name = {r[0].strip(): r for r in rows}
-    # faces: 0.1 s/clip at 100, 0.1 at 1600 -> 1.00x; peak 1.5 / 1.2 GiB -> 1.25x
-    assert by_name["faces"][1:4] == ["0.100", "0.120", "0.100"] and by_name["faces"][-2:] == ["1.00x", "1.25x"]
-    assert by_name["activity: encode"][-2] == "1.20x"  # 96/1600 over 5/100
+    faces = by_name["faces"]
+    # wall 0.1, 0.12, 0.1 s/clip; CPU half of it; peaks 1.0, 1.2, 1.5 GiB -> 1.5/1.2 against 400 clips
+    assert faces[1:10] == ["0.100", "0.120", "0.100", "0.050", "0.060", "0.050", "1.00", "1.20", "1.50"]
+    assert faces[-3:] == ["1.00x", "1.00x", "1.25x"]
+    assert by_name["activity: encode"][-3] == "1.20x"  # 96/1600 over 5/100
     assert by_name["activity (SVM fit, excepted)"][-1] == "1.00x"
-    assert by_name["whole run (process start included)"][-2] == f"{(1700 / 1600) / (100 / 100):.2f}x"
+    whole = by_name["whole run (process start included)"]
+    assert whole[-3:] == [f"{1700 / 1600:.2f}x", "1.00x", "1.25x"]
+    # two sizes: the peak is compared with the smaller one
+    assert scaling.growth_table(runs[:2])[0][-1] == "peak 400/100"
 
 
-def test_tree_memory_counts_a_child_process():
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; b = bytearray(300 * 2**20); print(1, flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE,
-        text=True,
+def test_tree_stats_count_a_child_process():
+    code = (
+        "import time\n"
+        "b = bytearray(300 * 2**20)\n"
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.3: pass\n"
+        "print(1, flush=True)\n"
+        "time.sleep(60)\n"
     )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        before_child = scaling._memory(os.getpid())
-        assert child.stdout.readline().strip() == "1"  # the child has touched its 300 MiB
-        time.sleep(0.2)
-        grown = scaling.tree_memory(os.getpid()) - before_child
-        assert 290 * 2**20 <= grown <= 400 * 2**20, grown / 2**20
+        own_held, _, own_cpu = scaling._process(os.getpid())
+        assert child.stdout.readline().strip() == "1"  # the child holds 300 MiB and has run 0.3 s
+        held, pss, cpu = scaling.tree_stats(os.getpid())
+        assert 290 * 2**20 <= held - own_held <= 400 * 2**20, (held - own_held) / 2**20
+        assert pss >= held and cpu - own_cpu >= 0.25
     finally:
         child.kill()
         child.wait()
