@@ -34,7 +34,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from datamodules.padding import padded_index
 from emotiw.aggcnn import PAPER_K, k_average_pool
-from emotiw.artifacts import SPLITS
+from emotiw.artifacts import SPLITS, npz_memmap
 from emotiw.checks import check_batch, check_number
 from emotiw.partitions import Partition
 
@@ -42,6 +42,13 @@ log = logging.getLogger(__name__)
 
 REPRESENTATIONS = ("sequence", "pooled")
 FILE_KEYS = ("clip_ids", "labels", "offsets", "feats", "logits")
+
+
+def _finite_rows(a: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Rows of ``a`` without NaN or inf, checked ``chunk`` rows at a time (``a`` may be a memory map)."""
+    return np.concatenate(
+        [np.isfinite(a[i : i + chunk]).all(1) for i in range(0, len(a), chunk)] or [np.zeros(0, bool)]
+    )
 
 
 class FeatureFile:
@@ -58,7 +65,9 @@ class FeatureFile:
             if missing:
                 raise ValueError(f"{path}: missing arrays {missing}; expected {list(FILE_KEYS)}")
             clip_ids, labels, offsets = z["clip_ids"].astype(str), z["labels"].astype(np.int64), z["offsets"]
-            feats, logits = z["feats"], z["logits"]
+            logits = z["logits"]
+        # Memory-mapped: a clip's frames are read when served, never the whole split at once.
+        feats = npz_memmap(path, "feats")
         n = len(clip_ids)
         if labels.shape != (n,) or offsets.shape != (n + 1,):
             raise ValueError(
@@ -72,7 +81,7 @@ class FeatureFile:
             )
         if len(logits) != len(feats):
             raise ValueError(f"{path}: {len(feats)} feature rows but {len(logits)} logit rows")
-        bad_frames = np.flatnonzero(~(np.isfinite(feats).all(1) & np.isfinite(logits).all(1)))
+        bad_frames = np.flatnonzero(~(_finite_rows(feats) & np.isfinite(logits).all(1)))
         if len(bad_frames):
             bad_clips = np.unique(clip_ids[np.searchsorted(offsets, bad_frames, side="right") - 1]).tolist()
             raise ValueError(

@@ -36,26 +36,32 @@ MODES = ("frames", "clips")
 
 
 class AfewFrameDataset(Dataset):
-    """Every aligned face of ``clips`` (flattened in clip order, then time order)."""
+    """Every aligned face of ``clips`` (flattened in clip order, then time order). Faces are read clip by clip when
+    served (the last clip read is kept), never gathered into one array: memory does not grow with the clips."""
 
     def __init__(self, clips: Sequence[ClipFaces]) -> None:
         self.clips = list(clips)
         lengths = np.array([len(c.faces) for c in self.clips], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        empty = np.zeros((0, 48, 48), np.uint8)
-        self.faces = np.concatenate([c.faces for c in self.clips]) if self.clips else empty
         self.frame_idx = (
             np.concatenate([c.frame_idx for c in self.clips]) if self.clips else np.zeros(0, np.int64)
         )
         self.clip_of = np.repeat(np.arange(len(self.clips)), lengths)
+        self._last: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
-        return len(self.faces)
+        return int(self.offsets[-1])
+
+    def _clip_faces(self, c: int) -> np.ndarray:
+        if self._last is None or self._last[0] != c:
+            self._last = (c, np.asarray(self.clips[c].faces))
+        return self._last[1]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        clip = self.clips[self.clip_of[i]]
+        c = int(self.clip_of[i])
+        clip = self.clips[c]
         return {
-            "face": torch.from_numpy(self.faces[i]),
+            "face": torch.from_numpy(self._clip_faces(c)[i - self.offsets[c]].copy()),
             "label": clip.label,
             "clip_id": clip.clip_id,
             "split": clip.split,
@@ -156,6 +162,7 @@ class AfewFramesDataModule(L.LightningDataModule):
             min_frames=hp.min_frames,
             num_workers=hp.face_workers,
             config=AlignConfig(levels=hp.histeq_levels, seed=hp.noise_seed),
+            in_memory=False,  # each clip's faces stay in its cache file until served
         )
 
     def prepare_data(self) -> None:

@@ -66,6 +66,41 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     return path
 
 
+def npz_memmap(path: str | os.PathLike, name: str) -> np.ndarray:
+    """Array ``name`` of an uncompressed ``.npz`` (what :func:`save_npz` writes) as a read-only memory map: rows are
+    read from the file when used, so a large per-frame array is never copied whole into memory. A compressed
+    member is read whole."""
+    import struct
+    import zipfile
+
+    path = Path(path)
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{name}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            with np.load(path, allow_pickle=False) as z:
+                return z[name]
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(
+            30
+        )  # the member's local header: its name and extra field lengths are its last 4 bytes
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{path}: damaged zip header for member {name!r}")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(fh)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(fh)
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{path}: member {name!r} holds Python objects; refusing to load it")
+    if 0 in shape:
+        return np.empty(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
 def read_cache_npz(path: str | os.PathLike, key: str, names: Sequence[str]) -> dict[str, np.ndarray]:
     """The arrays ``names`` of a cache entry that :func:`save_npz` wrote with ``key=key`` beside them.
 

@@ -11,7 +11,7 @@ from emotiw.faces.align import (
     align_face,
     similarity_transform,
 )
-from emotiw.faces.cache import ClipFaces, FaceReport, load_afew_faces
+from emotiw.faces.cache import CachedFaces, ClipFaces, FaceReport, load_afew_faces
 from emotiw.faces.detect import (
     CenterFaceSource,
     Face,
@@ -27,6 +27,7 @@ __all__ = [
     "FACE_SIZE",
     "FER_MEAN_SHAPE_48",
     "AlignConfig",
+    "CachedFaces",
     "CenterFaceSource",
     "ClipFaces",
     "Face",

@@ -35,6 +35,7 @@ from emotiw.io.video import VideoDecodeError, read_video
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CachedFaces",
     "ClipFaces",
     "FaceReport",
     "align_rng",
@@ -55,8 +56,42 @@ class ClipFaces:
     clip_id: str
     split: str
     label: int
-    faces: np.ndarray
+    faces: np.ndarray  # or CachedFaces: read from the cache file when used (load_afew_faces(in_memory=False))
     frame_idx: np.ndarray
+
+
+class CachedFaces:
+    """One clip's aligned faces, left in its cache file and read each time they are used, so that a list of many
+    clips holds no faces (``load_afew_faces(..., in_memory=False)``). Array-like: ``len``, ``shape``, ``dtype``,
+    indexing and ``np.asarray`` (each read, of the whole clip: a few hundred KB)."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __init__(self, path: Path, key: str, length: int) -> None:
+        self.path, self.key, self.length = Path(path), key, int(length)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.length, FACE_SIZE, FACE_SIZE)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self) -> np.ndarray:
+        faces = _read_entry(self.path, self.key)["faces"]
+        if len(faces) != self.length:
+            raise ValueError(
+                f"{self.path}: {len(faces)} faces, expected {self.length}; the cache changed under the run"
+            )
+        return faces
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        faces = self.read()
+        return faces if dtype is None else faces.astype(dtype)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self.read()[index]
 
 
 @dataclass
@@ -148,13 +183,19 @@ def build_entry(ref: ClipRef, source: FaceSource, config: AlignConfig, key: str)
     }
 
 
-def _build_and_save(ref: ClipRef, source: FaceSource, config: AlignConfig, key: str, path: Path) -> dict:
+def _build_and_save(
+    ref: ClipRef, source: FaceSource, config: AlignConfig, key: str, path: Path, in_memory: bool = True
+) -> dict:
     import cv2
 
     cv2.setNumThreads(1)  # one clip per process; threads inside would oversubscribe the pool
     entry = build_entry(ref, source, config, key)
     save_npz(path, **entry)
-    return entry
+    return entry if in_memory else _faces_left_in_file(entry, path, key)
+
+
+def _faces_left_in_file(entry: dict, path: Path, key: str) -> dict:
+    return {**entry, "faces": CachedFaces(path, key, len(entry["faces"]))}
 
 
 def _read_entry(path: Path, key: str) -> dict[str, np.ndarray]:
@@ -184,6 +225,7 @@ def load_afew_faces(
     num_workers: int | None = None,
     config: AlignConfig | None = None,
     refs: Sequence[ClipRef] | None = None,
+    in_memory: bool = True,
 ) -> tuple[list[ClipFaces], FaceReport]:
     """Aligned faces of every clip of ``splits`` (sorted by split, then clip id), building missing cache entries.
 
@@ -199,6 +241,8 @@ def load_afew_faces(
         num_workers: processes building entries (default: up to 4 cores); 0 or 1 builds in this process.
         config: alignment settings (default :class:`AlignConfig`).
         refs: the clips to load, instead of listing ``afew_root``.
+        in_memory: ``False`` leaves each clip's faces in its cache file (:class:`CachedFaces`, read when used), so
+            memory does not grow with the number of clips.
 
     Returns:
         The clips with faces, and the report.
@@ -226,7 +270,8 @@ def load_afew_faces(
         path = cache_path(cache_dir, key)
         if path.is_file():
             try:
-                entries[i] = _read_entry(path, key)
+                entry = _read_entry(path, key)
+                entries[i] = entry if in_memory else _faces_left_in_file(entry, path, key)
                 report.cache_hits += 1
                 continue
             except ValueError as err:
@@ -243,7 +288,7 @@ def load_afew_faces(
                 ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool,
             ):
                 futures = {
-                    i: pool.submit(_build_and_save, refs[i], source, config, key, path)
+                    i: pool.submit(_build_and_save, refs[i], source, config, key, path, in_memory)
                     for i, key, path in todo
                 }
                 for i, fut in futures.items():
@@ -254,7 +299,7 @@ def load_afew_faces(
             )
     for i, key, path in todo:
         if i not in entries:
-            entries[i] = _build_and_save(refs[i], source, config, key, path)
+            entries[i] = _build_and_save(refs[i], source, config, key, path, in_memory)
     report.cache_built = len(todo) - len(report.cache_rebuilt)
 
     clips: list[ClipFaces] = []

@@ -76,3 +76,30 @@ def test_atomic_writes_follow_the_umask(tmp_path: Path) -> None:
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]  # no temporary left behind
+
+
+def test_npz_memmap_reads_a_member_in_place(tmp_path: Path) -> None:
+    from emotiw.artifacts import npz_memmap, save_npz
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(500, 33)).astype(np.float16)
+    fortran = np.asfortranarray(rng.normal(size=(4, 3)))
+    path = save_npz(
+        tmp_path / "f.npz", ids=np.array(["a", "bb"]), feats=feats, f=fortran, none=np.zeros((0, 5))
+    )
+    mapped = npz_memmap(path, "feats")
+    assert isinstance(mapped, np.memmap) and mapped.dtype == np.float16
+    np.testing.assert_array_equal(mapped, feats)
+    np.testing.assert_array_equal(npz_memmap(path, "f"), fortran)
+    assert npz_memmap(path, "none").shape == (0, 5)
+    np.testing.assert_array_equal(npz_memmap(path, "ids"), ["a", "bb"])
+    # a compressed member cannot be mapped: it is read whole, same values
+    np.savez_compressed(tmp_path / "c.npz", feats=feats)
+    np.testing.assert_array_equal(npz_memmap(tmp_path / "c.npz", "feats"), feats)
+    np.save(tmp_path / "o.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "o.npz", "w") as zf:
+        zf.write(tmp_path / "o.npy", "o.npy")
+    with pytest.raises(ValueError, match="Python objects"):
+        npz_memmap(tmp_path / "o.npz", "o")

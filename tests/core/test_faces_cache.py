@@ -197,3 +197,25 @@ def test_generated_tree_round_trip(tiny_root):
         else:
             assert ref.clip_id in report.without_faces
     assert {c.split for c in clips} == {"Train", "Val", "Test"}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_faces_left_in_the_cache_file_read_as_loaded_ones(tree, workers):
+    from emotiw.faces import CachedFaces
+
+    root, _, cache = tree
+    built, report = load_afew_faces(root, ["Train", "Val"], cache, num_workers=workers, in_memory=False)
+    assert report.cache_built == 6 and all(isinstance(c.faces, CachedFaces) for c in built)
+    hits, report = load_afew_faces(root, ["Train", "Val"], cache, num_workers=0, in_memory=False)
+    assert report.cache_hits == 6 and all(isinstance(c.faces, CachedFaces) for c in hits)
+    loaded, _ = load_afew_faces(root, ["Train", "Val"], cache, num_workers=0)
+    for lazy_built, lazy_hit, ref in zip(built, hits, loaded, strict=True):
+        assert isinstance(ref.faces, np.ndarray) and lazy_hit.faces.shape == ref.faces.shape
+        np.testing.assert_array_equal(np.asarray(lazy_built.faces), ref.faces)
+        np.testing.assert_array_equal(lazy_hit.faces[1:3], ref.faces[1:3])
+        np.testing.assert_array_equal(lazy_hit.frame_idx, ref.frame_idx)
+    # a cache entry that changes under the run is named, not served
+    victim = hits[0].faces.path
+    victim.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=str(victim.name)):
+        np.asarray(hits[0].faces)

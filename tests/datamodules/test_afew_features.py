@@ -169,3 +169,13 @@ def test_collate_pads_to_the_batch_longest():
     batch = collate_sequences(items)
     assert batch["frames"].shape == (2, 4, 3) and batch["lengths"].tolist() == [2, 4]
     assert batch["frames"][0, 2:].abs().sum() == 0
+
+
+def test_frames_are_memory_mapped_from_the_file(features_dir):
+    dm = make_dm(features_dir)
+    file = dm.files["Train"]
+    assert isinstance(file.feats, np.memmap)
+    with np.load(features_dir / "Train.npz") as z:
+        np.testing.assert_array_equal(
+            file.frames(3), z["feats"][file.starts[3] : file.starts[3] + file.lengths[3]]
+        )

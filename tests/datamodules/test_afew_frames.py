@@ -68,3 +68,20 @@ def test_loaders_without_partition_explain(afew_tree, tmp_path):
     module.setup("predict")
     with pytest.raises(ValueError, match="need `partition`"):
         module.train_dataloader()
+
+
+def test_frames_are_read_clip_by_clip_from_the_cache(dm, afew_tree, tmp_path):
+    from emotiw.faces import CachedFaces, load_afew_faces
+
+    module = dm()
+    # the datamodule holds no faces: each clip's stay in its cache file until served
+    assert all(isinstance(c.faces, CachedFaces) for clips in module.clips.values() for c in clips)
+    root, _ = afew_tree
+    loaded, _ = load_afew_faces(root, ["Train"], tmp_path / "cache", num_workers=0)
+    expected = np.concatenate([c.faces for c in loaded])
+    served = torch.cat([b["face"] for b in module.predict_dataloader()[0]]).numpy()
+    np.testing.assert_array_equal(served, expected)
+    data = module.dataset(["Train"])
+    assert len(data) == len(expected)
+    np.testing.assert_array_equal(data[len(expected) - 1]["face"].numpy(), expected[-1])
+    np.testing.assert_array_equal(data[0]["face"].numpy(), expected[0])
