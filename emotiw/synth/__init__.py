@@ -46,9 +46,9 @@ __all__ = [
 
 COMPLETE = ".complete"
 # Bump when the renderer or a writer changes its output, so that existing generated trees are rewritten.
-GENERATOR_VERSION = (
-    3  # 2: eight emotion-leaning kinds of motion instead of four; 3: face_points.csv of stills
-)
+# 2: eight emotion-leaning kinds of motion instead of four; 3: face_points.csv beside the stills; 4: a random
+# recording gain per clip and a 10 dB vocal-effort span (no loudness shortcut)
+GENERATOR_VERSION = 4
 _TOP_LEVEL = frozenset({"afew", "fer2013", "tfd", COMPLETE})
 
 

@@ -325,6 +325,14 @@ def test_voice_prosody_follows_the_emotion() -> None:
     assert talk.max() == 0.0 and np.abs(wave).max() < 0.05
 
 
+def test_recording_gain_scales_voice_and_room_noise_together() -> None:
+    loud, talk = speech(np.random.default_rng(4), "angry", SAMPLE_RATE)
+    quiet, talk_q = speech(np.random.default_rng(4), "angry", SAMPLE_RATE, gain_db=-20.0)
+    np.testing.assert_allclose(quiet, 0.1 * loud, atol=1e-6)  # the same recording, 20 dB lower
+    np.testing.assert_array_equal(talk, talk_q)
+    assert np.abs(loud).max() < 1.0  # the loudest effort does not clip at the top of RECORDING_GAIN_DB
+
+
 def test_agitated_motion_moves_more_than_slow_or_still() -> None:
     def speed(kind: str) -> float:
         m = _motion(np.random.default_rng(0), kind, 100)
