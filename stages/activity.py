@@ -56,7 +56,7 @@ def train_sae(cfg: DictConfig) -> tuple[SAEModule, dict[str, Any], L.Trainer]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best and not trainer.fast_dev_run:
-        model = SAEModule.load_from_checkpoint(best, map_location="cpu")
+        model = SAEModule.load_from_checkpoint(best, map_location="cpu", weights_only=True)
     # the SAE fit's train/<name> and val/<name> as train/sae_<name>, val/sae_<name>: the SVM's train/acc etc. follow
     metrics = {
         f"{split}/sae_{name}": float(v)
@@ -89,7 +89,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     f"{source / name}: partition=retrain reuses the SAE and codebook of run "
                     f"{partition.from_run!r}; run stage=activity there first"
                 )
-        sae = SAEModule.load_from_checkpoint(source / "sae.ckpt", map_location="cpu").eval()
+        sae = SAEModule.load_from_checkpoint(
+            source / "sae.ckpt", map_location="cpu", weights_only=True
+        ).eval()
     else:
         with cpu_threads(threads):
             sae, metrics, sae_trainer = train_sae(cfg)

@@ -1,16 +1,16 @@
-"""stage=all: run the whole pipeline of the current experiment, in order, skipping stages that are current.
+"""stage=all: run the whole pipeline of the current experiment, in order, skipping stages that are complete.
 
 Each stage is composed with Hydra's compose API from the user's own overrides plus ``stage=<name>`` and run
 in-process through :func:`stages.runtime.run_stage`, exactly as ``python train.py stage=<name> <overrides>`` would.
 
-A stage is *current*, and skipped, when its ``<run_dir>/<stage>/metrics.json`` exists, is newer than the
-``metrics.json`` of every stage before it in this run, and its saved ``resolved_config.yaml`` equals the config just
-composed (so a changed hyperparameter reruns that stage and, by the time rule, everything after it). ``report`` is
-never skipped: its Table 2 reads the other submission runs.
+A stage is *current*, and skipped, when its completion record (``<run_dir>/<stage>/complete.json``, written last by a
+run that finished; see :mod:`stages.completion`) holds the hash of the config just composed and the hashes of its
+inputs as they are now: the records of the stages before it and the data it reads. A changed hyperparameter reruns
+that stage and everything after it; a run that failed, was stopped or was killed left no record and is rerun.
+``report`` is never skipped: its Table 2 reads the other submission runs.
 
-Every stage is composed (with ``all.stage_overrides.<stage>``) and resolved before any runs, so a bad override or value
-stops the run at once. Dependencies on other runs (a retrain partition's tuned run, submission 7's sources) are
-checked then too; a missing one stops the run with a one-line error naming the command that makes it.
+Dependencies on other runs (a retrain partition's tuned run, submission 7's sources) are checked before any stage
+runs; a missing one stops the run with a one-line error naming the command that makes it.
 
 Shared stages: the face CNN is never retrained in the paper (it is trained on FER+TFD), and faces/features only
 depend on it and on the clips. With ``all.reuse_from=<experiment>`` (submissions 2-6 name ``submission1``) the stages in
@@ -32,24 +32,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emotiw.artifacts import SPLITS, probs_path
 from emotiw.partitions import Partition, chosen_path
-from stages.runtime import run_stage
+from stages.completion import PIPELINE, incomplete_reason
+from stages.runtime import StageStopped, run_stage, shell_command, started_with
 
 log = logging.getLogger(__name__)
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-PIPELINE = (
-    "make_data",
-    "cnn",
-    "faces",
-    "features",
-    "irnn",
-    "aggcnn",
-    "audio",
-    "activity",
-    "fusion",
-    "combine",
-    "report",
-)
 # Rerun every time: the report also reads the other submission runs (Table 2), which the skip rule does not track,
 # and it is quick.
 ALWAYS_RUN = ("report",)
@@ -94,24 +82,6 @@ def _other_overrides(overrides: list[str]) -> list[str]:
 def base_run_overrides(overrides: list[str], reuse_from: str) -> list[str]:
     """The overrides that compose the base run's own stages."""
     return [*_other_overrides(overrides), _run_selector(reuse_from)]
-
-
-def _resolved(cfg: DictConfig) -> Any:
-    try:
-        return OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # a required value missing: never "current"
-        return None
-
-
-def is_current(cfg: DictConfig, upstream: list[Path]) -> bool:
-    out = Path(cfg.paths.output_dir)
-    metrics, saved = out / "metrics.json", out / "resolved_config.yaml"
-    if not metrics.is_file() or not saved.is_file():
-        return False
-    newest_input = max((p.stat().st_mtime for p in upstream if p.is_file()), default=0.0)
-    if metrics.stat().st_mtime < newest_input:
-        return False
-    return _resolved(OmegaConf.load(saved)) == _resolved(cfg)
 
 
 def link_shared(stage: str, base_run: Path, run_dir: Path) -> Path:
@@ -196,39 +166,42 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # Every stage is composed and resolved before any runs, so a bad override or value stops the run now, not hours
     # into it. A shared stage composes as the base run composes it; per-stage overrides reach it too.
     composed: dict[str, DictConfig] = {}
+    commands: dict[str, list[str]] = {}  # each stage's own command line, for the resume command of a stop
     for name in stages:
         base = base_run_overrides(overrides, reuse_from) if name in shared else overrides
-        composed[name] = compose_stage(name, [*base, *per_stage.get(name, [])])
+        commands[name] = [f"stage={name}", *base, *per_stage.get(name, [])]
+        composed[name] = compose_stage(name, commands[name][1:])
         OmegaConf.to_container(composed[name], resolve=True)
     problem = missing_dependencies(cfg, stages, overrides, composed.get("combine"))
     if problem:
         raise FileNotFoundError(problem)
     summary: dict[str, Any] = {}
-    done: list[Path] = []
     for name, stage_cfg in composed.items():
+        why = incomplete_reason(stage_cfg)
         if name in shared:
-            if not is_current(stage_cfg, []):
-                log.info(
-                    "all: shared stage %s not current in base run %s; running it there", name, reuse_from
-                )
-                _run(stage_cfg)
+            if why:
+                log.info("all: shared stage %s of base run %s: %s; running it there", name, reuse_from, why)
+                _run(stage_cfg, commands[name])
             link_shared(name, Path(stage_cfg.paths.run_dir), run_dir)
             summary[f"{name}/status"] = f"linked:{reuse_from}"
-        elif name not in ALWAYS_RUN and is_current(stage_cfg, done):
+        elif name not in ALWAYS_RUN and not why:
             log.info("all: stage %s is current, skipped", name)
             summary[f"{name}/status"] = "current"
         else:
-            log.info("all: running stage %s", name)
-            metrics = _run(stage_cfg)
+            log.info("all: running stage %s%s", name, f" ({why})" if why and name not in ALWAYS_RUN else "")
+            metrics = _run(stage_cfg, commands[name])
             summary[f"{name}/status"] = "ran"
             for key in ("val/acc", "test/acc"):
                 if key in metrics:
                     summary[f"{name}/{key}"] = metrics[key]
-        done.append(Path(stage_cfg.paths.output_dir) / "metrics.json")
     return summary
 
 
-def _run(cfg: DictConfig) -> dict[str, Any]:
+def _run(cfg: DictConfig, command: list[str]) -> dict[str, Any]:
     with open_dict(cfg):
         cfg.pop("hydra", None)
-    return run_stage(cfg)
+    try:
+        return run_stage(cfg, command)
+    except StageStopped as stop:
+        # after the stage itself, the rest of the pipeline: this same stage=all command
+        raise StageStopped(f"{stop}; then `{shell_command(started_with())}`", stop.signum) from stop

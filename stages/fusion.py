@@ -29,6 +29,11 @@ from stages.lightning_fit import fit_best_epoch, keep_weights
 log = logging.getLogger(__name__)
 
 
+def load_kept_weights(module: type[L.LightningModule], ckpt_path: str | Path) -> L.LightningModule:
+    """The module saved in a checkpoint, read without unpickling code (tensors and plain values only)."""
+    return module.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -38,8 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     best = fit_best_epoch(cfg, model, datamodule, "fusion", extra_callbacks=[curves])
     keep_weights(best, cfg.paths.run_dir, "fusion")
     if best.ckpt_path:
-        # our own checkpoint, written a moment ago: full unpickling is safe
-        best_model = type(model).load_from_checkpoint(best.ckpt_path, map_location="cpu", weights_only=False)
+        best_model = load_kept_weights(type(model), best.ckpt_path)
     else:
         best_model = model.cpu()
     metrics: dict[str, Any] = {"best_epoch": best.epochs}
