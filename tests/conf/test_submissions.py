@@ -119,3 +119,29 @@ def test_stage_all_composes_every_stage_before_running_any(tmp_path: Path) -> No
     with pytest.raises(ValueError, match=r"unknown stages \['fusio'\]"):
         run([*bad, "+all.stage_overrides.fusio=[]"], tmp_path)
     assert not (tmp_path / "data" / "generated").exists()  # make_data, first in line, never ran
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_submissions_run_the_papers_activity_model(n: int, tmp_path: Path) -> None:
+    """Paper-spec §6: K = 300 product units, a 3,000-word codebook, the chi-squared SVM with C = 100 and Platt
+    probabilities; lr 1e-3 for 50 epochs on ~500k blocks ([gap] values the spec proposes). The small preset is only
+    for the scales that run on the generated data."""
+    act = compose_stage("activity", [f"experiment=submission{n}", f"paths.root_dir={tmp_path}"])
+    assert (act.model.n_hidden, act.bow.n_words, act.model.lr, act.trainer.max_epochs) == (
+        300,
+        3000,
+        1e-3,
+        50,
+    )
+    assert (act.svm.probability, list(act.svm.C_grid), act.svm.kernel) == ("calibrated", [100], "chi2")
+    assert (act.data.n_train_blocks, act.data.max_components) == (500_000, 500)
+    for scale in ("quick", "demo"):
+        small = compose_stage(
+            "activity", [f"experiment=submission{n}", f"scale={scale}", f"paths.root_dir={tmp_path}"]
+        )
+        assert (small.model.n_hidden, small.svm.probability, small.data.max_components) == (
+            300,
+            "softmax",
+            100,
+        )
+        assert small.bow.n_words < 3000 and small.model.lr == 1e-2

@@ -98,5 +98,7 @@ def test_paper_defaults_are_pinned(tmp_path):
     assert cfg.svm.probability == "calibrated" and cfg.cpu_threads is None
     assert cfg.bow.n_words == 3000 and cfg.bow.codebook_blocks == 200000
     assert cfg.data.n_train_blocks == 500000 and cfg.trainer.max_epochs == 50
-    # The generated-data preset is the default (tests/stages/test_activity.py pins what it changes).
-    assert compose_cfg(["stage=activity"], tmp_path).bow.n_words == 64
+    # The paper's preset is the default scale's; the generated-data preset is scale=quick's and scale=demo's
+    # (tests/stages/test_activity.py pins what it changes).
+    assert compose_cfg(["stage=activity"], tmp_path).bow.n_words == 3000
+    assert compose_cfg(["stage=activity", "scale=demo"], tmp_path).bow.n_words == 64

@@ -15,15 +15,9 @@ from emotiw.artifacts import SPLITS, load_json, load_probs
 from emotiw.labels import NUM_CLASSES
 from tests.helpers import compose_cfg, env_for_subprocess, run
 
-# The quickest settings that still run every step (as scale=quick does): 1 SAE epoch, 2000 blocks, 16 words.
-QUICK = [
-    "trainer.max_epochs=1",
-    "data.n_train_blocks=2000",
-    "data.n_val_blocks=500",
-    "data.whitener_fit_blocks=2000",
-    "bow.n_words=16",
-    "bow.codebook_blocks=2000",
-]
+# The quickest settings that still run every step: scale=quick's small activity preset, 1 SAE epoch, 2000 blocks,
+# 16 words.
+QUICK = ["scale=quick"]
 
 
 def test_activity_stage_on_the_generated_tiny_tree(tiny_root: Path) -> None:
@@ -47,15 +41,19 @@ def test_activity_stage_on_the_generated_tiny_tree(tiny_root: Path) -> None:
 
 
 def test_small_scale_departs_from_the_paper_only_where_it_says_why(tmp_path: Path) -> None:
-    paper = compose_cfg(["stage=activity", "scale/activity=paper"], tmp_path)
+    paper = compose_cfg(["stage=activity"], tmp_path)  # the default scale runs the paper's activity model
     assert (
         paper.data.max_components == 500 and paper.model.lr == 1e-3 and paper.svm.probability == "calibrated"
     )
     assert list(paper.svm.C_grid) == [100] and paper.bow.n_words == 3000 and paper.trainer.max_epochs == 50
     assert paper.cpu_threads is None
-    small = compose_cfg(["stage=activity"], tmp_path)  # the default for generated data
-    assert small.data.max_components == 100 and small.model.lr == 1e-2 and small.svm.probability == "softmax"
-    assert list(small.svm.C_grid) == [1, 10, 100] and small.bow.n_words == 64 and small.cpu_threads == 1
+    for scale in ("demo", "quick"):  # the small preset: only the scales that run on the generated data
+        small = compose_cfg(["stage=activity", f"scale={scale}"], tmp_path)
+        assert (
+            small.data.max_components == 100 and small.model.lr == 1e-2 and small.svm.probability == "softmax"
+        )
+        assert list(small.svm.C_grid) == [1, 10, 100] and small.cpu_threads == 1
+    assert compose_cfg(["stage=activity", "scale=demo"], tmp_path).bow.n_words == 64
 
 
 # 30 clips per class in each split of the tiny preset's sizes, easy difficulty: enough clips for the motion cue to
@@ -78,7 +76,7 @@ def act_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_activity_beats_chance_on_generated_val_and_test(act_root: Path) -> None:
-    metrics = run(["stage=activity", "experiment_name=act", "seed=0"], act_root)
+    metrics = run(["stage=activity", "experiment_name=act", "seed=0", "scale=demo"], act_root)
     print(f"activity accuracy: {metrics}")
     chance = 1 / NUM_CLASSES  # uniform classes
     assert metrics["val/acc"] > 2 * chance and metrics["test/acc"] > 2 * chance, metrics
@@ -124,10 +122,17 @@ def test_activity_under_two_process_ddp(tiny_root: Path) -> None:
     assert (tiny_root / "runs" / "two" / "activity" / "codebook.npz").is_file()
 
     run(
-        ["stage=activity", "experiment_name=one_r", "seed=0", "partition=retrain", "partition.from_run=one"],
+        [
+            "stage=activity",
+            "experiment_name=one_r",
+            "seed=0",
+            "partition=retrain",
+            "partition.from_run=one",
+            *QUICK,
+        ],
         tiny_root,
     )
-    ddp("experiment_name=two_r", "partition=retrain", "partition.from_run=one")
+    ddp("experiment_name=two_r", "partition=retrain", "partition.from_run=one", *QUICK)
     for split in SPLITS:
         a, b = (load_probs(tiny_root / "runs" / e, "activity", split) for e in ("one_r", "two_r"))
         np.testing.assert_array_equal(a.clip_ids, b.clip_ids)

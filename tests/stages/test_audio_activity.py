@@ -67,6 +67,7 @@ def test_activity_stage_trains_the_sae_and_beats_chance(av_root):
         [
             "stage=activity",
             "experiment_name=act",
+            "scale/activity=small",
             "trainer.max_epochs=3",
             "data.n_train_blocks=3000",
             "data.n_val_blocks=500",
@@ -88,7 +89,16 @@ def test_activity_stage_trains_the_sae_and_beats_chance(av_root):
     ).is_file()  # the SAE fit's log survives the SVM's
 
     # Retrain: the SAE and the codebook are reused, only the SVM is refitted on Train+Val with the frozen C.
-    run(["stage=activity", "experiment_name=act_r", "partition=retrain", "partition.from_run=act"], av_root)
+    run(
+        [
+            "stage=activity",
+            "experiment_name=act_r",
+            "scale/activity=small",
+            "partition=retrain",
+            "partition.from_run=act",
+        ],
+        av_root,
+    )
     retrain_dir = av_root / "runs" / "act_r" / "activity"
     with np.load(run_dir / "activity" / "codebook.npz") as a, np.load(retrain_dir / "codebook.npz") as b:
         np.testing.assert_array_equal(a["cluster_centers"], b["cluster_centers"])
