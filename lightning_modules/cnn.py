@@ -24,6 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from emotiw.checks import check_number, check_numbers
 from lightning_modules.components.cnn_deep import DeepCNN
 from lightning_modules.components.cnn_paper import PaperCNN
+from lightning_modules.components.cnn_res import ResCNN
 from lightning_modules.components.losses import clipped_cross_entropy
 from lightning_modules.integrity import (
     CHECKSUM_KEY,
@@ -40,17 +41,22 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
     def __init__(
         self,
         *,
-        arch: Literal["paper", "deep"] = "paper",
+        arch: Literal["paper", "deep", "res"] = "paper",
         channels: Sequence[int] = (32, 32, 64),
         kernels: Sequence[int] = (9, 5, 5),
         dropout: float = 0.25,
         deep_widths: Sequence[int] = (64, 128, 256, 512),
+        res_stem_width: int = 32,
+        res_widths: Sequence[int] = (32, 64, 128, 256),
+        res_blocks: Sequence[int] = (1, 1, 2, 1),
         num_classes: int = 7,
         crop_size: int = 44,
         crop_per_batch: bool = True,
         flip_p: float = 0.5,
         rotate_deg: float = 0.0,
         scale_jitter: float = 0.0,
+        erase_p: float = 0.0,
+        erase_max: float = 0.4,
         tta_flip: bool = False,
         tta_crops: bool = False,
         lr: float = 0.001,
@@ -72,6 +78,8 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
                 self.hparams[key] = OmegaConf.to_container(value)
         if not 0 < crop_size <= IMAGE_SIZE:
             raise ValueError(f"crop_size must be in 1..{IMAGE_SIZE}, got {crop_size}")
+        if not (0 <= erase_p <= 1 and 0 < erase_max <= 1):
+            raise ValueError(f"erase_p must be in [0, 1] and erase_max in (0, 1], got {erase_p}, {erase_max}")
         if rotate_deg < 0 or not 0 <= scale_jitter < 1:
             raise ValueError(
                 f"rotate_deg must be >= 0 and scale_jitter in [0, 1), got {rotate_deg}, {scale_jitter}"
@@ -100,8 +108,16 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
             )
         elif arch == "deep":
             self.net = DeepCNN(widths=tuple(deep_widths), dropout=dropout, num_classes=num_classes)
+        elif arch == "res":
+            self.net = ResCNN(
+                stem_width=res_stem_width,
+                widths=tuple(res_widths),
+                blocks=tuple(res_blocks),
+                dropout=dropout,
+                num_classes=num_classes,
+            )
         else:
-            raise ValueError(f"arch must be 'paper' or 'deep', got {arch!r}")
+            raise ValueError(f"arch must be 'paper', 'deep' or 'res', got {arch!r}")
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         # Identity until the datamodule's training statistics are copied in (set_normaliser).
@@ -178,7 +194,26 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
         if train and self.hparams.flip_p > 0:
             flip = torch.rand(x.shape[0], device=x.device) < self.hparams.flip_p
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if train and self.hparams.erase_p > 0:
+            x = self._random_erase(x)
         return self._layout(x)
+
+    def _random_erase(self, x: torch.Tensor) -> torch.Tensor:
+        """Beyond the paper: with probability ``erase_p`` per face, set a random rectangle (each side
+        U(0.1, erase_max) of the crop) to 0, the mean face, so that no single region decides the class."""
+        b, c = x.shape[0], x.shape[-1]
+        dev = x.device
+        lo, hi = 0.1 * c, self.hparams.erase_max * c
+        h = (lo + torch.rand(b, device=dev) * (hi - lo)).long().clamp(min=1)
+        w = (lo + torch.rand(b, device=dev) * (hi - lo)).long().clamp(min=1)
+        top = (torch.rand(b, device=dev) * (c - h + 1)).long()
+        left = (torch.rand(b, device=dev) * (c - w + 1)).long()
+        pos = torch.arange(c, device=dev)
+        rows = (pos[None] >= top[:, None]) & (pos[None] < (top + h)[:, None])
+        cols = (pos[None] >= left[:, None]) & (pos[None] < (left + w)[:, None])
+        on = torch.rand(b, device=dev) < self.hparams.erase_p
+        hole = rows[:, :, None] & cols[:, None, :] & on[:, None, None]
+        return x.masked_fill(hole[:, None], 0.0)
 
     def _zscore(self, faces: torch.Tensor) -> torch.Tensor:
         if faces.ndim != 3 or faces.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
