@@ -18,8 +18,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from callbacks.gather import gather_objects, run_on_rank_zero
 from emotiw.artifacts import FRAME_FEATURE_DTYPE, save_npz
-from lightning_modules.frame_embedder import FEATURE_DIM
 
+# The width of a split without any frame when the module does not say its own (the paper CNN's conv2 block, 32x11x11).
+PAPER_FEATURE_DIM = 3872
 MERGE_ROWS = (
     8192  # rows copied at a time when merging: memory stays a few tens of MB whatever the split's size
 )
@@ -50,7 +51,7 @@ class FeatureShardWriter(BasePredictionWriter):
         self._logits = {i: [] for i in range(len(self.splits))}
         (self.out_dir / ".shards").mkdir(parents=True, exist_ok=True)
         self._feats = {i: open(self._raw(s, trainer.global_rank), "wb") for i, s in enumerate(self.splits)}  # noqa: SIM115
-        self._dim = None
+        self._dim = getattr(pl_module, "feature_dim", None)  # the CNN's width, also for a split without rows
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
@@ -117,7 +118,7 @@ def merge_shards(shards: Sequence[Path], dataset, out_path: Path) -> Path:
         raise RuntimeError(
             f"{out_path}: the shards cover {len(uniq)} of {n} frames; prediction was incomplete"
         )
-    dim = max(dims) if max(dims, default=-1) > 0 else FEATURE_DIM
+    dim = max(dims) if max(dims, default=-1) > 0 else PAPER_FEATURE_DIM
     starts = np.cumsum([0, *(len(i) for i in index)])
     clips = {
         "clip_ids": np.array([c.clip_id for c in dataset.clips], dtype=str),

@@ -243,6 +243,11 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     # ----------------------------------------------------------------- inference
+    @property
+    def feature_dim(self) -> int:
+        """Width of the per-frame feature ``forward`` and ``embed`` return (the IRNN's input size)."""
+        return int(self.net.feature_dim)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Preprocessed input (B,1,c,c) -> (logits (B,7), feature (B,D))."""
         return self.net(x)

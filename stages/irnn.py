@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import hydra
@@ -24,12 +25,24 @@ from emotiw.artifacts import save_json
 from emotiw.partitions import Partition, chosen_path
 from stages.lightning_fit import fit_best_epoch, keep_weights
 
+log = logging.getLogger(__name__)
+
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     partition = Partition.from_config(cfg.partition)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
-    model = hydra.utils.instantiate(cfg.model)
+    # The input size is the width of the features files: 3872 (model.input_size) for the paper's CNN, another CNN's
+    # feature width (e.g. model=cnn_res in stage=cnn) otherwise.
+    datamodule.setup("fit")
+    input_size = datamodule.input_dim()
+    if input_size != cfg.model.input_size:
+        log.info(
+            "irnn: input size %d from the features files (model.input_size=%d)",
+            input_size,
+            cfg.model.input_size,
+        )
+    model = hydra.utils.instantiate(cfg.model, input_size=input_size)
     writer = WriteClipProbs(cfg.task_name, cfg.paths.run_dir)
     best = fit_best_epoch(cfg, model, datamodule, cfg.task_name, extra_callbacks=[writer])
     metrics: dict[str, Any] = {k: float(v) for k, v in best.trainer.callback_metrics.items()}

@@ -75,8 +75,6 @@ class ResCNN(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        for block in self.stages:  # each residual branch starts at zero: the net starts as its shortcuts
-            nn.init.zeros_(block.conv2[1].weight)
         self._folded: list[tuple[tuple, ResCNN]] = []  # a plain list: the copy is not a registered submodule
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,12 +90,12 @@ class ResCNN(nn.Module):
         feature = folded._features(x)
         return folded.fc(feature), feature
 
-    def _version(self) -> tuple:
+    def _tensor_versions(self) -> tuple:
         return tuple((t.data_ptr(), t._version) for t in self.state_dict(keep_vars=True).values())
 
     def folded(self) -> ResCNN:
         """An eval-mode copy with each batch norm folded into its conv (cached until a tensor of this net changes)."""
-        key = self._version()
+        key = self._tensor_versions()
         if not self._folded or self._folded[0][0] != key:
             twin = ResCNN(**self._arch)
             twin.stem = _fold(self.stem)

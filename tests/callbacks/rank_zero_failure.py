@@ -17,7 +17,7 @@ from callbacks.feature_writer import FeatureShardWriter
 from callbacks.svm_fit import FitSVMOnFeatures
 from emotiw.partitions import Partition
 from emotiw.svm import GridSearchSVM
-from lightning_modules.frame_embedder import FEATURE_DIM, FrameEmbedder
+from lightning_modules.frame_embedder import FrameEmbedder
 from lightning_modules.pass_through import FeaturePassThrough
 
 N = 28  # clips (or frames) per split; 4 per class
@@ -66,8 +66,10 @@ class FacesDataModule(L.LightningDataModule):
 
 
 class ZeroCNN(torch.nn.Module):
+    feature_dim = 3872
+
     def embed(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.zeros(len(faces), 7), torch.zeros(len(faces), FEATURE_DIM)
+        return torch.zeros(len(faces), 7), torch.zeros(len(faces), self.feature_dim)
 
 
 def main(which: str, out: Path) -> None:
