@@ -75,6 +75,41 @@ class EpochShuffleSampler(Sampler[int]):
         return self.n
 
 
+class DeviceBatches(Dataset):
+    """The faces copied once to ``device``; an item is a whole batch (a list of indices), so that training on a GPU
+    never copies or collates faces on the host."""
+
+    def __init__(self, faces: FaceDataset, device: str, index: np.ndarray | None = None) -> None:
+        ids = torch.arange(len(faces)) if index is None else torch.as_tensor(index, dtype=torch.int64)
+        self.ids = ids.to(device)  # item i is face ids[i] (a padded epoch repeats some)
+        self.images, self.labels = faces.images[ids].to(device), faces.labels[ids].to(device)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, indices: list[int]) -> dict[str, Any]:
+        idx = torch.as_tensor(indices, device=self.ids.device)
+        return {"image": self.images[idx], "label": self.labels[idx], "index": self.ids[idx]}
+
+
+class Batches(Sampler[list[int]]):
+    """Lists of ``size`` consecutive indices of ``order`` (the last one shorter); ``set_epoch`` reaches ``order``."""
+
+    def __init__(self, order: Sampler[int] | range, size: int) -> None:
+        self.order, self.size = order, size
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.order, "set_epoch"):
+            self.order.set_epoch(epoch)
+
+    def __iter__(self):
+        indices = list(self.order)
+        return iter(indices[i : i + self.size] for i in range(0, len(indices), self.size))
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.size)
+
+
 class FerTfdDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -100,6 +135,7 @@ class FerTfdDataModule(L.LightningDataModule):
         tfd_registration: Literal["mean_shape", "none"] = "mean_shape",
         still_points: Literal["auto", "sidecar", "centerface"] = "auto",
         mean_shape_sample: int = 2000,
+        device: str | None = None,
     ) -> None:
         super().__init__()
         check_batch("data", batch_size, num_workers)
@@ -371,10 +407,15 @@ class FerTfdDataModule(L.LightningDataModule):
     def _dataloader(self, split: str) -> DataLoader:
         train = split == "train"
         dataset = FaceDataset(self.data[split])
+        index = None
         if train and self.hparams.pad_to_batch:
             # the authors' full last batch (random duplicates, spec §12.9)
             index = padded_index(len(dataset), self.hparams.batch_size, self.hparams.seed)
             dataset = Subset(dataset, index.tolist())
+        if self.hparams.device:
+            faces = DeviceBatches(FaceDataset(self.data[split]), self.hparams.device, index)
+            order = EpochShuffleSampler(len(faces), self.hparams.seed) if train else range(len(faces))
+            return DataLoader(faces, sampler=Batches(order, self.batch_size_per_device), batch_size=None)
         return DataLoader(
             dataset,
             batch_size=self.batch_size_per_device,

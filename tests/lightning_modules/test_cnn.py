@@ -166,7 +166,7 @@ def test_loss_is_clipped_cross_entropy():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="arch must be 'paper' or 'deep', got 'vgg'"):
+    with pytest.raises(ValueError, match="arch must be 'paper', 'deep' or 'res', got 'vgg'"):
         CNNModule(arch="vgg")
     with pytest.raises(ValueError, match="crop_size must be in 1..48, got 50"):
         CNNModule(crop_size=50)
