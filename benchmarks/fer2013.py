@@ -50,7 +50,12 @@ def holdout_slice(root: Path, fraction: float, seed: int) -> tuple[np.ndarray, n
     from datamodules.fer_tfd import FerTfdDataModule
 
     dm = FerTfdDataModule(
-        root=str(root), fer_format="images", val_source="fer_holdout", holdout_fraction=fraction, seed=seed
+        root=str(root),
+        fer_format="images",
+        fer_train="training",  # as data=fer_images: test/ (PublicTest) never enters training or the slice
+        val_source="fer_holdout",
+        holdout_fraction=fraction,
+        seed=seed,
     )
     dm.setup("validate")
     val = dm.data["val"]
