@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> float:
             source += f", less {int(dup.sum())} faces whose pixels equal a face of {ref_dir}"
         images = np.stack([equalize_hist(im, 64) for im in raw])
     model = load_cnn(run_dir=args.run, weights=args.weights)
-    torch.set_grad_enabled(False)
 
+    @torch.no_grad()
     def score(flip: bool, crops: bool) -> tuple[np.ndarray, float]:
         model.hparams.tta_flip, model.hparams.tta_crops = flip, crops
         model.embed(torch.from_numpy(images[: args.batch_size]))  # warm-up (and the folded copy of a res net)

@@ -22,6 +22,7 @@ SMALL = [
     "stage=cnn",
     "model=cnn_res",
     "data.val_source=fer_holdout",
+    "data.fer_train=training",  # PublicTest held out: the test accuracy
     "data.afew_root=null",
     "data.batch_size=32",
     "++trainer.enable_progress_bar=false",
