@@ -258,3 +258,8 @@ class AfewFeaturesDataModule(L.LightningDataModule):
         return [
             self._loader(self._dataset([s]), shuffle=False) for s in self.predict_splits if len(self.files[s])
         ]
+
+    def input_dim(self) -> int:
+        """The model's input width: the per-frame feature width (sequence; the CNN's, e.g. 3872 or 256) or k x 7."""
+        f = next(iter(self.files.values()))
+        return int(f.feats.shape[1]) if self.representation == "sequence" else self.k * int(f.logits.shape[1])

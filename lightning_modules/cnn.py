@@ -57,6 +57,7 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
         scale_jitter: float = 0.0,
         erase_p: float = 0.0,
         erase_max: float = 0.4,
+        mixup_alpha: float = 0.0,
         tta_flip: bool = False,
         tta_crops: bool = False,
         lr: float = 0.001,
@@ -78,6 +79,8 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
                 self.hparams[key] = OmegaConf.to_container(value)
         if not 0 < crop_size <= IMAGE_SIZE:
             raise ValueError(f"crop_size must be in 1..{IMAGE_SIZE}, got {crop_size}")
+        if mixup_alpha < 0:
+            raise ValueError(f"mixup_alpha must be >= 0 (0: no mixup), got {mixup_alpha}")
         if not (0 <= erase_p <= 1 and 0 < erase_max <= 1):
             raise ValueError(f"erase_p must be in [0, 1] and erase_max in (0, 1], got {erase_p}, {erase_max}")
         if rotate_deg < 0 or not 0 <= scale_jitter < 1:
@@ -156,11 +159,16 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
 
     def warm_start(self, source: str | Path) -> None:
         """Copy the net's weights (not the normaliser, which stays this data's) from a weights file of
-        :func:`save_weights`, a Lightning checkpoint, or ``"shipped"`` (the package's FER2013 weights)."""
+        :func:`save_weights`, a Lightning checkpoint, or ``"shipped"`` (the package's FER2013 weights of this
+        architecture)."""
         if str(source) == "shipped":
-            from emotiw.assets import asset_path
+            from emotiw.assets import BY_ARCH, asset_path
 
-            source = asset_path()
+            if self.hparams.arch not in BY_ARCH:
+                raise ValueError(
+                    f"no shipped weights for arch={self.hparams.arch!r}; shipped: {', '.join(BY_ARCH)}"
+                )
+            source = asset_path(BY_ARCH[self.hparams.arch])
         path = Path(source)
         state = read_weights(path, "model.init_weights")["state_dict"]
         net_state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
@@ -335,8 +343,17 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x = self.preprocess(batch["image"], train=True)
-        logits, _ = self(x)
-        loss = self.loss(logits, batch["label"])
+        if self.hparams.mixup_alpha > 0:
+            # Beyond the paper: mixup, each face blended with another of the batch, the loss blended alike.
+            lam = float(torch.distributions.Beta(self.hparams.mixup_alpha, self.hparams.mixup_alpha).sample())
+            other = torch.randperm(x.shape[0], device=x.device)
+            logits, _ = self(lam * x + (1 - lam) * x[other])
+            loss = lam * self.loss(logits, batch["label"]) + (1 - lam) * self.loss(
+                logits, batch["label"][other]
+            )
+        else:
+            logits, _ = self(x)
+            loss = self.loss(logits, batch["label"])
         # update() only, logged once per epoch: self.log of a Metric in every step moves the metric to the device on
         # each call, and calling it computes a per-batch value nobody reads (benchmarks/cnn_train.py).
         self.train_loss.update(loss.detach())

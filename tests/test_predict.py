@@ -70,9 +70,9 @@ def reference_faces() -> torch.Tensor:
 
 
 def test_shipped_weights_checksum_and_reference_outputs():
-    path = assets.asset_path()  # verifies the recorded sha256
+    path = assets.asset_path(assets.CNN_PAPER_FER2013)  # verifies the recorded sha256
     assert path.stat().st_size < 1_000_000
-    model = load_cnn()
+    model = load_cnn(weights=path)
     assert not model.training and bool(model.norm_fitted)
     logits, feature = model.embed(reference_faces())
     assert feature.shape == (4, 3872)
@@ -82,7 +82,7 @@ def test_shipped_weights_checksum_and_reference_outputs():
 def test_checksum_mismatch_is_refused(monkeypatch):
     monkeypatch.setitem(assets.SHA256, assets.CNN_PAPER_FER2013, "0" * 64)
     with pytest.raises(ValueError, match="does not match the recorded"):
-        assets.asset_path()
+        assets.asset_path(assets.CNN_PAPER_FER2013)
 
 
 def _write_stills(folder: Path) -> None:

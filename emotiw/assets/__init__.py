@@ -9,16 +9,23 @@ ASSETS_DIR = Path(__file__).resolve().parent
 
 # The paper's face CNN trained on the real FER2013 Training images (MODEL_CARD.md).
 CNN_PAPER_FER2013 = "cnn_paper_fer2013.pt"
+# The residual CPU net (model=cnn_res) trained on the same images (MODEL_CARD.md): the stronger and faster model.
+CNN_RES_FER2013 = "cnn_res_fer2013.pt"
 SHA256: dict[str, str] = {
     CNN_PAPER_FER2013: "8ca6ecf3a4b7185fad4dbd7bfbbca483e4f45656e33e3283e2a7ed195006ca3b",
+    CNN_RES_FER2013: "f8d03c4a1442ce2a383489f00d6c2accae6522e12489addadd0919a07c3df125",
 }
+# The face model that load_cnn() (and so predict.py) uses when given no weights.
+DEFAULT_CNN = CNN_RES_FER2013
+# The shipped weights for each CNN architecture (CNNModule.warm_start("shipped")).
+BY_ARCH = {"paper": CNN_PAPER_FER2013, "res": CNN_RES_FER2013}
 
 
 def sha256_of(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def asset_path(name: str = CNN_PAPER_FER2013, *, verify: bool = True) -> Path:
+def asset_path(name: str = DEFAULT_CNN, *, verify: bool = True) -> Path:
     """Path of a shipped asset; with ``verify``, raise ``ValueError`` if its checksum is not the recorded one."""
     if name not in SHA256:
         raise ValueError(f"unknown asset {name!r}; shipped: {', '.join(SHA256)}")

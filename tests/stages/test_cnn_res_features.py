@@ -29,7 +29,7 @@ def test_res_features_then_irnn(root):
     common = ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
     features = ["stage=features", f"cnn_ckpt={root / 'cnn.ckpt'}", "data.face_workers=0", "data.batch_size=4"]
     metrics = run([*features, *common], root)
-    assert metrics["Train/frames"] == 18
+    assert metrics["train/frames"] == 18
     with np.load(root / "runs/default/features/Train.npz") as z:
         assert z["feats"].shape == (18, 256) and z["feats"].dtype == np.float16
         assert np.isfinite(z["feats"].astype(np.float32)).all() and z["feats"].std() > 0
