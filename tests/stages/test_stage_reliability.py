@@ -221,6 +221,31 @@ def test_stage_stopped_by_kill_signal_names_the_resume_command_and_resume_is_ide
     assert (out / RECORD).is_file()
 
 
+def test_stage_killed_under_all_names_its_own_command_then_the_all_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_fake_run(tmp_path / "runs" / "exp", sizes=SIZES)
+
+    def killed(cfg):  # SIGTERM outside a Lightning loop (no checkpoint yet): the stage stops at once
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not stop the stage")
+
+    monkeypatch.setattr(stages.fusion, "run", killed)
+    args = ["stage=all", "experiment_name=exp", "all.stages=[fusion,combine]"]
+    with pytest.raises(StageStopped) as stopped_by:
+        run(args, tmp_path)
+    err = stopped_by.value
+    assert err.exit_status == 143
+    commands = [shlex.split(c)[2:] for c in re.findall(r"`(python train\.py [^`]*)`", str(err))]
+    assert str(err).startswith("stage fusion stopped by SIGTERM before it saved a checkpoint. Run it again: ")
+    assert len(commands) == 2, str(err)
+    assert commands[0][0] == "stage=fusion" and "experiment_name=exp" in commands[0]
+    assert commands[1] == [f"paths.root_dir={tmp_path}", "logger=csv", *args]
+    assert not (tmp_path / "runs" / "exp" / "fusion" / RECORD).exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the stage's handler is gone
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
 def test_train_py_killed_by_signal_exits_128_plus_signal_with_the_resume_command(
