@@ -13,8 +13,8 @@ import logging
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import lightning as L
 import numpy as np
@@ -22,12 +22,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
-from emotiw.artifacts import SPLITS, ClipProbs, save_probs
+from emotiw.artifacts import SPLITS, ClipProbs, save_json, save_probs
 from emotiw.labels import UNLABELLED
 
 log = logging.getLogger(__name__)
 
 BATCH_KEYS = ("clip_id", "label", "split", "features")
+T = TypeVar("T")
 
 
 def gather_objects(obj: Any) -> list[Any]:
@@ -37,6 +38,74 @@ def gather_objects(obj: Any) -> list[Any]:
         torch.distributed.all_gather_object(out, obj)
         return out
     return [obj]
+
+
+def rank_world() -> tuple[int, int]:
+    """(this process's global rank, the number of ranks): (0, 1) without a process group."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def rank_share(items: Sequence[T]) -> list[T]:
+    """This rank's share of ``items`` (every world-size-th one from its rank): each item goes to exactly one rank,
+    and one process gets them all. Split the clips of an extraction with it, then gather once."""
+    rank, world = rank_world()
+    return list(items)[rank::world]
+
+
+def gather_share(work: Callable[[], T], who: str) -> list[T]:
+    """Run ``work()`` (this rank's share of a stage's clips) on every rank and gather the results once: every rank
+    gets every rank's result in rank order, or, when any rank failed, raises that error on every rank, so no rank is
+    left waiting at a later collective. Call on ALL ranks; ``[work()]`` without a process group."""
+    result, error, failure = None, None, None
+    try:
+        result = work()
+    except Exception as err:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise
+        failure, error = err, f"{type(err).__name__}: {err}"
+        log.exception("%s failed on rank %d", who, rank_world()[0])
+    parts = gather_objects((result, error))
+    for rank, (_, rank_error) in enumerate(parts):
+        if rank_error is not None:
+            raise RuntimeError(f"{who} failed on rank {rank}: {rank_error}") from failure
+    return [part for part, _ in parts]
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for without a process group)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def launch_ranks(trainer_cfg: Any) -> None:
+    """Start the processes of ``trainer_cfg``'s strategy for a stage that splits work over ranks before (or without)
+    a Trainer: under DDP this re-runs the command once per further device, as a Trainer would, and sets up the
+    process group; a later Trainer of the same run joins it. Nothing to do for one device or when already started."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return
+    devices, strategy = trainer_cfg.get("devices", 1), str(trainer_cfg.get("strategy", "auto"))
+    if not strategy.startswith("ddp") or devices in (1, "1", [0]):
+        return
+    fabric = L.Fabric(
+        accelerator=trainer_cfg.get("accelerator", "auto"),
+        devices=devices,
+        num_nodes=trainer_cfg.get("num_nodes", 1),
+        strategy=strategy,
+    )
+    fabric.launch()
+
+
+def record_work_split(path: str | os.PathLike, work: dict[str, Sequence[str]]) -> dict[str, list[list[str]]]:
+    """Gather which items each rank did, per kind of work (``{"encode": clip ids}``); rank zero writes them to
+    ``path`` (JSON: ``world_size`` and ``by_rank``), the record that each clip was done exactly once. Call on ALL
+    ranks; returns ``{kind: [ids of rank 0, ids of rank 1, ...]}``."""
+    shards = gather_objects({kind: [str(i) for i in ids] for kind, ids in work.items()})
+    by_rank = {kind: [shard[kind] for shard in shards] for kind in work}
+    if rank_world()[0] == 0:
+        save_json(path, {"world_size": len(shards), "by_rank": by_rank})
+    return by_rank
 
 
 def is_rank_zero() -> bool:

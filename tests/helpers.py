@@ -61,3 +61,16 @@ def env_for_subprocess(root: Path | str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "EMOTIW_ROOT": str(root)})
     return env
+
+
+def assert_split_once(ranks_json: Path | str, kind: str, expected: list[str], world_size: int = 2) -> None:
+    """``ranks.json`` (``callbacks.gather.record_work_split``) shows ``kind`` done for every item of ``expected``
+    exactly once, shared by ``world_size`` ranks that each did some."""
+    import json
+
+    record = json.loads(Path(ranks_json).read_text())
+    by_rank = record["by_rank"][kind]
+    assert record["world_size"] == world_size and len(by_rank) == world_size, record
+    assert all(by_rank), f"{kind}: a rank did nothing: {by_rank}"
+    done = [item for items in by_rank for item in items]
+    assert sorted(done) == sorted(expected), f"{kind}: {by_rank} vs {sorted(expected)}"
