@@ -287,7 +287,7 @@ def figures_table(entries: list[dict]) -> list[str]:
             base = f"{f['baseline']}: {_num(f['baseline_value'], f['unit'])}" if f.get("baseline") else ""
             if f.get("baseline") and f.get("baseline_value") is None:
                 base = f["baseline"]
-            ratio = f"{f['ratio']:.2f}x" if f.get("ratio") is not None else ""
+            ratio = f"{f['ratio']:.3g}x" if f.get("ratio") is not None else ""
             load = f"{f['load']:.1f}" if f.get("load") is not None else ""
             lines.append(
                 f"| {e['benchmark']} ({e['setting']}) | {f['name']} | {_num(f['value'], f['unit'])} | {base} | "

@@ -203,14 +203,15 @@ def run_size(size: str, root: Path, interval: float, extra: list[str]) -> dict:
         "clips": clips,
         "wall": wall,
         "peak_bytes": max((sample[1] for sample in samples), default=0),
-        "cpu_seconds": samples[-1][3] if samples else 0.0,
+        "cpu_seconds": max((sample[3] for sample in samples), default=0.0),  # the exited process reads 0
         "stages": stages,
         "load": os.getloadavg()[0],
     }
 
 
 def _ratio(values: list[float]) -> str:
-    return f"{values[-1] / values[0]:.2f}x" if len(values) > 1 and values[0] > 0 else ""
+    ok = len(values) > 1 and values[0] > 0 and values[-1] == values[-1]
+    return f"{values[-1] / values[0]:.2f}x" if ok else ""
 
 
 def memory_reference(runs: list[dict]) -> dict:
@@ -239,7 +240,7 @@ def growth_table(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
         return [
             label,
             *(f"{w:.3f}" for w in wall),
-            *(f"{c:.3f}" for c in cpu),
+            *(f"{c:.3f}" if c == c else "" for c in cpu),  # a part's CPU time is not measured (NaN)
             *mem,
             _ratio(wall),
             _ratio(cpu),
