@@ -38,6 +38,7 @@ class FeatureShardWriter(BasePredictionWriter):
         self._logits: dict[int, list[np.ndarray]] = {}
         self._feats: dict[int, BinaryIO] = {}
         self._dim: int | None = None
+        self.clips_done: list[str] = []  # the clips whose frames this rank embedded, in the order it did
 
     def _shard(self, split: str, rank: int) -> Path:
         return self.out_dir / ".shards" / f"{split}_rank{rank}.npz"
@@ -52,6 +53,7 @@ class FeatureShardWriter(BasePredictionWriter):
         (self.out_dir / ".shards").mkdir(parents=True, exist_ok=True)
         self._feats = {i: open(self._raw(s, trainer.global_rank), "wb") for i, s in enumerate(self.splits)}  # noqa: SIM115
         self._dim = getattr(pl_module, "feature_dim", None)  # the CNN's width, also for a split without rows
+        self.clips_done = []
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
@@ -62,6 +64,9 @@ class FeatureShardWriter(BasePredictionWriter):
         self._feats[dataloader_idx].write(np.ascontiguousarray(feats).tobytes())
         self._index[dataloader_idx].append(np.asarray(batch_indices, dtype=np.int64))
         self._logits[dataloader_idx].append(prediction["logits"].cpu().numpy().astype(np.float32))
+        for clip_id in batch["clip_id"] if isinstance(batch, dict) else ():
+            if not self.clips_done or self.clips_done[-1] != clip_id:
+                self.clips_done.append(str(clip_id))
 
     def _close(self) -> None:
         for fh in self._feats.values():

@@ -1,6 +1,7 @@
 """Per-clip audio features of AFEW for the audio SVM (paper-spec §5), and the generic per-clip feature server.
 
-``AfewAudioDataModule.setup`` extracts the IS10 features of every clip (cached by content), fits the scaler and the
+``AfewAudioDataModule.setup`` extracts the IS10 features of every clip (cached by content; under DDP each rank its
+share of the clips, gathered once), fits the scaler and the
 PCA-whitening on the ``partition.fit`` splits (or, under ``partition=retrain``, loads the ones fitted by the run
 named in ``from_run``: spec §9 default), projects every clip on the 10 whitened components and serves
 ``{"clip_id", "label", "split", "features"}`` batches for ``stages.svm.run_svm_stage``.
@@ -17,6 +18,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from callbacks.gather import gather_share, rank_share, rank_world
 from emotiw.artifacts import SPLITS
 from emotiw.checks import check_batch, check_number
 from emotiw.partitions import Partition
@@ -109,6 +111,7 @@ class AfewAudioDataModule(ClipFeaturesDataModule):
         self.save_hyperparameters(ignore=["partition"], logger=False)
         self.partition = Partition.from_config(partition)
         self.report = None
+        self.extracted: list[str] = []  # the clips whose features this rank computed in setup
         self.scaler = None
         self.whitener = None
 
@@ -117,20 +120,6 @@ class AfewAudioDataModule(ClipFeaturesDataModule):
 
         return list_splits(self.hparams.afew_root, self.hparams.splits)
 
-    def prepare_data(self) -> None:
-        # Rank zero fills the content-keyed cache; setup() on every rank then reads it.
-        from emotiw.audio import extract_is10
-
-        hp = self.hparams
-        extract_is10(
-            [(c.clip_id, c.video_path) for c in self._clips()],
-            cache_dir=hp.cache_dir,
-            sample_rate=hp.sample_rate,
-            min_duration_s=hp.min_duration_s,
-            silence_rms=hp.silence_rms,
-            n_jobs=hp.n_jobs,
-        )
-
     def preprocessor_path(self, run_dir: str | Path) -> Path:
         return Path(run_dir) / self.hparams.task_name / "preprocess.skops"
 
@@ -138,6 +127,7 @@ class AfewAudioDataModule(ClipFeaturesDataModule):
         if self.tables is not None:
             return
         from emotiw.audio import ContrastPCAWhitener, FeatureScaler, extract_is10
+        from emotiw.audio.is10 import AudioFeatureReport
         from emotiw.audio.whitening import load_fitted, whiten_clips
 
         hp = self.hparams
@@ -145,14 +135,23 @@ class AfewAudioDataModule(ClipFeaturesDataModule):
             raise ValueError(f"missing_audio={hp.missing_audio!r}; expected one of {MISSING_AUDIO}")
         partition = self.partition
         clips = self._clips()
-        feats, self.report = extract_is10(
-            [(c.clip_id, c.video_path) for c in clips],
-            cache_dir=hp.cache_dir,
-            sample_rate=hp.sample_rate,
-            min_duration_s=hp.min_duration_s,
-            silence_rms=hp.silence_rms,
-            n_jobs=hp.n_jobs,
+        # Each rank extracts its share of the clips (all of them in one process), then they gather once.
+        parts = gather_share(
+            lambda: extract_is10(
+                [(c.clip_id, c.video_path) for c in rank_share(clips)],
+                cache_dir=hp.cache_dir,
+                sample_rate=hp.sample_rate,
+                min_duration_s=hp.min_duration_s,
+                silence_rms=hp.silence_rms,
+                n_jobs=hp.n_jobs,
+            ),
+            "audio: extracting the IS10 features",
         )
+        self.extracted = list(parts[rank_world()[0]][1].extracted)
+        feats, self.report = {}, AudioFeatureReport()
+        for part_feats, part_report in parts:
+            feats.update(part_feats)
+            self.report = self.report.merge(part_report)
         scored = [c for c in clips if c.clip_id in feats]
 
         def stack(refs) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Random 16x16x10 space-time blocks of AFEW's full grey frames for training the synchrony autoencoder
 (paper-spec §6.1-6.2).
 
-``setup`` decodes every clip of the ``partition.fit`` splits, samples ``n_train_blocks`` blocks spread evenly over
-them (kept as uint8 pixels), fits the block whitening (contrast normalisation, pixel-wise mean/std, PCA keeping 99 %
+``setup`` decodes every clip of the ``partition.fit`` splits (under DDP each rank its share, the blocks gathered
+once), samples ``n_train_blocks`` blocks spread evenly over them (kept as uint8 pixels), fits the block whitening (contrast normalisation, pixel-wise mean/std, PCA keeping 99 %
 of the variance, at most 500 dims) on the fitting blocks, and serves whitened blocks as ``{"blocks": (B, d)}``.
 Validation blocks (for the reconstruction loss that picks the checkpoint) come from the ``partition.tune`` splits.
 """
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from callbacks.gather import gather_share, rank_share
 from emotiw.activity import BLOCK_SHAPE, block_whitener, read_gray, sample_blocks
 from emotiw.checks import check_batch, check_number
 from emotiw.partitions import Partition
@@ -36,23 +37,39 @@ class BlockDataset(Dataset):
         return {"blocks": self.blocks[i]}
 
 
-def sample_clip_blocks(paths: Sequence, n_blocks: int, seed: int, failures: dict[str, str]) -> np.ndarray:
-    """``n_blocks`` random blocks spread evenly over the clips (uint8); undecodable clips are skipped and recorded."""
-    rng = np.random.RandomState(seed)
+def sample_clip_blocks(
+    paths: Sequence, n_blocks: int, seed: int, failures: dict[str, str], sampled: list[str] | None = None
+) -> np.ndarray:
+    """``n_blocks`` random blocks spread evenly over the clips (uint8); undecodable clips are skipped and recorded.
+
+    Each clip draws from its own stream (``seed`` and its position), so under DDP each rank decodes only its share of
+    the clips and the gathered blocks equal one process's. ``sampled`` receives the paths this rank decoded."""
+    width = int(np.prod(BLOCK_SHAPE))
     if not paths:
-        return np.zeros((0, int(np.prod(BLOCK_SHAPE))), np.uint8)
+        return np.zeros((0, width), np.uint8)
     per_clip = np.full(len(paths), n_blocks // len(paths))
     per_clip[: n_blocks % len(paths)] += 1
-    out = []
-    for path, n in zip(paths, per_clip, strict=True):
-        try:
-            frames = read_gray(path)
-        except ValueError as err:  # emotiw.io.video.VideoDecodeError: one line naming the file
-            failures[str(path)] = str(err)
-            continue
-        if n:
-            out.append(sample_blocks(frames, int(n), random_state=rng).astype(np.uint8))
-    return np.concatenate(out) if out else np.zeros((0, int(np.prod(BLOCK_SHAPE))), np.uint8)
+
+    def share() -> tuple[dict[int, np.ndarray], dict[str, str]]:
+        mine: dict[int, np.ndarray] = {}
+        for i in rank_share(range(len(paths))):
+            if sampled is not None:
+                sampled.append(str(paths[i]))
+            try:
+                frames = read_gray(paths[i])
+            except ValueError as err:  # emotiw.io.video.VideoDecodeError: one line naming the file
+                failures[str(paths[i])] = str(err)
+                continue
+            if per_clip[i]:
+                rng = np.random.RandomState([seed, i])
+                mine[i] = sample_blocks(frames, int(per_clip[i]), random_state=rng).astype(np.uint8)
+        return mine, failures
+
+    out: dict[int, np.ndarray] = {}
+    for part, part_failures in gather_share(share, "activity: sampling blocks"):
+        out.update(part)
+        failures.update(part_failures)
+    return np.concatenate([out[i] for i in sorted(out)]) if out else np.zeros((0, width), np.uint8)
 
 
 class AfewBlocksDataModule(L.LightningDataModule):
@@ -85,6 +102,7 @@ class AfewBlocksDataModule(L.LightningDataModule):
         self.train_set: BlockDataset | None = None
         self.val_set: BlockDataset | None = None
         self.failures: dict[str, str] = {}
+        self.sampled: list[str] = []  # the clips this rank decoded for blocks
 
     @property
     def n_visible(self) -> int:
@@ -109,14 +127,14 @@ class AfewBlocksDataModule(L.LightningDataModule):
         tune_paths = (
             [c.video_path for c in list_splits(hp.afew_root, partition.tune)] if partition.tune else []
         )
-        train = sample_clip_blocks(fit_paths, hp.n_train_blocks, hp.seed, self.failures)
+        train = sample_clip_blocks(fit_paths, hp.n_train_blocks, hp.seed, self.failures, self.sampled)
         if len(train) < 2:
             raise ValueError(
                 f"activity: no blocks could be sampled from the {len(fit_paths)} clips of {list(partition.fit)}"
                 f" ({len(self.failures)} undecodable)"
             )
         if tune_paths:
-            val = sample_clip_blocks(tune_paths, hp.n_val_blocks, hp.seed + 1, self.failures)
+            val = sample_clip_blocks(tune_paths, hp.n_val_blocks, hp.seed + 1, self.failures, self.sampled)
         else:  # no tune split: hold out a tenth of the fitting blocks for the reconstruction loss
             rng = np.random.RandomState(hp.seed + 1)
             order = rng.permutation(len(train))

@@ -23,11 +23,13 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from callbacks.gather import gather_share, rank_share, rank_world
 from emotiw.artifacts import SPLITS
 from emotiw.checks import check_batch, check_number
 from emotiw.faces import AlignConfig, ClipFaces, FaceReport, load_afew_faces
+from emotiw.io.afew import ClipRef
 from emotiw.partitions import Partition
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,24 @@ class AfewFrameDataset(Dataset):
             "frame_idx": int(self.frame_idx[i]),
             "index": i,
         }
+
+
+class ClipShareSampler(Sampler[int]):
+    """The items of this rank's share of the clips (every world-size-th clip from its rank; all of them in one
+    process), in dataset order: a clip's frames all go to one rank, and every frame to exactly one."""
+
+    def __init__(self, data: Dataset) -> None:
+        clips = rank_share(range(len(data.clips)))
+        if isinstance(data, AfewFrameDataset):
+            self.indices = [i for c in clips for i in range(data.offsets[c], data.offsets[c + 1])]
+        else:
+            self.indices = list(clips)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class AfewClipDataset(Dataset):
@@ -135,6 +155,7 @@ class AfewFramesDataModule(L.LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.clips: dict[str, list[ClipFaces]] = {}
         self.report: FaceReport | None = None
+        self.built: list[str] = []  # the clips whose cache entry this rank built in setup
 
     @property
     def partition(self) -> Partition | None:
@@ -147,7 +168,8 @@ class AfewFramesDataModule(L.LightningDataModule):
             wanted |= set(self.partition.fit) | set(self.partition.tune)
         return [s for s in SPLITS if s in wanted]
 
-    def load_faces(self) -> tuple[list[ClipFaces], FaceReport]:
+    def load_faces(self, refs: Sequence[ClipRef] | None = None) -> tuple[list[ClipFaces], FaceReport]:
+        """The faces of ``refs`` (default: every clip of the splits needed), building missing cache entries."""
         hp = self.hparams
         if hp.mode not in MODES:
             raise ValueError(f"mode={hp.mode!r}: expected one of {MODES}")
@@ -163,29 +185,42 @@ class AfewFramesDataModule(L.LightningDataModule):
             num_workers=hp.face_workers,
             config=AlignConfig(levels=hp.histeq_levels, seed=hp.noise_seed),
             in_memory=False,  # each clip's faces stay in its cache file until served
+            refs=refs,
         )
 
-    def prepare_data(self) -> None:
-        # Rank zero builds the cache; Lightning holds the other ranks at a barrier until it is done.
-        _, report = self.load_faces()
-        log.info("AFEW faces: %s", report.summary())
+    def build_share(self) -> list[str]:
+        """Build the missing cache entries of this rank's share of the clips (every clip in one process) and return
+        the ids it built. Every rank calls it (through ``gather_share``), then reads every entry (all hits)."""
+        from emotiw.io.afew import list_splits
+
+        _, report = self.load_faces(
+            refs=rank_share(list_splits(self.hparams.afew_root, self._splits_needed()))
+        )
+        return report.built
 
     def setup(self, stage: str | None = None) -> None:
         if self.clips:
             return
-        clips, self.report = self.load_faces()  # every entry is a cache hit after prepare_data
+        # Under DDP each rank builds its share of the missing cache entries; then every rank reads them all.
+        # (a rank's error is raised on every rank).
+        self.built = gather_share(self.build_share, "AFEW faces: building the cache")[rank_world()[0]]
+        clips, self.report = self.load_faces()
+        log.info("AFEW faces: %s", self.report.summary())
         self.clips = {s: [c for c in clips if c.split == s] for s in self._splits_needed()}
 
     def dataset(self, splits: Sequence[str]) -> Dataset:
         clips = [c for s in splits for c in self.clips.get(s, [])]
         return AfewFrameDataset(clips) if self.hparams.mode == "frames" else AfewClipDataset(clips)
 
-    def _dataloader(self, splits: Sequence[str], *, shuffle: bool = False) -> DataLoader:
+    def _dataloader(
+        self, splits: Sequence[str], *, shuffle: bool = False, by_rank: bool = False
+    ) -> DataLoader:
         data = self.dataset(splits)
         return DataLoader(
             data,
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
+            sampler=ClipShareSampler(data) if by_rank else None,
             num_workers=self.hparams.num_workers,
             collate_fn=collate_clips if self.hparams.mode == "clips" else None,
             persistent_workers=self.hparams.num_workers > 0,
@@ -203,4 +238,6 @@ class AfewFramesDataModule(L.LightningDataModule):
         return self._dataloader(self._require_partition().tune)
 
     def predict_dataloader(self) -> list[DataLoader]:
-        return [self._dataloader([s]) for s in self.hparams.predict_splits]
+        # Each rank predicts the frames of its share of the clips, each once (the Trainer of stage=features runs with
+        # use_distributed_sampler=False, so no sampler repeats frames to even out the ranks).
+        return [self._dataloader([s], by_rank=True) for s in self.hparams.predict_splits]

@@ -16,6 +16,8 @@ class FrameEmbedder(L.LightningModule):
         super().__init__()
         self.cnn = cnn
         self.feature_dim = int(cnn.feature_dim)
+        # Under DDP each rank predicts its share of the clips: a split with fewer clips than ranks leaves some empty.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0

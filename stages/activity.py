@@ -6,8 +6,11 @@ Writes ``<run_dir>/activity/{sae.ckpt, codebook.npz, chosen.json, svm.skops}`` a
 Under ``partition=retrain`` the SAE and the codebook of the run named in ``from_run`` are reused and only the SVM is
 refitted (spec §9 default).
 
-Under DDP every rank fits the SAE (Lightning's DDP) and encodes every clip; rank zero fits the k-means codebook and
-broadcasts it; ``FitSVMOnFeatures`` gathers the histograms of all ranks, fits the SVM on rank zero and writes.
+Under DDP each rank decodes and samples the SAE's training blocks of its share of the clips (gathered once), the
+ranks fit the SAE together (Lightning's DDP), each rank encodes its share of the clips into its own file, rank zero
+fits the k-means codebook on a sample read from every rank's file and broadcasts it, and each rank counts the words of
+its clips (gathered once); ``FitSVMOnFeatures`` fits the SVM on rank zero and writes. ``ranks.json`` records which
+rank sampled and encoded which clips. No rank holds more than one clip's encodings.
 """
 
 from __future__ import annotations
@@ -23,10 +26,26 @@ import lightning as L
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from callbacks.gather import is_rank_zero, run_on_rank_zero
+from callbacks.gather import (
+    gather_share,
+    is_rank_zero,
+    launch_ranks,
+    rank_share,
+    rank_world,
+    record_work_split,
+    run_on_rank_zero,
+)
 from callbacks.log_counts import LogCounts
 from datamodules.afew_audio import ClipFeatureDataset, ClipFeaturesDataModule
-from emotiw.activity import BagOfWords, cpu_threads, encode_clips, load_codebook, read_gray, save_codebook
+from emotiw.activity import (
+    BagOfWords,
+    EncodingReport,
+    cpu_threads,
+    iter_encoded_clips,
+    load_codebook,
+    read_gray,
+    save_codebook,
+)
 from emotiw.artifacts import SPLITS
 from emotiw.partitions import Partition
 from lightning_modules.sae import SAEModule
@@ -45,9 +64,83 @@ def _sae_loggers(cfg: DictConfig) -> list:
     return instantiate_loggers(OmegaConf.create(logger_cfg))
 
 
-def train_sae(cfg: DictConfig) -> tuple[SAEModule, dict[str, Any], L.Trainer]:
+class ShardedEncodings:
+    """Every clip's block encodings, each rank's share in its own raw float16 file (``<dir>/rank<r>.f16``, clip
+    after clip), found through an index that the ranks gather once: no rank holds more than one clip's encodings, and
+    any rank can read any clip."""
+
+    def __init__(
+        self, directory: Path, index: dict, rows: list[int], dim: int, mine: list[str], report
+    ) -> None:
+        self.directory, self.index, self.rows_by_rank, self.dim = directory, index, rows, dim
+        self.mine, self.report = (
+            mine,
+            report,
+        )  # the clips this rank encoded; the report over every rank's clips
+        self._maps: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def encode(cls, clips, encoder, directory: Path) -> ShardedEncodings:
+        """Encode ``clips`` (this rank's share) into this rank's file; every rank must call it (it gathers)."""
+        rank, _ = rank_world()
+        directory.mkdir(parents=True, exist_ok=True)
+
+        def share() -> tuple[dict, int, int, EncodingReport]:
+            report, index, row, dim = EncodingReport(), {}, 0, 0
+            with open(directory / f"rank{rank}.f16", "wb") as fh:
+                pairs = [(c.clip_id, c.video_path) for c in clips]
+                for clip_id, enc in iter_encoded_clips(pairs, encoder, read_gray, report):
+                    fh.write(np.ascontiguousarray(enc, dtype=np.float16).tobytes())
+                    index[clip_id] = (row, len(enc))
+                    row, dim = row + len(enc), enc.shape[1]
+            return index, row, dim, report
+
+        merged, rows, dims, everyone = {}, [], [], EncodingReport()
+        parts = gather_share(share, "activity: encoding the clips")
+        for r, (idx, n, d, rep) in enumerate(parts):
+            merged.update({c: (r, first, count) for c, (first, count) in idx.items()})
+            rows.append(n)
+            dims.append(d)
+            everyone = everyone.merge(rep)
+        return cls(directory, merged, rows, max(dims), list(parts[rank][0]), everyone)
+
+    def __contains__(self, clip_id: str) -> bool:
+        return clip_id in self.index
+
+    def n_blocks(self, clip_id: str) -> int:
+        return self.index[clip_id][2]
+
+    def _map(self, rank: int) -> np.ndarray:
+        if rank not in self._maps:
+            path, shape = self.directory / f"rank{rank}.f16", (self.rows_by_rank[rank], self.dim)
+            self._maps[rank] = np.memmap(path, dtype=np.float16, mode="r", shape=shape)
+        return self._maps[rank]
+
+    def clip(self, clip_id: str) -> np.ndarray:
+        rank, first, count = self.index[clip_id]
+        return np.array(self._map(rank)[first : first + count])
+
+    def rows(self, clip_ids: list[str], rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (in that order) of the clips' encodings stacked in ``clip_ids`` order, as float32."""
+        starts = np.concatenate([[0], np.cumsum([self.n_blocks(c) for c in clip_ids])])
+        which = np.searchsorted(starts, rows, side="right") - 1
+        out = np.empty((len(rows), self.dim), np.float32)
+        for k in np.unique(which):
+            sel = which == k
+            rank, first, _ = self.index[clip_ids[k]]
+            out[sel] = self._map(rank)[first + rows[sel] - starts[k]]
+        return out
+
+    def remove_shard(self) -> None:
+        """Delete this rank's file (call once no rank reads the shards any more)."""
+        self._maps.clear()
+        (self.directory / f"rank{rank_world()[0]}.f16").unlink(missing_ok=True)
+
+
+def train_sae(cfg: DictConfig) -> tuple[SAEModule, dict[str, Any], L.Trainer, list[str]]:
     """Fit the SAE on whitened random blocks of the fitting clips; return the best checkpoint's module, the fit's
-    metrics and its trainer (whose strategy shares the codebook that rank zero fits)."""
+    metrics, its trainer (whose strategy shares the codebook that rank zero fits) and the clips whose blocks this
+    rank sampled."""
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
     model: SAEModule = hydra.utils.instantiate(cfg.model, n_visible=datamodule.n_visible)
@@ -71,7 +164,7 @@ def train_sae(cfg: DictConfig) -> tuple[SAEModule, dict[str, Any], L.Trainer]:
         run_on_rank_zero(trainer, lambda: shutil.copyfile(best, sae_path), "activity: saving the SAE")
     else:
         trainer.save_checkpoint(sae_path)  # a collective: every rank calls it, rank zero writes
-    return model.cpu().eval(), metrics, trainer
+    return model.cpu().eval(), metrics, trainer, datamodule.sampled
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -80,7 +173,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     threads = cfg.get("cpu_threads")
+    # under trainer=ddp each rank samples, encodes and counts its share of the clips
+    launch_ranks(cfg.trainer)
     start = time.perf_counter()
+    blocks_sampled: list[str] = []
     if partition.is_retrain:
         source = Path(cfg.paths.runs_dir) / str(partition.from_run) / cfg.task_name
         for name in ("sae.ckpt", "codebook.npz"):
@@ -94,7 +190,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ).eval()
     else:
         with cpu_threads(threads):
-            sae, metrics, sae_trainer = train_sae(cfg)
+            sae, metrics, sae_trainer, blocks_sampled = train_sae(cfg)
     encoder = sae.folded_encoder()
     seconds["sae"] = time.perf_counter() - start
 
@@ -103,18 +199,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     clips = list_splits(cfg.data.afew_root, SPLITS)
     with cpu_threads(threads):
-        encodings, report = encode_clips([(c.clip_id, c.video_path) for c in clips], encoder, read_gray)
+        encodings = ShardedEncodings.encode(rank_share(clips), encoder, out_dir / ".encodings")
     seconds["encode"] = time.perf_counter() - start
 
     start = time.perf_counter()
     if partition.is_retrain:
         bow = load_codebook(source / "codebook.npz")
     else:
-        fit_blocks = np.concatenate(
-            [encodings[c.clip_id] for c in clips if c.split in partition.fit and c.clip_id in encodings]
-        ).astype(np.float32)
+        fit_ids = [c.clip_id for c in clips if c.split in partition.fit and c.clip_id in encodings]
+        total = sum(encodings.n_blocks(c) for c in fit_ids)
         rng = np.random.RandomState(cfg.seed)
-        rows = rng.choice(len(fit_blocks), size=min(len(fit_blocks), cfg.bow.codebook_blocks), replace=False)
+        rows = rng.choice(total, size=min(total, cfg.bow.codebook_blocks), replace=False)
 
         def fit_codebook() -> BagOfWords:
             with cpu_threads(threads):
@@ -123,29 +218,37 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     batch_size=cfg.bow.batch_size,
                     max_iter=cfg.bow.max_iter,
                     random_state=cfg.seed,
-                ).fit(fit_blocks[rows])
+                ).fit(encodings.rows(fit_ids, rows))
 
-        # k-means on rank zero; every rank then encodes with the same codebook
+        # k-means on rank zero, on a sample read from every rank's shard; every rank then gets the codebook
         bow = run_on_rank_zero(sae_trainer, fit_codebook, "activity: fitting the codebook")
     if is_rank_zero():
         save_codebook(out_dir / "codebook.npz", bow)
         if partition.is_retrain:
             shutil.copyfile(source / "sae.ckpt", out_dir / "sae.ckpt")
 
+    # each rank the histograms of the clips it encoded, gathered once
+    hists: dict[str, np.ndarray] = {}
+    for part in gather_share(
+        lambda: {c: bow.histogram(encodings.clip(c).astype(np.float32)) for c in encodings.mine},
+        "activity: counting the words",
+    ):
+        hists.update(part)
+    encodings.remove_shard()
     datamodule = ClipFeaturesDataModule(batch_size=cfg.bow.get("serve_batch_size", 256))
     datamodule.tables = {}
     for split in SPLITS:
-        refs = [c for c in clips if c.split == split and c.clip_id in encodings]
-        hists = bow.histograms([encodings[c.clip_id].astype(np.float32) for c in refs])
+        refs = [c for c in clips if c.split == split and c.clip_id in hists]
         datamodule.tables[split] = ClipFeatureDataset(
             [c.clip_id for c in refs],
             np.array([c.label for c in refs]),
             split,
-            hists.reshape(len(refs), bow.n_words),
+            np.stack([hists[c.clip_id] for c in refs]).reshape(len(refs), bow.n_words),
         )
+    record_work_split(out_dir / "ranks.json", {"blocks": blocks_sampled, "encode": encodings.mine})
     seconds["bow"] = time.perf_counter() - start
-    counts = {f"activity/clips_{k}": float(v) for k, v in report.counts.items()}
-    counts["activity/clips_ok"] = float(len(encodings))
+    counts = {f"activity/clips_{k}": float(v) for k, v in encodings.report.counts.items()}
+    counts["activity/clips_ok"] = float(len(hists))
     counts["activity/n_words"] = float(bow.n_words)
     counts.update({f"activity/seconds_{k}": round(v, 2) for k, v in seconds.items()})
     log.info("activity: %s", ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))

@@ -1,14 +1,18 @@
-"""stage=audio: IS10 features, PCA-whitening (fitted on partition.fit, reused under retrain), RBF SVM."""
+"""stage=audio: IS10 features, PCA-whitening (fitted on partition.fit, reused under retrain), RBF SVM.
+
+Under ``trainer=ddp`` each rank extracts its share of the clips and they gather once; ``ranks.json`` records which.
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from callbacks.gather import is_rank_zero
+from callbacks.gather import is_rank_zero, launch_ranks, record_work_split
 from callbacks.log_counts import LogCounts
 from stages.svm import run_svm_stage
 
@@ -16,10 +20,10 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    launch_ranks(cfg.trainer)  # under trainer=ddp each rank extracts its share of the clips in setup
     datamodule = hydra.utils.instantiate(cfg.data)
-    if is_rank_zero():
-        datamodule.prepare_data()
     datamodule.setup("predict")
+    record_work_split(Path(cfg.paths.output_dir) / "ranks.json", {"extract": datamodule.extracted})
     if is_rank_zero():
         datamodule.save_preprocessor(cfg.paths.run_dir)
     counts = {f"audio/clips_{k}": float(v) for k, v in datamodule.report.counts.items()}

@@ -1,4 +1,7 @@
-"""``stage=faces``: fill the face cache for every AFEW split and write the face report."""
+"""``stage=faces``: fill the face cache for every AFEW split and write the face report.
+
+Under ``trainer=ddp`` each rank builds the entries of its share of the clips; ``ranks.json`` records which.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,18 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from callbacks.gather import is_rank_zero
+from callbacks.gather import gather_share, is_rank_zero, launch_ranks, rank_world, record_work_split
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    # under trainer=ddp: one process per device, each building its share of the clips
+    launch_ranks(cfg.trainer)
     datamodule = hydra.utils.instantiate(cfg.data)
     start = time.perf_counter()
-    _, report = datamodule.load_faces()
+    built = gather_share(datamodule.build_share, "faces: building the cache")[rank_world()[0]]
+    _, report = datamodule.load_faces()  # every entry a cache hit now
     seconds = time.perf_counter() - start
+    by_rank = record_work_split(Path(cfg.paths.output_dir) / "ranks.json", {"faces": built})["faces"]
     if is_rank_zero():
         report.save(Path(cfg.paths.output_dir) / "face_report.json")
         print(f"[faces] {report.summary()} in {seconds:.1f} s")
@@ -26,7 +33,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             )
         for clip_id, message in {**report.decode_errors, **report.without_faces}.items():
             print(f"[faces] skipped {clip_id}: {message}")
-    built = report.cache_built + len(report.cache_rebuilt)
+    built = sum(len(ids) for ids in by_rank)
     return {
         "clips": report.clips,
         "clips_with_faces": report.with_faces,

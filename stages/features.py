@@ -2,7 +2,8 @@
 
 ``trainer.predict`` of :class:`lightning_modules.frame_embedder.FrameEmbedder` with one loader per split;
 :class:`callbacks.feature_writer.FeatureShardWriter` writes one shard per rank and split and merges them on rank zero
-into the file format of docs/pipeline.md.
+into the file format of docs/pipeline.md. Under ``trainer=ddp`` each rank builds its share of the missing face cache
+entries and embeds the frames of its share of the clips, each once; ``ranks.json`` records which.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from callbacks.feature_writer import FeatureShardWriter
-from callbacks.gather import is_rank_zero
+from callbacks.gather import is_rank_zero, record_work_split
 from lightning_modules.cnn import load_cnn
 from lightning_modules.frame_embedder import FrameEmbedder
 from stages.lightning_fit import build_trainer
@@ -59,10 +60,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = FrameEmbedder(load_cnn(checkpoint=cfg.cnn_ckpt))
     out_dir = Path(cfg.paths.run_dir) / "features"
     writer = FeatureShardWriter(out_dir, splits)
-    trainer = build_trainer(cfg, [writer])
+    # each rank predicts the frames of its share of the clips, once (AfewFramesDataModule.predict_dataloader)
+    trainer = build_trainer(cfg, [writer], use_distributed_sampler=False)
     start = time.perf_counter()
     trainer.predict(model, datamodule=datamodule, return_predictions=False)
     seconds = time.perf_counter() - start
+    record_work_split(
+        Path(cfg.paths.output_dir) / "ranks.json", {"faces": datamodule.built, "embed": writer.clips_done}
+    )
     if not is_rank_zero():
         return {}
     if datamodule.report is not None:

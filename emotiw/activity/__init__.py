@@ -15,7 +15,7 @@ from emotiw.activity.blocks import (
 )
 from emotiw.activity.bow import BagOfWords, load_codebook, motion_weights, save_codebook
 from emotiw.activity.encode import FoldedEncoder
-from emotiw.activity.features import EncodingReport, encode_clip, encode_clips, read_gray
+from emotiw.activity.features import EncodingReport, encode_clip, encode_clips, iter_encoded_clips, read_gray
 from emotiw.activity.threads import cpu_threads
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "dense_blocks",
     "encode_clip",
     "encode_clips",
+    "iter_encoded_clips",
     "load_codebook",
     "double_short_clip",
     "motion_weights",

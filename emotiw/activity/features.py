@@ -4,7 +4,7 @@ frames through the folded SAE encoder."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +42,14 @@ class EncodingReport:
     no_blocks: list[str] = field(default_factory=list)
     n_blocks: int = 0
 
+    def merge(self, other: EncodingReport) -> EncodingReport:
+        """This report and ``other``'s, over both their clips (e.g. two ranks' shares of the clips)."""
+        return EncodingReport(
+            {**self.undecodable, **other.undecodable},
+            [*self.no_blocks, *other.no_blocks],
+            self.n_blocks + other.n_blocks,
+        )
+
     @property
     def counts(self) -> dict[str, int]:
         return {
@@ -51,19 +59,19 @@ class EncodingReport:
         }
 
 
-def encode_clips(
+def iter_encoded_clips(
     clips: Sequence[tuple[str, object]],
     encoder: FoldedEncoder,
     read_gray: Callable[[object], np.ndarray],
+    report: EncodingReport,
     *,
     block_shape: tuple[int, int, int] = BLOCK_SHAPE,
-) -> tuple[dict[str, np.ndarray], EncodingReport]:
-    """``{clip_id: (n_blocks, K) float16}`` for the clips that have at least one block, and a report of the others.
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``(clip_id, (n_blocks, K) float16)`` clip by clip, for the clips that have at least one block; the others are
+    recorded in ``report``. One clip's encodings at a time: the caller keeps what it needs.
 
     ``read_gray(path)`` returns (T, H, W) grey frames and raises ``ValueError`` (naming the file) when it cannot.
     """
-    report = EncodingReport()
-    out: dict[str, np.ndarray] = {}
     for clip_id, path in clips:
         try:
             frames = read_gray(path)
@@ -81,6 +89,19 @@ def encode_clips(
                 frames.shape[1:],
             )
             continue
-        out[str(clip_id)] = encodings
         report.n_blocks += len(encodings)
+        yield str(clip_id), encodings
+
+
+def encode_clips(
+    clips: Sequence[tuple[str, object]],
+    encoder: FoldedEncoder,
+    read_gray: Callable[[object], np.ndarray],
+    *,
+    block_shape: tuple[int, int, int] = BLOCK_SHAPE,
+) -> tuple[dict[str, np.ndarray], EncodingReport]:
+    """``{clip_id: (n_blocks, K) float16}`` for the clips that have at least one block, and a report of the others
+    (every clip's encodings in memory; :func:`iter_encoded_clips` gives them one clip at a time)."""
+    report = EncodingReport()
+    out = dict(iter_encoded_clips(clips, encoder, read_gray, report, block_shape=block_shape))
     return out, report

@@ -63,6 +63,7 @@ class ClipAudioFeatures:
     features: np.ndarray | None
     detail: str = ""
     rebuilt: str = ""  # why a damaged cache entry was rebuilt
+    extracted: bool = False  # computed by this call (not read from the cache)
 
 
 @dataclass
@@ -73,6 +74,17 @@ class AudioFeatureReport:
     details: dict[str, str] = field(default_factory=dict)
     nan_clips: list[str] = field(default_factory=list)
     cache_rebuilt: dict[str, str] = field(default_factory=dict)
+    extracted: list[str] = field(default_factory=list)  # clips computed by this call, not read from the cache
+
+    def merge(self, other: AudioFeatureReport) -> AudioFeatureReport:
+        """This report and ``other``'s, over both their clips (e.g. two ranks' shares of the clips)."""
+        return AudioFeatureReport(
+            {**self.statuses, **other.statuses},
+            {**self.details, **other.details},
+            [*self.nan_clips, *other.nan_clips],
+            {**self.cache_rebuilt, **other.cache_rebuilt},
+            [*self.extracted, *other.extracted],
+        )
 
     @property
     def counts(self) -> dict[str, int]:
@@ -149,7 +161,7 @@ def _clip_features(
             status=np.array(result.status),
             detail=np.array(result.detail),
         )
-    return dataclasses.replace(result, rebuilt=rebuilt) if rebuilt else result
+    return dataclasses.replace(result, rebuilt=rebuilt, extracted=True)
 
 
 def _compute(
@@ -217,6 +229,8 @@ def extract_is10(
     features: dict[str, np.ndarray] = {}
     for r in results:
         report.statuses[r.clip_id] = r.status
+        if r.extracted:
+            report.extracted.append(r.clip_id)
         if r.rebuilt:  # logged here: joblib workers' log records do not reach the caller
             log.warning("rebuilt the audio cache entry of clip %s: %s", r.clip_id, r.rebuilt)
             report.cache_rebuilt[r.clip_id] = r.rebuilt

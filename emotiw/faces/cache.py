@@ -106,6 +106,7 @@ class FaceReport:
     cache_hits: int = 0
     cache_built: int = 0
     cache_rebuilt: dict[str, str] = field(default_factory=dict)
+    built: list[str] = field(default_factory=list)  # clip ids whose entry this call built (or rebuilt)
     per_split: dict[str, dict[str, int]] = field(default_factory=dict)
     face_source: str = ""  # where the points came from (``auto`` resolved)
 
@@ -301,6 +302,7 @@ def load_afew_faces(
         if i not in entries:
             entries[i] = _build_and_save(refs[i], source, config, key, path, in_memory)
     report.cache_built = len(todo) - len(report.cache_rebuilt)
+    report.built = [refs[i].clip_id for i, _, _ in todo]
 
     clips: list[ClipFaces] = []
     for i, ref in enumerate(refs):

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from emotiw.artifacts import SPLITS, load_json, load_probs
 from emotiw.labels import NUM_CLASSES
-from tests.helpers import compose_cfg, env_for_subprocess, run
+from tests.helpers import assert_split_once, compose_cfg, env_for_subprocess, run
 
 # The quickest settings that still run every step: scale=quick's small activity preset, 1 SAE epoch, 2000 blocks,
 # 16 words.
@@ -84,7 +85,7 @@ def test_activity_beats_chance_on_generated_val_and_test(act_root: Path) -> None
 
 @pytest.mark.slow
 def test_activity_under_two_process_ddp(tiny_root: Path) -> None:
-    """DDP: every rank encodes, rank zero fits the codebook and the SVM on the gathered histograms and writes.
+    """DDP: each rank samples and encodes its share of the clips, rank zero fits the codebook and the SVM and writes.
 
     A DDP run of the whole stage trains its SAE on two ranks' batches (gradients averaged), so its features cannot
     equal a one-process run's: it must score every clip exactly once. With the SAE and codebook frozen
@@ -120,6 +121,22 @@ def test_activity_under_two_process_ddp(tiny_root: Path) -> None:
         np.testing.assert_allclose(two.probs.sum(1), 1.0, atol=1e-5)
     assert load_json(tiny_root / "runs" / "two" / "activity" / "chosen.json")["n_fit"] == 14
     assert (tiny_root / "runs" / "two" / "activity" / "codebook.npz").is_file()
+    # Each rank decoded its share of the clips for the SAE's blocks and encoded its share, each clip once; the
+    # gathered blocks are one process's (the block whitening fitted on them is the same).
+    from emotiw.io.afew import list_splits
+
+    afew = tiny_root / "data" / "generated" / "afew"
+    ranks = tiny_root / "runs" / "two" / "activity" / "ranks.json"
+    assert_split_once(ranks, "blocks", [str(c.video_path) for c in list_splits(afew, ["Train", "Val"])])
+    assert_split_once(ranks, "encode", [c.clip_id for c in list_splits(afew, SPLITS)])
+    one_sae, two_sae = (
+        torch.load(tiny_root / "runs" / e / "activity" / "sae.ckpt", map_location="cpu", weights_only=True)[
+            "state_dict"
+        ]
+        for e in ("one", "two")
+    )
+    for key in ("pixel_map", "pixel_bias", "row_constant"):
+        torch.testing.assert_close(two_sae[key], one_sae[key], rtol=1e-5, atol=1e-6, msg=key)
 
     run(
         [

@@ -157,3 +157,41 @@ def test_audio_stage_under_two_process_ddp_matches_one_process(av_root):
         np.testing.assert_array_equal(a.clip_ids, b.clip_ids)  # every clip once: padding de-duplicated
         np.testing.assert_allclose(a.features, b.features, atol=1e-5)
         np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_audio_under_two_process_ddp_extracts_each_clip_once(av_root, tmp_path):
+    """trainer=ddp_sim on an empty feature cache: each rank extracts its share of the clips, they gather once, and the
+    probabilities equal the one-process run's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from emotiw.io.afew import list_splits
+    from tests.helpers import assert_split_once, env_for_subprocess
+
+    run(["stage=audio", "experiment_name=a1", f"paths.cache_dir={tmp_path / 'cache1'}"], av_root)
+    cmd = [
+        sys.executable,
+        "train.py",
+        "stage=audio",
+        "trainer=ddp_sim",
+        "logger=csv",
+        "experiment_name=a2",
+        f"paths.root_dir={av_root}",
+        f"paths.cache_dir={tmp_path / 'cache2'}",
+    ]
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        cmd, cwd=repo, env=env_for_subprocess(av_root), capture_output=True, text=True, timeout=1200
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    every_clip = [
+        c.clip_id for c in list_splits(av_root / "data" / "generated" / "afew", ["Train", "Val", "Test"])
+    ]
+    assert_split_once(av_root / "runs" / "a2" / "audio" / "ranks.json", "extract", every_clip)
+    for split in ("Train", "Val", "Test"):
+        one, two = (load_probs(av_root / "runs" / e, "audio", split) for e in ("a1", "a2"))
+        np.testing.assert_array_equal(two.clip_ids, one.clip_ids)
+        np.testing.assert_allclose(two.features, one.features, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(two.probs, one.probs, rtol=1e-5, atol=1e-6)

@@ -14,7 +14,7 @@ import torch
 from emotiw.faces import load_afew_faces
 from lightning_modules.cnn import CNNModule
 from tests.core.afew_tree import write_tiny_afew
-from tests.helpers import env_for_subprocess, run
+from tests.helpers import assert_split_once, env_for_subprocess, run
 from tests.stages.cnn_ckpt import save_cnn_ckpt
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,6 +106,7 @@ def test_ddp_two_processes_match_one(root, tmp_path):
         "experiment_name=ddp",
         "logger=csv",
         f"paths.root_dir={root}",
+        f"paths.cache_dir={tmp_path / 'cache'}",  # an empty face cache: the ranks build it between them
     ]
     out = subprocess.run(
         cmd, cwd=REPO, env=env_for_subprocess(root), capture_output=True, text=True, timeout=600
@@ -130,3 +131,54 @@ def test_ddp_two_processes_match_one(root, tmp_path):
                 atol=1e-3,
                 err_msg=f"{split}/feats",
             )
+    # Each rank built the cache entries of its share of the clips and embedded the frames of its share, each once.
+    from emotiw.io.afew import list_splits
+
+    ranks = root / "runs" / "ddp" / "features" / "ranks.json"
+    every_clip = [
+        c.clip_id for c in list_splits(root / "data" / "generated" / "afew", ["Train", "Val", "Test"])
+    ]
+    assert_split_once(ranks, "faces", every_clip)
+    with_frames = []
+    for split in ("Train", "Val", "Test"):
+        with np.load(root / f"runs/single/features/{split}.npz") as a:
+            with_frames += [c for c, n in zip(a["clip_ids"], np.diff(a["offsets"]), strict=True) if n > 0]
+    assert_split_once(ranks, "embed", with_frames)
+
+
+@pytest.mark.slow
+def test_faces_stage_under_two_process_ddp_builds_each_clip_once(root, tmp_path):
+    """stage=faces with trainer=ddp_sim on an empty cache: each rank builds its share of the entries; the report
+    equals the one-process one."""
+    from emotiw.io.afew import list_splits
+
+    faces = ["data.face_workers=0", "trainer.accelerator=cpu"]
+    run(["stage=faces", *faces, "experiment_name=faces1", f"paths.cache_dir={tmp_path / 'c1'}"], root)
+    cmd = [
+        sys.executable,
+        "train.py",
+        "stage=faces",
+        *faces,
+        "trainer=ddp_sim",
+        "experiment_name=faces2",
+        "logger=csv",
+        f"paths.root_dir={root}",
+        f"paths.cache_dir={tmp_path / 'c2'}",
+    ]
+    out = subprocess.run(
+        cmd, cwd=REPO, env=env_for_subprocess(root), capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    every_clip = [
+        c.clip_id for c in list_splits(root / "data" / "generated" / "afew", ["Train", "Val", "Test"])
+    ]
+    assert_split_once(root / "runs" / "faces2" / "faces" / "ranks.json", "faces", every_clip)
+    one, two = (
+        json.loads((root / "runs" / e / "faces" / "face_report.json").read_text())
+        for e in ("faces1", "faces2")
+    )
+    for key in ("clips", "with_faces", "frames", "without_faces", "decode_errors", "per_split"):
+        assert one[key] == two[key], key
+    assert sorted(p.name for p in (tmp_path / "c1").rglob("*.npz")) == sorted(
+        p.name for p in (tmp_path / "c2").rglob("*.npz")
+    )
