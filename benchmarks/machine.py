@@ -57,11 +57,14 @@ def figure(
     return row
 
 
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    """Print a markdown table between ``table <title>`` and ``table end`` lines (what ``run_all.py`` copies)."""
+def table(title: str, header: list[str], rows: list[list[str]], notes: list[str] = ()) -> None:
+    """Print a markdown table between ``table <title>`` and ``table end`` lines (what ``run_all.py`` copies), and
+    ``notes`` (one paragraph each) below it."""
     print(f"table {title}")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    for note in notes:
+        print(f"\n{note}")
     print("table end", flush=True)

@@ -11,6 +11,7 @@ from it.
     python benchmarks/run_all.py                          # every script, short settings
     python benchmarks/run_all.py --only scaling --setting full   # the growth table at 100, 400 and 1,600 clips
     python benchmarks/run_all.py --setting smallest --out /tmp/bench   # seconds per script; README untouched
+    python benchmarks/run_all.py --only scaling --setting full --script-args "--budget-min 90"
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -225,7 +227,7 @@ def parse_output(text: str, bench: Bench) -> tuple[list[dict], list[dict]]:
     return figures, tables
 
 
-def run_bench(bench: Bench, setting: str) -> dict:
+def run_bench(bench: Bench, setting: str, extra: list[str] = ()) -> dict:
     script = HERE / f"{bench.name}.py"
     started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     entry = {
@@ -238,7 +240,7 @@ def run_bench(bench: Bench, setting: str) -> dict:
     if not script.is_file():
         return {**entry, "returncode": None, "error": f"{script.name} is absent", "figures": [], "tables": []}
     with tempfile.TemporaryDirectory(prefix=f"run_all_{bench.name}_") as tmp:
-        args = list(bench.args[setting])
+        args = [*bench.args[setting], *extra]
         if bench.prepare is not None:
             args += bench.prepare(Path(tmp), setting)
         cmd = [sys.executable, str(script), *args]
@@ -252,7 +254,7 @@ def run_bench(bench: Bench, setting: str) -> dict:
         if row.get("load") is None:
             row["load"] = os.getloadavg()[0]
     entry.update(
-        command="python " + " ".join([f"benchmarks/{script.name}", *bench.args[setting]]),
+        command="python " + " ".join([f"benchmarks/{script.name}", *bench.args[setting], *extra]),
         seconds=round(seconds, 1),
         load=[round(load_start, 2), round(os.getloadavg()[0], 2)],
         returncode=proc.returncode,
@@ -367,7 +369,13 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument(
         "--render-only", action="store_true", help="rewrite results.md (and README) from results.json"
     )
+    ap.add_argument(
+        "--script-args", default="", help="more arguments for the one script named by --only (one string)"
+    )
     args = ap.parse_args(argv)
+    extra = shlex.split(args.script_args)
+    if extra and (not args.only or len(args.only) != 1):
+        ap.error(f"--script-args {args.script_args!r} needs exactly one script named by --only")
     store_path = args.out / "results.json"
     store = json.loads(store_path.read_text()) if store_path.is_file() else {}
     print(f"machine: {describe()}; {versions()}", flush=True)
@@ -377,7 +385,7 @@ def main(argv: list[str] | None = None) -> Path:
         if bench.optional and not (HERE / f"{bench.name}.py").is_file():
             print(f"== {bench.name}: absent, skipped", flush=True)
             continue
-        entry = run_bench(bench, args.setting)
+        entry = run_bench(bench, args.setting, extra)
         store[f"{bench.name} ({args.setting})"] = entry
         _write_text(
             store_path, json.dumps(store, indent=1) + "\n"

@@ -18,6 +18,7 @@ most 1.5x that at 400.
     python benchmarks/scaling.py                    # 100, 400 and 1,600 clips (long: estimate printed first)
     python benchmarks/scaling.py --sizes 100 400    # the first two
     python benchmarks/scaling.py --sizes tiny       # any generator preset by name (tiny: 42 clips of 1-2 s)
+    python benchmarks/scaling.py --budget-min 90    # skip a size whose estimate would end past 90 min; said so
 """
 
 from __future__ import annotations
@@ -286,21 +287,40 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--keep", action="store_true", help="keep the generated data and runs")
     ap.add_argument("--interval", type=float, default=0.2, help="seconds between memory samples")
     ap.add_argument("--json", type=Path, default=None, help="also write the measurements here")
+    ap.add_argument(
+        "--budget-min",
+        type=float,
+        default=None,
+        help="skip a size whose wall time, estimated linearly from the last size run, would end past this many "
+        "minutes from the start; the table says which sizes and why",
+    )
     ap.add_argument("overrides", nargs="*", help="extra overrides for stage=all")
     args = ap.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_scaling_"))
     print(f"machine: {describe()}; work folder {work}", flush=True)
     runs: list[dict] = []
+    not_run: list[str] = []
+    start = time.time()
     try:
         for size in sorted(args.sizes, key=lambda size: preset_clips(size)[1]):
             clips = preset_clips(size)[1]
             if runs:
                 last = runs[-1]
+                estimate = last["wall"] * clips / last["clips"]
                 print(
-                    f"estimate for {clips} clips: {last['wall'] * clips / last['clips'] / 60:.0f} min if linear "
+                    f"estimate for {clips} clips: {estimate / 60:.0f} min if linear "
                     f"from {last['clips']} clips (load average {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
+                left = None if args.budget_min is None else args.budget_min * 60 - (time.time() - start)
+                if left is not None and estimate > left:
+                    not_run.append(
+                        f"Not run: {clips} clips, estimated {estimate / 60:.0f} min (linear from {last['clips']} "
+                        f"clips, which took {last['wall'] / 60:.1f} min at load average {last['load']:.1f}), more "
+                        f"than the {left / 60:.0f} min left of --budget-min {args.budget_min:g}."
+                    )
+                    print(not_run[-1], flush=True)
+                    continue
             run = run_size(size, work / size, args.interval, args.overrides)
             runs.append(run)
             shown = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in run["stages"].items())
@@ -319,6 +339,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"Growth with the number of clips (stage=all scale=quick; presets {', '.join(r['preset'] for r in runs)})",
         header,
         rows,
+        not_run,
     )
     for run in runs:
         figure(f"stage=all wall time per clip at {run['clips']} clips", run["wall"] / run["clips"], "s/clip")

@@ -87,6 +87,31 @@ def test_growth_table_ratios():
     assert scaling.growth_table(runs[:2])[0][-1] == "peak 400/100"
 
 
+def test_a_size_past_the_budget_is_not_run_and_the_table_says_why(monkeypatch, capsys, tmp_path):
+    calls = []
+
+    def fake_run(size, root, interval, extra):
+        calls.append(size)
+        clips = int(size)
+        stage = {"seconds": 0.6 * clips, "cpu_seconds": 0.3 * clips, "peak_bytes": 2**30, "parts": {}}
+        return {
+            "preset": f"scale{size}",
+            "clips": clips,
+            "wall": 0.6 * clips,  # 60 s at 100 clips: 400 clips estimated at 4 min, 1,600 at 16
+            "cpu_seconds": 0.3 * clips,
+            "peak_bytes": 2**30,
+            "stages": {"faces": stage},
+            "load": 1.0,
+        }
+
+    monkeypatch.setattr(scaling, "run_size", fake_run)
+    scaling.main(["--sizes", "100", "400", "1600", "--work", str(tmp_path), "--budget-min", "10"])
+    assert calls == ["100", "400"]  # 1,600 clips (16 min estimated from 400) do not fit in the 10 min
+    _, tables = run_all.parse_output(capsys.readouterr().out, run_all.BENCHMARKS[0])
+    note = tables[0]["lines"][-1]
+    assert note.startswith("Not run: 1600 clips, estimated 16 min (linear from 400 clips") and "10" in note
+
+
 def test_tree_stats_count_a_child_process():
     code = (
         "import time\n"
