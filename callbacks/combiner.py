@@ -70,11 +70,12 @@ def search_and_write(
                 f"{chosen_path(Path(runs_dir) / str(partition.from_run), task_name)}: weights are for "
                 f"models {frozen['models']}, this run combines {list(models)}"
             )
-        estimator.weights_ = np.asarray(frozen["weights"], dtype=np.float64)
-        estimator.subset_ = tuple(models.index(m) for m in frozen["subset"])
-        estimator.classes_ = np.arange(NUM_CLASSES)
-        estimator.n_features_in_ = X.shape[1]
-        estimator.best_score_ = float(frozen["search_score"])
+        estimator = RandomSearchCombiner.from_weights(
+            frozen["weights"],
+            subset=tuple(models.index(m) for m in frozen["subset"]),
+            best_score=float(frozen["search_score"]),
+            **{k: v for k, v in estimator.get_params().items() if k not in ("n_models", "n_classes")},
+        )
         n_search = 0
     else:
         rows = np.isin(split, list(search_splits)) & (y != UNLABELLED)
@@ -92,10 +93,14 @@ def search_and_write(
         "search_splits": list(search_splits) if frozen is None else [],
         "n_search": n_search,
         "partition": partition.name,
+        # all models (the paper's choice) or the best of every subset (the authors' script)
+        "search_subsets": bool(
+            estimator.search_subsets if frozen is None else frozen.get("search_subsets", False)
+        ),
     }
     if frozen is not None:
         chosen["frozen_from"] = partition.from_run
-    if hasattr(estimator, "subset_scores_") and frozen is None:
+    if frozen is None and estimator.search_subsets:
         chosen["subset_scores"] = {
             "+".join(models[i] for i in s): v for s, v in estimator.subset_scores_.items()
         }

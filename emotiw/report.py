@@ -275,6 +275,21 @@ def build_report(run_dir: str | Path, runs_dir: str | Path, out_dir: str | Path 
     return rep
 
 
+def combination_note(run_dir: Path) -> str | None:
+    """Which weights the random-search combination searched (``combine/chosen.json``): one line, or None."""
+    path = Path(run_dir) / "combine" / "chosen.json"
+    if not path.is_file():
+        return None
+    chosen = json.loads(path.read_text())
+    how = (
+        f"the best of every subset of the models (the authors' script), here {' + '.join(chosen['subset'])}"
+        if chosen.get("search_subsets")
+        else f"all models together (the paper's choice): {' + '.join(chosen['models'])}"
+    )
+    frozen = f", frozen from run {chosen['frozen_from']}" if chosen.get("frozen_from") else ""
+    return f"Random-search combination: weights of {how}{frozen}."
+
+
 def render_markdown(rep: Report, run_dir: Path) -> str:
     lines = [
         f"# Reproduction report: {run_dir.name}",
@@ -303,6 +318,8 @@ def render_markdown(rep: Report, run_dir: Path) -> str:
         ]
     else:
         lines.append("No per-model probabilities in this run yet.")
+    if note := combination_note(run_dir):
+        lines += ["", note]
     lines += ["", "## Table 2: submissions", ""]
     if rep.table2:
         lines += [

@@ -22,7 +22,7 @@ from tests.stages.fusion_fakes import write_fake_run
 
 REPO = Path(__file__).resolve().parents[2]
 C = 7
-FAST = dict(n_samples=200, decay=0.5, sigma_min=0.05, backend="bmm", chunk_size=100)
+FAST = dict(n_samples=200, decay=0.5, sigma_min=0.05)
 STANDARD = Partition("standard", ("Train",), ("Val",))
 
 

@@ -77,6 +77,24 @@ def test_build_report_tables_figures_and_markdown(tmp_path: Path) -> None:
     assert "![fig4_confusion](report/fig4_confusion_val.png)" in md
 
 
+def test_report_says_which_combination_was_searched(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "submission2"
+    for split in ("Train", "Val", "Test"):
+        write(run_dir, "combine", split, [0, 1, 2, 3], [0, 1, 2, 3])
+    chosen = {"models": ["aggcnn", "audio", "irnn"], "subset": ["aggcnn", "irnn"], "search_subsets": False}
+    save_json(run_dir / "combine" / "chosen.json", {**chosen, "subset": chosen["models"]})
+    build_report(run_dir, tmp_path / "runs")
+    md = (run_dir / "report.md").read_text()
+    assert "weights of all models together (the paper's choice): aggcnn + audio + irnn." in md
+    save_json(run_dir / "combine" / "chosen.json", {**chosen, "search_subsets": True, "frozen_from": "sub"})
+    build_report(run_dir, tmp_path / "runs")
+    md = (run_dir / "report.md").read_text()
+    assert (
+        "the best of every subset of the models (the authors' script), here aggcnn + irnn, frozen from run sub."
+        in md
+    )
+
+
 def test_mean_of_frame_probabilities_baseline_by_hand(tmp_path: Path) -> None:
     """Table 1's paper baseline (23.7 % val): argmax of the mean of each clip's per-frame softmax probabilities."""
     from emotiw.artifacts import save_npz

@@ -18,8 +18,6 @@ SMALL_SEARCH = [
     "combine.estimator.n_samples=200",
     "combine.estimator.decay=0.5",
     "combine.estimator.sigma_min=0.1",
-    "combine.estimator.backend=bmm",
-    "combine.estimator.chunk_size=128",
 ]
 
 
@@ -112,7 +110,9 @@ def test_combine_searches_on_val_and_writes_weights(fused_root: tuple[Path, dict
     metrics = run(["stage=combine", "experiment_name=exp", *SMALL_SEARCH], root)
     chosen = load_json(run_dir / "combine" / "chosen.json")
     assert chosen["models"] == ["aggcnn", "audio", "irnn", "activity", "fusion"]
-    assert len(chosen["subset_scores"]) == 26 and chosen["search_splits"] == ["Val"]
+    # the paper's choice: the weights of all models, no subset search
+    assert chosen["subset"] == chosen["models"] and chosen["search_subsets"] is False
+    assert "subset_scores" not in chosen and chosen["search_splits"] == ["Val"]
     w = np.array(chosen["weights"])
     assert w.shape == (5, 7)
     np.testing.assert_allclose(w.sum(0), 1.0, rtol=1e-6)

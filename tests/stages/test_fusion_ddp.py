@@ -30,8 +30,6 @@ SMALL_SEARCH = [
     "combine.estimator.n_samples=300",
     "combine.estimator.decay=0.5",
     "combine.estimator.sigma_min=0.1",
-    "combine.estimator.backend=bmm",
-    "combine.estimator.chunk_size=128",
 ]
 
 
