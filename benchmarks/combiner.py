@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402
+from machine import cpu_name, describe  # noqa: E402
 
 from emotiw.combine import RandomSearchCombiner, _scan, model_subsets  # noqa: E402
 
@@ -85,8 +85,12 @@ def timed_fit(est: RandomSearchCombiner, X: np.ndarray, y: np.ndarray) -> tuple[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n-samples", type=int, default=100_000, help="candidates per round (paper: 100,000)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--n-samples", type=int, default=100_000, help="candidates per round (paper: 100,000)"
+    )
     parser.add_argument("--loop-slice", type=int, default=1000, help="candidates timed in the numpy loop")
     parser.add_argument("--n-jobs", type=int, default=os.cpu_count(), help="threads of the search")
     args = parser.parse_args()
@@ -113,7 +117,9 @@ def main() -> None:
         f"subset{scaled}; {args.n_jobs} threads"
     )
     loop = {
-        (m, missing): loop_seconds_per_candidate(X_missing if missing else X, y, tuple(range(m)), args.loop_slice)
+        (m, missing): loop_seconds_per_candidate(
+            X_missing if missing else X, y, tuple(range(m)), args.loop_slice
+        )
         for m in range(2, N_MODELS + 1)
         for missing in (False, True)
     }
@@ -130,7 +136,8 @@ def main() -> None:
         loop_s = sum(loop[len(s), missing] for s in subsets) * per_subset
         print(
             f"{label}: {wall:.1f} s wall (CPU {cpu:.1f} s), {loop_s / wall:.0f}x the per-candidate loop "
-            f"({loop_s / 3600:.1f} h extrapolated){scaled}; chosen {est.subset_}, acc {est.best_score_:.4f}; {load()}"
+            f"({loop_s / 3600:.1f} h extrapolated){scaled}; chosen {est.subset_}, acc {est.best_score_:.4f}; "
+            f"{cpu_name()}, {os.cpu_count()} cores, {args.n_jobs} threads; {load()}"
         )
 
     report("all 5 models (the default)", est, X, [tuple(range(N_MODELS))], False)

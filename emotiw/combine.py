@@ -105,17 +105,15 @@ def _scan(
                 skip_bar = bar
             if d < d_skip:
                 continue
-            for s in range(
-                4
-            ):  # whole chunks: the clips a chunk adds beyond those d can move keep their answer
+            # whole chunks: the clips a chunk adds beyond those d can move keep their answer
+            for s in range(4):
                 if ends[s] > start[s] and d < key[ends[s] - 1]:
                     moved = np.searchsorted(key[start[s] : ends[s]], d, side="right")
                     todo[s] = min(-(-moved // _CHUNK) * _CHUNK, ends[s] - start[s])
                 else:
                     todo[s] = ends[s] - start[s]
-        limit = (
-            todo[0] + todo[1] + n_right + n_const - bar
-        )  # this many wrong clips leave the candidate <= bar
+        # this many wrong clips leave the candidate <= bar
+        limit = todo[0] + todo[1] + n_right + n_const - bar
         if limit <= 0:
             continue
         for c in range(n_classes):
@@ -180,9 +178,8 @@ def _constant_clips(probs: np.ndarray, present: np.ndarray, y: np.ndarray) -> tu
     p = np.where(present[:, :, None], probs, 0.0)
     lo, hi = p.min(axis=0) * (1 - 1e-5), p.max(axis=0) * (1 + 1e-5)  # (N, C)
     top2 = -np.sort(-hi, axis=1)[:, :2]
-    other_hi = np.where(
-        hi == top2[:, :1], top2[:, 1:2], top2[:, :1]
-    )  # the largest bound among the other classes
+    # the largest bound among the other classes
+    other_hi = np.where(hi == top2[:, :1], top2[:, 1:2], top2[:, :1])
     wins = lo > other_hi  # (N, C): the class always wins
     decided = complete & wins.any(axis=1)
     never = complete & ~decided & (lo > hi[np.arange(len(y)), y][:, None]).any(axis=1)

@@ -303,14 +303,11 @@ def _fitted_combiner(chosen: dict):
     from emotiw.combine import RandomSearchCombiner
 
     models = list(chosen["models"])
-    weights = np.asarray(chosen["weights"], dtype=np.float64)
-    est = RandomSearchCombiner(n_models=len(models))
-    est.weights_ = weights
-    est.subset_ = tuple(models.index(m) for m in chosen["subset"])
-    est.classes_ = np.arange(weights.shape[1])
-    est.n_features_in_ = weights.size
-    est.best_score_ = float(chosen.get("search_score", float("nan")))
-    return est
+    return RandomSearchCombiner.from_weights(
+        chosen["weights"],
+        subset=tuple(models.index(m) for m in chosen["subset"]),
+        best_score=float(chosen.get("search_score", float("nan"))),
+    )
 
 
 class _MeanOf:

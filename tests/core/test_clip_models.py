@@ -148,8 +148,7 @@ def test_activity_needs_a_video_with_a_full_block(tmp_path):
 
 def test_run_combiner_weighs_the_models_present_like_the_stage():
     weights = np.array([[0.2] * 7, [0.8] * 7, [0.0] * 7])
-    est = RandomSearchCombiner(n_models=3)
-    est.weights_, est.subset_, est.classes_, est.n_features_in_ = weights, (0, 1), np.arange(7), 21
+    est = RandomSearchCombiner.from_weights(weights, subset=(0, 1))
     combiner = RunCombiner(est, ["a", "b", "c"])
     pa, pb = np.eye(7)[0] * 0.6 + 0.4 / 7, np.eye(7)[3] * 0.5 + 0.5 / 7
     both = combiner({"a": pa, "b": pb, "c": None})
