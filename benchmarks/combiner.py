@@ -8,7 +8,7 @@ Prints, for this machine (CPU, cores, load average beside every figure: others' 
 - the wall time of the paper's whole schedule (100k global + 81 x 100k local = 8.2 M evaluations per subset) for all
   five models (the default), then for all 26 subsets (``search_subsets``), then for all 26 subsets with 10 % of the
   clips missing one model, each beside the numpy loop extrapolated to the same evaluations (the ratio) and the CPU
-  time of the process (all threads).
+  time of the process (all threads); each also as a ``figure {json}`` line for ``run_all.py``.
 
     python benchmarks/combiner.py                     # the paper's schedule, on every core
     python benchmarks/combiner.py --n-samples 10000   # a 10x shorter schedule (quick look; labelled)
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_name, describe  # noqa: E402
+from machine import cpu_name, describe, figure  # noqa: E402
 
 from emotiw.combine import RandomSearchCombiner, _scan, model_subsets  # noqa: E402
 
@@ -138,6 +138,15 @@ def main() -> None:
             f"{label}: {wall:.1f} s wall (CPU {cpu:.1f} s), {loop_s / wall:.0f}x the per-candidate loop "
             f"({loop_s / 3600:.1f} h extrapolated){scaled}; chosen {est.subset_}, acc {est.best_score_:.4f}; "
             f"{cpu_name()}, {os.cpu_count()} cores, {args.n_jobs} threads; {load()}"
+        )
+        schedule = "the paper's schedule" if not scaled else f"{args.n_samples} candidates per round"
+        figure(
+            f"random search, {label} ({schedule})",
+            wall,
+            "s",
+            "numpy loop, one candidate per iteration (CPU time, extrapolated from a slice)",
+            loop_s,
+            goal="<= 30 s and >= 100x the loop at the paper's schedule (26 subsets)",
         )
 
     report("all 5 models (the default)", est, X, [tuple(range(N_MODELS))], False)

@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -66,29 +65,6 @@ def _fer_test_dir(tmp: Path, setting: str) -> list[str]:
     per_class = {"smallest": 3, "short": 40, "full": 200}[setting]
     write_fer_images(tmp / "fer", make_fer(per_class, seed=0, workers=1))
     return ["--test-dir", str(tmp / "fer" / "test")]
-
-
-def _combiner_figures(text: str) -> list[dict]:
-    """combiner.py prints its figures in prose: the whole search over all subsets against the numpy loop."""
-    m = re.search(r"all (\d+) subsets, whole-search C path: ([\d.]+) s .*?, (\d+)x the loop", text)
-    if not m:
-        return []
-    subsets, seconds, times = int(m.group(1)), float(m.group(2)), float(m.group(3))
-    shortened = re.search(r"SHORTENED: --n-samples (\d+)", text)
-    setting = f"{shortened.group(1)} candidates per round" if shortened else "the paper's schedule"
-    load = re.search(r"load average at the end: ([\d.]+)", text)
-    return [
-        {
-            "name": f"random search, all {subsets} model subsets ({setting})",
-            "value": seconds,
-            "unit": "s",
-            "baseline": "numpy loop, one candidate per iteration (extrapolated from a slice)",
-            "baseline_value": seconds * times,
-            "ratio": 1 / times,
-            "goal": "< 10 s and >= 50x the loop at the paper's schedule",
-            "load": float(load.group(1)) if load else None,
-        }
-    ]
 
 
 BENCHMARKS = [
@@ -150,7 +126,6 @@ BENCHMARKS = [
             "short": ["--n-samples", "10000"],
             "full": [],
         },
-        parse=_combiner_figures,
     ),
     Bench(
         "fer2013",

@@ -34,8 +34,6 @@ SMALL_SEARCH = [
     "combine.estimator.n_samples=200",
     "combine.estimator.decay=0.5",
     "combine.estimator.sigma_min=0.1",
-    "combine.estimator.backend=bmm",
-    "combine.estimator.chunk_size=128",
 ]
 DIM = 16
 # A short IRNN run on fake per-frame features: 6 batches an epoch, last.ckpt after every epoch.
