@@ -117,8 +117,16 @@ def main() -> None:
         with torch.inference_mode():
             cnn.embed(faces[:256])
             _, emb = _timed(lambda: [cnn.embed(faces[i : i + 256]) for i in range(0, len(faces), 256)])
+            one = faces[:64]
+            _, single = _timed(lambda: [cnn.embed(one[i : i + 1]) for i in range(len(one))])
         print(f"CNN embed (fp32, batch 256): {len(faces) / emb:8.0f} frames/s")
-        figure("CNN embed (fp32, batch 256)", len(faces) / emb, "frames/s")
+        figure(
+            "CNN embed (fp32, batch 256)",
+            len(faces) / emb,
+            "frames/s",
+            "one frame at a time",
+            len(one) / single,
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

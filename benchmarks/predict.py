@@ -23,7 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from machine import describe
+from machine import describe, figure
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 640, 480
@@ -194,6 +194,14 @@ def main() -> None:
         print(
             f"\nspeed-up of every {args.every} over every frame (baseline): "
             f"{results[args.every] / results[1]:.2f}x; load average now {os.getloadavg()[0]:.1f}"
+        )
+        figure(
+            f"predict.py end to end, detector every {args.every} frames",
+            results[args.every],
+            "frames/s",
+            "detector every frame",
+            results[1],
+            goal=">= 30 frames/s",
         )
         print(f"{results[args.every]:.1f}")
 

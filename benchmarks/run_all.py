@@ -151,7 +151,7 @@ BENCHMARKS = [
     Bench(
         "scaling",
         {
-            "smallest": ["--sizes", "100"],
+            "smallest": ["--sizes", "tiny"],
             "short": ["--sizes", "100"],
             "full": ["--sizes", "100", "400", "1600"],
         },
