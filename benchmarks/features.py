@@ -66,7 +66,8 @@ def bench_audio(n_clips: int, seconds: float) -> None:
 def bench_blocks(n_blocks: int, n_loop: int) -> None:
     rng = np.random.default_rng(0)
     blocks = rng.integers(0, 255, size=(n_blocks, 2560)).astype(np.uint8)
-    fit = blocks[:3000].astype(np.float64) + rng.normal(size=(3000, 2560)) * 5
+    n_fit = min(3000, n_blocks)
+    fit = blocks[:n_fit].astype(np.float64) + rng.normal(size=(n_fit, 2560)) * 5
     whitener = block_whitener(max_components=500).fit(fit)
     W = rng.uniform(-0.01, 0.01, size=(whitener.n_components_, 300))
     enc = FoldedEncoder.from_whitener(whitener, W)
