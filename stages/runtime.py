@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -126,12 +127,14 @@ class _StopSignals:
     """While a stage runs, SIGINT and SIGTERM stop it and are remembered (``signum``). Within a Lightning loop, whose
     own SIGTERM handler calls this one after setting its flag, the loop stops after the batch in progress; elsewhere
     both interrupt at once, as Ctrl+C does. The handlers in place before are restored on exit (Lightning leaves
-    SIGINT ignored after an interrupt)."""
+    SIGINT ignored after an interrupt). Forked workers inherit the handler but are not the stage: a pool's terminate
+    (SIGTERM) ends them quietly, as it would without it."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self) -> _StopSignals:
         self.signum: int | None = None
+        self._pid = os.getpid()
         self._previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
@@ -144,6 +147,14 @@ class _StopSignals:
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
+        if os.getpid() != self._pid:  # a forked worker: act as the handler in place before would have
+            previous = self._previous.get(signum, signal.SIG_DFL)
+            if callable(previous):
+                previous(signum, frame)
+                return
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         self.signum = self.signum or signum
         if signum == signal.SIGTERM and signal.getsignal(signal.SIGTERM) != self._handle:
             return  # Lightning's handler called this one: its loop raises at the end of the batch

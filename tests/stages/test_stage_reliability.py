@@ -475,3 +475,25 @@ def test_bad_setting_inside_a_stage_prints_one_line_naming_the_log_file(tmp_path
         == f"train.py: error: stage irnn: ValueError: model.lr == -0.5, must be >= 0. (traceback in {log_file})"
     )
     assert "Traceback" in log_file.read_text()
+
+
+def _sleep_forever(_: int) -> None:
+    time.sleep(60)
+
+
+def test_a_forked_pool_terminated_inside_a_stage_ends_quietly(capfd) -> None:
+    """Pool workers inherit the stage's stop handler; terminating the pool must not print a KeyboardInterrupt
+    traceback from every worker, nor count as the stage being stopped."""
+    import multiprocessing
+
+    from stages.runtime import _StopSignals
+
+    with _StopSignals() as stop:
+        pool = multiprocessing.get_context("fork").Pool(2)
+        pool.map_async(_sleep_forever, range(2))
+        time.sleep(0.5)  # both workers are inside the task
+        pool.terminate()
+        pool.join()
+    assert stop.signum is None
+    err = capfd.readouterr().err
+    assert "KeyboardInterrupt" not in err and "Traceback" not in err, err
