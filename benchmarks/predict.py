@@ -151,6 +151,12 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=5, help="detector every N frames (predict.py's default 5)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=2, help="runs of each setting; the fastest is reported")
+    ap.add_argument(
+        "--views",
+        choices=("centre", "own"),
+        default="centre",
+        help="the CNN's views a face (predict.py's --views)",
+    )
     args = ap.parse_args()
 
     import torch
@@ -160,6 +166,8 @@ def main() -> None:
     torch.set_grad_enabled(False)
     torch.set_num_threads(1)  # as predict.py: the CNN's thread beside the decoding/tracking thread
     model = load_cnn()
+    if args.views == "centre":
+        model.hparams.tta_flip = model.hparams.tta_crops = False
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
         if args.clip is not None:
             path, what = args.clip, str(args.clip)

@@ -367,3 +367,27 @@ def test_json_holds_the_per_frame_data(bad_run):
     np.testing.assert_allclose(_probs(rows["good.avi"]), good["models"]["cnn"], atol=1e-6)
     assert good["frames"][5]["time_s"] == pytest.approx(5 / 25)
     assert len(good["frames"][0]["points"]) == 10 and len(good["frames"][0]["box"]) == 4
+
+
+def test_views_centre_by_default_own_on_request(tmp_path):
+    """``--views centre`` (the default) classifies the face once; ``--views own`` with the shipped weights' test-time
+    views (flip + five crops): each equals the model called directly with those views."""
+    from emotiw.faces.histeq import equalize_hist
+
+    images = tmp_path / "images"
+    _write_stills(images)
+    face = cv2.imread(str(images / "aligned.png"), cv2.IMREAD_GRAYSCALE)
+    model = load_cnn()
+    assert model.hparams.tta_flip and model.hparams.tta_crops  # the shipped file's own views
+    x = torch.from_numpy(equalize_hist(face, 64)[None])
+    own = torch.softmax(model.embed(x)[0], -1)[0].numpy()
+    model.hparams.tta_flip = model.hparams.tta_crops = False
+    centre = torch.softmax(model.embed(x)[0], -1)[0].numpy()
+    assert np.abs(own - centre).max() > 1e-3  # the two settings are told apart
+    for views, expected in ((None, centre), ("own", own)):
+        out = tmp_path / f"out_{views}"
+        extra = [] if views is None else ["--views", views]
+        proc = _predict([images / "aligned.png", "--out", out, *extra], tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        (row,) = _rows(out).values()
+        np.testing.assert_allclose(_probs(row), expected, atol=2e-5)
