@@ -54,7 +54,8 @@ class Faces(Dataset):
         return N
 
     def __getitem__(self, i: int) -> dict:
-        return {"face": torch.full((48, 48), i, dtype=torch.uint8)}
+        # the keys of datamodules.afew_frames' frames that the writer reads (four frames a clip)
+        return {"face": torch.full((48, 48), i, dtype=torch.uint8), "clip_id": f"clip{i // 4:03d}"}
 
 
 class FacesDataModule(L.LightningDataModule):
