@@ -127,14 +127,13 @@ class _StopSignals:
     """While a stage runs, SIGINT and SIGTERM stop it and are remembered (``signum``). Within a Lightning loop, whose
     own SIGTERM handler calls this one after setting its flag, the loop stops after the batch in progress; elsewhere
     both interrupt at once, as Ctrl+C does. The handlers in place before are restored on exit (Lightning leaves
-    SIGINT ignored after an interrupt). Forked workers inherit the handler but are not the stage: a pool's terminate
-    (SIGTERM) ends them quietly, as it would without it."""
+    SIGINT ignored after an interrupt). Forked children (pool workers) are not the stage: they start with the default
+    handlers (``_default_stop_signals_in_children``)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self) -> _StopSignals:
         self.signum: int | None = None
-        self._pid = os.getpid()
         self._previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
@@ -147,18 +146,22 @@ class _StopSignals:
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
-        if os.getpid() != self._pid:  # a forked worker: act as the handler in place before would have
-            previous = self._previous.get(signum, signal.SIG_DFL)
-            if callable(previous):
-                previous(signum, frame)
-                return
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
         self.signum = self.signum or signum
         if signum == signal.SIGTERM and signal.getsignal(signal.SIGTERM) != self._handle:
             return  # Lightning's handler called this one: its loop raises at the end of the batch
         raise KeyboardInterrupt
+
+
+def _default_stop_signals_in_children() -> None:
+    """In a forked child, the stage's handlers give way to the defaults. A Python handler only runs when the child
+    returns to the interpreter, so a worker waiting in C (a lock it inherited held) would outlive a pool's terminate
+    and hang the stage joining it; and a pool's terminate is no reason to print a KeyboardInterrupt traceback."""
+    for signum, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+        if isinstance(getattr(signal.getsignal(signum), "__self__", None), _StopSignals):
+            signal.signal(signum, default)
+
+
+os.register_at_fork(after_in_child=_default_stop_signals_in_children)
 
 
 def _stopped_message(cfg: DictConfig, signum: int, command: Sequence[str] | None, start: float) -> str:

@@ -497,3 +497,35 @@ def test_a_forked_pool_terminated_inside_a_stage_ends_quietly(capfd) -> None:
     assert stop.signum is None
     err = capfd.readouterr().err
     assert "KeyboardInterrupt" not in err and "Traceback" not in err, err
+
+
+def test_a_forked_child_waiting_in_c_is_ended_by_a_pools_sigterm() -> None:
+    """A child that waits in C on a lock its parent held at the fork never returns to the interpreter, so a Python
+    SIGTERM handler inherited from the stage would never run and a pool's terminate would wait for it forever."""
+    import ctypes
+
+    from stages.runtime import _StopSignals
+
+    libc = ctypes.CDLL(None)
+    mutex = ctypes.create_string_buffer(64)  # zeroed: an unlocked default pthread mutex
+    assert libc.pthread_mutex_lock(mutex) == 0
+    try:
+        with _StopSignals():
+            pid = os.fork()
+            if pid == 0:  # the child: blocks in C for good
+                libc.pthread_mutex_lock(mutex)
+                os._exit(0)
+            time.sleep(0.5)
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.05)
+            else:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("SIGTERM did not end a forked child waiting in C")
+    finally:
+        libc.pthread_mutex_unlock(mutex)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
