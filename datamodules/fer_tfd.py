@@ -263,7 +263,8 @@ class FerTfdDataModule(L.LightningDataModule):
             if hp.fer_train == "all":  # the Kaggle folders: train/ (Training) and test/ (PublicTest)
                 train, test = FaceSet.concat([train, test]), test.subset(np.arange(0))
         tfd = read_tfd_mat(hp.tfd_mat) if hp.tfd_mat else None
-        if tfd is not None and hp.tfd_registration == "mean_shape":
+        # an empty TFD (no labelled faces) has no mean shape to register
+        if tfd is not None and len(tfd) and hp.tfd_registration == "mean_shape":
             from emotiw.faces.register import fit_registration
 
             self.registration = fit_registration(
