@@ -394,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
 
             model = load_cnn(weights=args.weights) if args.weights is not None else load_cnn()
             if args.views == "centre":
-                model.hparams.tta_flip = model.hparams.tta_crops = False
+                model.use_views(flip=False, crops=False)
             front_end = (
                 CentreSquareSource()
                 if args.no_detect

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> float:
 
     @torch.no_grad()
     def score(flip: bool, crops: bool) -> tuple[np.ndarray, float]:
-        model.hparams.tta_flip, model.hparams.tta_crops = flip, crops
+        model.use_views(flip=flip, crops=crops)
         model.embed(torch.from_numpy(images[: args.batch_size]))  # warm-up (and the folded copy of a res net)
         start = time.perf_counter()
         preds = []

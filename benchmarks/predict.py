@@ -167,7 +167,7 @@ def main() -> None:
     torch.set_num_threads(1)  # as predict.py: the CNN's thread beside the decoding/tracking thread
     model = load_cnn()
     if args.views == "centre":
-        model.hparams.tta_flip = model.hparams.tta_crops = False
+        model.use_views(flip=False, crops=False)
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
         if args.clip is not None:
             path, what = args.clip, str(args.clip)

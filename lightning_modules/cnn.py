@@ -260,6 +260,11 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
         """Preprocessed input (B,1,c,c) -> (logits (B,7), feature (B,D))."""
         return self.net(x)
 
+    def use_views(self, *, flip: bool, crops: bool) -> CNNModule:
+        """Classify with these test-time views from now on (the mirror, the four corner crops); returns self."""
+        self.hparams.tta_flip, self.hparams.tta_crops = bool(flip), bool(crops)
+        return self
+
     def _eval_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, feature = self(x)
         if self.hparams.tta_flip:  # beyond the paper: average with the mirrored face
