@@ -7,6 +7,7 @@ horizontal flip. Built from primitive hparams, so ``CNNModule.load_from_checkpoi
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Sequence
@@ -68,6 +69,8 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
         max_lr: float = 0.05,
         prob_clip: float = 1e-6,
         label_smoothing: float = 0.0,
+        distil_targets: str | None = None,
+        distil_weight: float = 0.5,
         channels_last: bool = False,
         init_weights: str | None = None,
     ) -> None:
@@ -101,6 +104,7 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
         check_number("model.max_lr", max_lr, min_val=0, closed="neither")
         check_number("model.prob_clip", prob_clip, min_val=0, max_val=0.5, closed="left")
         check_number("model.label_smoothing", label_smoothing, min_val=0, max_val=1, closed="left")
+        check_number("model.distil_weight", distil_weight, min_val=0, max_val=1)
         if arch == "paper":
             self.net = PaperCNN(
                 in_size=crop_size,
@@ -127,6 +131,8 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
         self.register_buffer("norm_mean", torch.zeros(IMAGE_SIZE, IMAGE_SIZE))
         self.register_buffer("norm_std", torch.ones(IMAGE_SIZE, IMAGE_SIZE))
         self.register_buffer("norm_fitted", torch.tensor(False))
+        # distillation targets per training face (setup reads them); never part of a checkpoint
+        self._teacher_probs: torch.Tensor | None = None
 
         self.train_loss = MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -152,6 +158,12 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
         stats = getattr(dm, "normaliser", None)
         if stage == "fit" and stats is not None:
             self.set_normaliser(torch.from_numpy(stats.mean_), torch.from_numpy(stats.std_))
+        if stage == "fit" and self.hparams.distil_targets:
+            train = getattr(dm, "data", {}).get("train") if dm is not None else None
+            if train is None:
+                raise ValueError("model.distil_targets needs a datamodule with a 'train' split (FerTfdDataModule)")
+            probs = read_teacher_targets(self.hparams.distil_targets, train.images, self.hparams.num_classes)
+            self._teacher_probs = probs.to(self.norm_mean.device)
         if stage == "fit" and self.hparams.init_weights:
             # Here, not in __init__: a resumed run's checkpoint is restored after setup and wins, and loading a
             # finished run's checkpoint never needs the warm-start file to still exist.
@@ -295,21 +307,24 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
         return check_finite(logits.float(), self.weights_file), feature.float()
 
     # ----------------------------------------------------------------- training
-    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, logits: torch.Tensor, target: torch.Tensor, teacher: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cross-entropy against the (smoothed) labels or, with ``teacher`` probabilities (distillation, beyond the
+        paper), against ``(1 - distil_weight) * labels + distil_weight * teacher``."""
         logits = logits.float()
-        if self.hparams.prob_clip > 0:
-            # The authors' loss: cross-entropy on probabilities clipped to [eps, 1 - eps].
-            eps = self.hparams.prob_clip
-            probs = logits.softmax(-1).clamp(eps, 1 - eps)
-            if self.hparams.label_smoothing > 0:
-                k = probs.shape[-1]
-                soft = torch.full_like(probs, self.hparams.label_smoothing / k)
-                soft.scatter_add_(
-                    1, target[:, None], torch.full_like(probs[:, :1], 1 - self.hparams.label_smoothing)
-                )
-                return -(soft * probs.log()).sum(-1).mean()
+        eps, smooth = self.hparams.prob_clip, self.hparams.label_smoothing
+        if teacher is None and eps == 0:
+            return F.cross_entropy(logits, target, label_smoothing=smooth)
+        if teacher is None and smooth == 0:
             return clipped_cross_entropy(logits, target, eps)
-        return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+        k = logits.shape[-1]
+        soft = F.one_hot(target, k).float() * (1 - smooth) + smooth / k
+        if teacher is not None:
+            soft = (1 - self.hparams.distil_weight) * soft + self.hparams.distil_weight * teacher.float()
+        # eps > 0: the authors' loss, cross-entropy on probabilities clipped to [eps, 1 - eps]
+        log_probs = logits.softmax(-1).clamp(eps, 1 - eps).log() if eps > 0 else logits.log_softmax(-1)
+        return -(soft * log_probs).sum(-1).mean()
 
     def on_train_start(self) -> None:
         # The sanity check must not leak into the best-so-far value.
@@ -348,17 +363,21 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x = self.preprocess(batch["image"], train=True)
+        teacher = None
+        if self._teacher_probs is not None:
+            teacher = self._teacher_probs[batch["index"].to(self._teacher_probs.device)]
         if self.hparams.mixup_alpha > 0:
             # Beyond the paper: mixup, each face blended with another of the batch, the loss blended alike.
             lam = float(torch.distributions.Beta(self.hparams.mixup_alpha, self.hparams.mixup_alpha).sample())
             other = torch.randperm(x.shape[0], device=x.device)
             logits, _ = self(lam * x + (1 - lam) * x[other])
-            loss = lam * self.loss(logits, batch["label"]) + (1 - lam) * self.loss(
-                logits, batch["label"][other]
+            other_teacher = None if teacher is None else teacher[other]
+            loss = lam * self.loss(logits, batch["label"], teacher) + (1 - lam) * self.loss(
+                logits, batch["label"][other], other_teacher
             )
         else:
             logits, _ = self(x)
-            loss = self.loss(logits, batch["label"])
+            loss = self.loss(logits, batch["label"], teacher)
         # update() only, logged once per epoch: self.log of a Metric in every step moves the metric to the device on
         # each call, and calling it computes a per-batch value nobody reads (benchmarks/cnn_train.py).
         self.train_loss.update(loss.detach())
@@ -414,6 +433,52 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
             opt, max_lr=hp.max_lr, total_steps=int(self.trainer.estimated_stepping_batches)
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def images_digest(images: np.ndarray) -> str:
+    """sha256 of a face array's pixels: what teacher targets are keyed by."""
+    return hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8).tobytes()).hexdigest()
+
+
+@torch.no_grad()
+def teacher_probs(teachers: Sequence[CNNModule], images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The mean over ``teachers`` of each one's class probabilities (softmax of its logits under its own test-time
+    views) for uint8 faces (N,48,48): the soft targets of ``model.distil_targets``."""
+    if not teachers:
+        raise ValueError("teacher_probs needs at least one teacher")
+    total = np.zeros((len(images), teachers[0].hparams.num_classes), dtype=np.float64)
+    for teacher in teachers:
+        for i in range(0, len(images), batch_size):
+            logits, _ = teacher.embed(torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])))
+            total[i : i + batch_size] += logits.softmax(-1).double().numpy()
+    return (total / len(teachers)).astype(np.float32)
+
+
+def save_teacher_targets(path: str | Path, probs: np.ndarray, images: np.ndarray, teachers: Sequence[str]) -> Path:
+    """Write distillation targets keyed by the faces they were made for (atomic, no pickles)."""
+    from emotiw.artifacts import save_npz
+
+    return save_npz(path, probs=probs, key=np.array(images_digest(images)), teachers=np.array(list(teachers)))
+
+
+def read_teacher_targets(path: str | Path, images: np.ndarray, num_classes: int) -> torch.Tensor:
+    """The (N, num_classes) teacher probabilities of ``path`` for exactly these training faces, or a one-line error
+    naming the file, the fault and the fix."""
+    from emotiw.artifacts import read_cache_npz
+
+    path = Path(path)
+    fix = "make them for this run's data with scripts/teacher_targets.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"model.distil_targets: {path} does not exist; {fix}")
+    try:
+        probs = np.asarray(read_cache_npz(path, images_digest(images), ["probs"])["probs"])
+    except ValueError as err:  # unreadable, or made for other faces (another root, hold-out slice or seed)
+        raise ValueError(f"{err}; teacher targets must be made for this run's training faces: {fix}") from None
+    if probs.shape != (len(images), num_classes) or not np.isfinite(probs).all():
+        raise ValueError(f"{path}: probs must be finite, shape ({len(images)}, {num_classes}), got {probs.shape}")
+    if probs.min() < 0 or np.abs(probs.sum(1) - 1).max() > 1e-3:
+        raise ValueError(f"{path}: probs rows must be distributions (>= 0, summing to 1); {fix}")
+    return torch.from_numpy(probs.astype(np.float32))
 
 
 def save_weights(module: CNNModule, path: str | Path) -> Path:
