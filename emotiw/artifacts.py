@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def atomic_copy(source: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy ``source`` to ``dest`` so that ``dest`` is the old file or the whole new one, never a partial copy."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(dest)
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:

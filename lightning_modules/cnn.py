@@ -161,7 +161,9 @@ class CNNModule(ChecksummedCheckpoints, L.LightningModule):
         if stage == "fit" and self.hparams.distil_targets:
             train = getattr(dm, "data", {}).get("train") if dm is not None else None
             if train is None:
-                raise ValueError("model.distil_targets needs a datamodule with a 'train' split (FerTfdDataModule)")
+                raise ValueError(
+                    "model.distil_targets needs a datamodule with a 'train' split (FerTfdDataModule)"
+                )
             probs = read_teacher_targets(self.hparams.distil_targets, train.images, self.hparams.num_classes)
             self._teacher_probs = probs.to(self.norm_mean.device)
         if stage == "fit" and self.hparams.init_weights:
@@ -454,7 +456,9 @@ def teacher_probs(teachers: Sequence[CNNModule], images: np.ndarray, batch_size:
     return (total / len(teachers)).astype(np.float32)
 
 
-def save_teacher_targets(path: str | Path, probs: np.ndarray, images: np.ndarray, teachers: Sequence[str]) -> Path:
+def save_teacher_targets(
+    path: str | Path, probs: np.ndarray, images: np.ndarray, teachers: Sequence[str]
+) -> Path:
     """Write distillation targets keyed by the faces they were made for (atomic, no pickles)."""
     from emotiw.artifacts import save_npz
 
@@ -473,9 +477,13 @@ def read_teacher_targets(path: str | Path, images: np.ndarray, num_classes: int)
     try:
         probs = np.asarray(read_cache_npz(path, images_digest(images), ["probs"])["probs"])
     except ValueError as err:  # unreadable, or made for other faces (another root, hold-out slice or seed)
-        raise ValueError(f"{err}; teacher targets must be made for this run's training faces: {fix}") from None
+        raise ValueError(
+            f"{err}; teacher targets must be made for this run's training faces: {fix}"
+        ) from None
     if probs.shape != (len(images), num_classes) or not np.isfinite(probs).all():
-        raise ValueError(f"{path}: probs must be finite, shape ({len(images)}, {num_classes}), got {probs.shape}")
+        raise ValueError(
+            f"{path}: probs must be finite, shape ({len(images)}, {num_classes}), got {probs.shape}"
+        )
     if probs.min() < 0 or np.abs(probs.sum(1) - 1).max() > 1e-3:
         raise ValueError(f"{path}: probs rows must be distributions (>= 0, summing to 1); {fix}")
     return torch.from_numpy(probs.astype(np.float32))

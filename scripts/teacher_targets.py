@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("overrides", nargs="*", help="the student's Hydra overrides (data=..., experiment=...)")
     args = ap.parse_args(argv)
     # relative paths as `python train.py` run here reads them (EMOTIW_ROOT, else the working directory)
-    cfg = compose_stage("cnn", [f"paths.root_dir={os.environ.get('EMOTIW_ROOT', os.getcwd())}", *args.overrides])
+    cfg = compose_stage(
+        "cnn", [f"paths.root_dir={os.environ.get('EMOTIW_ROOT', os.getcwd())}", *args.overrides]
+    )
     dm = hydra.utils.instantiate(cfg.data)
     dm.setup("fit")
     images = dm.data["train"].images

@@ -16,7 +16,6 @@ rank sampled and encoded which clips. No rank holds more than one clip's encodin
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from emotiw.activity import (
     read_gray,
     save_codebook,
 )
-from emotiw.artifacts import SPLITS
+from emotiw.artifacts import SPLITS, atomic_copy
 from emotiw.partitions import Partition
 from lightning_modules.sae import SAEModule
 from stages.lightning_fit import build_trainer, instantiate_callbacks, instantiate_loggers
@@ -161,7 +160,7 @@ def train_sae(cfg: DictConfig) -> tuple[SAEModule, dict[str, Any], L.Trainer, li
     metrics["sae/n_train_blocks"] = float(len(datamodule.train_set))
     sae_path = Path(cfg.paths.output_dir) / "sae.ckpt"
     if best and Path(best).is_file():
-        run_on_rank_zero(trainer, lambda: shutil.copyfile(best, sae_path), "activity: saving the SAE")
+        run_on_rank_zero(trainer, lambda: atomic_copy(best, sae_path), "activity: saving the SAE")
     else:
         trainer.save_checkpoint(sae_path)  # a collective: every rank calls it, rank zero writes
     return model.cpu().eval(), metrics, trainer, datamodule.sampled
@@ -225,7 +224,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if is_rank_zero():
         save_codebook(out_dir / "codebook.npz", bow)
         if partition.is_retrain:
-            shutil.copyfile(source / "sae.ckpt", out_dir / "sae.ckpt")
+            atomic_copy(source / "sae.ckpt", out_dir / "sae.ckpt")
 
     # each rank the histograms of the clips it encoded, gathered once
     hists: dict[str, np.ndarray] = {}

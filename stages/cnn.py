@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 from omegaconf import DictConfig
 
 from callbacks.gather import is_rank_zero
-from emotiw.artifacts import atomic_path, best_ckpt_path
+from emotiw.artifacts import atomic_copy, best_ckpt_path
 from stages.lightning_fit import fit_and_test
 
 
@@ -18,9 +17,7 @@ def fit_test_export(cfg: DictConfig) -> dict[str, Any]:
     best = metrics.get("best_ckpt")
     if best and is_rank_zero():
         dest = best_ckpt_path(cfg.paths.run_dir, "cnn")
-        with atomic_path(dest) as tmp:
-            shutil.copyfile(best, tmp)
-        metrics["best_ckpt_copy"] = str(dest)
+        metrics["best_ckpt_copy"] = str(atomic_copy(best, dest))
     if "test/acc" in metrics and is_rank_zero():
         print(f"test accuracy: {float(metrics['test/acc']):.4f}")
     return metrics

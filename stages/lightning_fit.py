@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.gather import run_on_rank_zero
-from emotiw.artifacts import atomic_path, best_ckpt_path
+from emotiw.artifacts import atomic_copy, best_ckpt_path
 from emotiw.partitions import Partition, frozen_choice
 
 log = logging.getLogger(__name__)
@@ -182,12 +181,9 @@ def keep_weights(best: BestEpoch, run_dir: str | Path, stage: str) -> Path:
     path prediction loads them from (``lightning_modules/trained_run.py``); atomic. Call on every rank."""
     path = best_ckpt_path(run_dir, stage)
     if best.ckpt_path:
-
-        def copy() -> None:
-            with atomic_path(path) as tmp:
-                shutil.copyfile(best.ckpt_path, tmp)
-
-        run_on_rank_zero(best.trainer, copy, f"{stage}: keeping its weights")
+        run_on_rank_zero(
+            best.trainer, lambda: atomic_copy(best.ckpt_path, path), f"{stage}: keeping its weights"
+        )
     else:
         tmp = path.with_name(f".{path.name}.tmp")
         best.trainer.save_checkpoint(tmp)  # every rank; Lightning writes on rank zero

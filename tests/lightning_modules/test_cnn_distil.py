@@ -138,9 +138,12 @@ def test_student_learns_the_teachers_answers_rather_than_the_labels(face_root, t
     images, labels = _train_split(face_root)
     shifted = (labels + 1) % 7
     save_teacher_targets(
-        face_root / "runs" / "teachers" / "shifted.npz", np.eye(7, dtype=np.float32)[shifted], images, ["shift"]
+        face_root / "runs" / "teachers" / "shifted.npz",
+        np.eye(7, dtype=np.float32)[shifted],
+        images,
+        ["shift"],
     )
-    metrics = run(
+    run(
         [
             *SMALL,
             "trainer.max_epochs=6",
@@ -150,11 +153,11 @@ def test_student_learns_the_teachers_answers_rather_than_the_labels(face_root, t
         ],
         face_root,
     )
-    model = load_cnn(checkpoint=metrics["best_ckpt_copy"])
+    # the last epoch: the best one on the (true-label) hold-out slice is the one that learnt the least
+    model = load_cnn(checkpoint=face_root / "runs" / "distil_shift" / "cnn" / "checkpoints" / "last.ckpt")
     test = hydra.utils.instantiate(compose_cfg(SMALL, face_root).data)
     test.setup("test")
     faces, truth = test.data["test"].images, test.data["test"].labels
     preds = model.embed(torch.from_numpy(np.asarray(faces)))[0].argmax(-1).numpy()
     assert np.mean(preds == (truth + 1) % 7) > 2 / 7, np.mean(preds == (truth + 1) % 7)
     assert np.mean(preds == truth) < 1 / 7 + 0.05
-    assert metrics["test/acc"] < 1 / 7 + 0.05  # the run's own test score, against the true labels
