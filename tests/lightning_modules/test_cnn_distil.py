@@ -161,3 +161,33 @@ def test_student_learns_the_teachers_answers_rather_than_the_labels(face_root, t
     preds = model.embed(torch.from_numpy(np.asarray(faces)))[0].argmax(-1).numpy()
     assert np.mean(preds == (truth + 1) % 7) > 2 / 7, np.mean(preds == (truth + 1) % 7)
     assert np.mean(preds == truth) < 1 / 7 + 0.05
+
+
+def test_average_weights_script_is_the_mean_net_with_fresh_batch_norm_statistics(face_root, tmp_path):
+    """scripts/average_weights.py on a run's epoch checkpoints: every parameter is the mean of the checkpoints', and
+    the stem's batch-norm mean is the mean of its conv's output over the run's (augmented) training faces."""
+    from scripts.average_weights import main
+
+    run(
+        [*SMALL, "trainer.max_epochs=3", "callbacks.model_checkpoint.save_top_k=-1", "experiment_name=swa"],
+        face_root,
+    )
+    ckpts = sorted((face_root / "runs" / "swa" / "cnn" / "checkpoints").glob("epoch_*.ckpt"))
+    assert len(ckpts) == 3
+    out = main(
+        [*map(str, ckpts), "--out", str(tmp_path / "swa.pt"), "--views", "flip", "--batch-size", "100000"]
+    )
+    model = load_cnn(weights=out)
+    assert model.hparams.tta_flip and not model.hparams.tta_crops
+    states = [torch.load(p, map_location="cpu", weights_only=True)["state_dict"] for p in ckpts]
+    for name, value in model.net.named_parameters():
+        torch.testing.assert_close(value, sum(s[f"net.{name}"] for s in states) / 3)
+    images, _ = _train_split(face_root)
+    torch.manual_seed(0)  # the script's default --seed: the same augmentation draws, in one batch
+    x = model.preprocess(torch.from_numpy(images), train=True)
+    with torch.no_grad():
+        stem_out = model.net.stem[0](x)
+    torch.testing.assert_close(model.net.stem[1].running_mean, stem_out.mean((0, 2, 3)), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(
+        model.net.stem[1].running_mean, states[-1]["net.stem.1.running_mean"], atol=1e-3
+    )
