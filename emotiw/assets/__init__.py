@@ -13,7 +13,7 @@ CNN_PAPER_FER2013 = "cnn_paper_fer2013.pt"
 CNN_RES_FER2013 = "cnn_res_fer2013.pt"
 SHA256: dict[str, str] = {
     CNN_PAPER_FER2013: "8ca6ecf3a4b7185fad4dbd7bfbbca483e4f45656e33e3283e2a7ed195006ca3b",
-    CNN_RES_FER2013: "f8d03c4a1442ce2a383489f00d6c2accae6522e12489addadd0919a07c3df125",
+    CNN_RES_FER2013: "ad2d5bb8944016c3c9daf9986e137fecdd18723647e6975cfd7afc260da8e8af",
 }
 # The face model that load_cnn() (and so predict.py) uses when given no weights.
 DEFAULT_CNN = CNN_RES_FER2013
