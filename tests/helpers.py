@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = str(REPO / "conf")
 
 
 def compose_cfg(overrides: list[str], root: Path | str) -> DictConfig:
@@ -61,6 +64,37 @@ def env_for_subprocess(root: Path | str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "EMOTIW_ROOT": str(root)})
     return env
+
+
+def train_py(
+    overrides: list[str], root: Path | str, *, timeout: float = 600, one_thread: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``python train.py logger=csv *overrides`` in its own process (how DDP and signals are tested), output kept."""
+    env = env_for_subprocess(root)
+    if one_thread:
+        env["OMP_NUM_THREADS"] = "1"  # two ranks on a shared 2-core box
+    return subprocess.run(
+        [sys.executable, "train.py", "logger=csv", *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_exit(done: subprocess.CompletedProcess[str], code: int = 0) -> str:
+    """``done`` exited with ``code``; its stdout and stderr, joined."""
+    assert done.returncode == code, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout + done.stderr
+
+
+def generated_clip_ids(root: Path | str) -> list[str]:
+    """Every clip of the generated AFEW tree under ``root``, Train then Val then Test."""
+    from emotiw.io.afew import list_splits
+
+    afew = Path(root) / "data" / "generated" / "afew"
+    return [clip.clip_id for clip in list_splits(afew, ["Train", "Val", "Test"])]
 
 
 def assert_split_once(ranks_json: Path | str, kind: str, expected: list[str], world_size: int = 2) -> None:

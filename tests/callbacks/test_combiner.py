@@ -3,8 +3,6 @@ DDP (slow)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -17,10 +15,9 @@ from emotiw.artifacts import load_json, load_probs, save_json
 from emotiw.combine import RandomSearchCombiner
 from emotiw.partitions import Partition
 from lightning_modules.pass_through import FeaturePassThrough
-from tests.helpers import env_for_subprocess
+from tests.helpers import assert_exit, train_py
 from tests.stages.fusion_fakes import write_fake_run
 
-REPO = Path(__file__).resolve().parents[2]
 C = 7
 FAST = dict(n_samples=200, decay=0.5, sigma_min=0.05)
 STANDARD = Partition("standard", ("Train",), ("Val",))
@@ -117,19 +114,12 @@ def test_two_process_ddp_gathers_and_matches_one_process(tmp_path: Path) -> None
     common = [
         "stage=combine",
         "combine.sources=[aggcnn,audio,irnn]",
-        "logger=csv",
         *(f"combine.estimator.{k}={v}" for k, v in FAST.items()),
     ]
     for exp, trainer in (("one", "cpu"), ("two", "ddp_sim")):
-        out = subprocess.run(
-            [sys.executable, "train.py", f"experiment_name={exp}", f"trainer={trainer}", *common],
-            cwd=REPO,
-            env=env_for_subprocess(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=900,
+        assert_exit(
+            train_py([f"experiment_name={exp}", f"trainer={trainer}", *common], tmp_path, timeout=900)
         )
-        assert out.returncode == 0, out.stderr[-3000:]
     one = load_json(tmp_path / "runs" / "one" / "combine" / "chosen.json")
     two = load_json(tmp_path / "runs" / "two" / "combine" / "chosen.json")
     assert two["weights"] == one["weights"] and two["n_search"] == one["n_search"] == 140

@@ -4,8 +4,6 @@ larger generated set (fixed seed), and the same per-clip probabilities under two
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import torch
 
 from emotiw.artifacts import SPLITS, load_json, load_probs
 from emotiw.labels import NUM_CLASSES
-from tests.helpers import assert_split_once, compose_cfg, env_for_subprocess, run
+from tests.helpers import assert_exit, assert_split_once, compose_cfg, run, train_py
 
 # The quickest settings that still run every step: scale=quick's small activity preset, 1 SAE epoch, 2000 blocks,
 # 16 words.
@@ -91,23 +89,10 @@ def test_activity_under_two_process_ddp(tiny_root: Path) -> None:
     equal a one-process run's: it must score every clip exactly once. With the SAE and codebook frozen
     (``partition=retrain``), what DDP changes is only the gathering, so its file must equal the one-process file.
     """
-    repo = Path(__file__).resolve().parents[2]
 
     def ddp(*overrides: str) -> None:
-        cmd = [
-            sys.executable,
-            "train.py",
-            "stage=activity",
-            "trainer=ddp_sim",
-            "logger=csv",
-            "seed=0",
-            f"paths.root_dir={tiny_root}",
-            *overrides,
-        ]
-        done = subprocess.run(
-            cmd, cwd=repo, env=env_for_subprocess(tiny_root), capture_output=True, text=True, timeout=1200
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        base = ["stage=activity", "trainer=ddp_sim", "seed=0", f"paths.root_dir={tiny_root}"]
+        assert_exit(train_py([*base, *overrides], tiny_root, timeout=1200))
 
     run(["stage=activity", "experiment_name=one", "seed=0", *QUICK], tiny_root)
     ddp("experiment_name=two", *QUICK)

@@ -7,7 +7,7 @@ import pytest
 
 from emotiw.artifacts import load_json, load_probs
 from tests.core.audio_clips import write_av_afew
-from tests.helpers import compose_cfg, run
+from tests.helpers import assert_exit, assert_split_once, compose_cfg, generated_clip_ids, run, train_py
 
 SILENT, NO_AUDIO = "000000001", "000000002"
 
@@ -130,26 +130,8 @@ def test_audio_stage_on_the_generated_tiny_tree(tiny_root):
 
 @pytest.mark.slow
 def test_audio_stage_under_two_process_ddp_matches_one_process(av_root):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from tests.helpers import env_for_subprocess
-
-    repo = Path(__file__).resolve().parents[2]
-    cmd = [
-        sys.executable,
-        "train.py",
-        "stage=audio",
-        "trainer=ddp_sim",
-        "logger=csv",
-        f"paths.root_dir={av_root}",
-        "experiment_name=ddp",
-    ]
-    done = subprocess.run(
-        cmd, cwd=repo, env=env_for_subprocess(av_root), capture_output=True, text=True, timeout=900
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    overrides = ["stage=audio", "trainer=ddp_sim", f"paths.root_dir={av_root}", "experiment_name=ddp"]
+    assert_exit(train_py(overrides, av_root, timeout=900))
     run(["stage=audio", "experiment_name=single"], av_root)
     for split in ("Train", "Val", "Test"):
         a = load_probs(av_root / "runs" / "ddp", "audio", split)
@@ -163,32 +145,16 @@ def test_audio_stage_under_two_process_ddp_matches_one_process(av_root):
 def test_audio_under_two_process_ddp_extracts_each_clip_once(av_root, tmp_path):
     """trainer=ddp_sim on an empty feature cache: each rank extracts its share of the clips, they gather once, and the
     probabilities equal the one-process run's."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from emotiw.io.afew import list_splits
-    from tests.helpers import assert_split_once, env_for_subprocess
-
     run(["stage=audio", "experiment_name=a1", f"paths.cache_dir={tmp_path / 'cache1'}"], av_root)
-    cmd = [
-        sys.executable,
-        "train.py",
+    overrides = [
         "stage=audio",
         "trainer=ddp_sim",
-        "logger=csv",
         "experiment_name=a2",
         f"paths.root_dir={av_root}",
         f"paths.cache_dir={tmp_path / 'cache2'}",
     ]
-    repo = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        cmd, cwd=repo, env=env_for_subprocess(av_root), capture_output=True, text=True, timeout=1200
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    every_clip = [
-        c.clip_id for c in list_splits(av_root / "data" / "generated" / "afew", ["Train", "Val", "Test"])
-    ]
+    assert_exit(train_py(overrides, av_root, timeout=1200))
+    every_clip = generated_clip_ids(av_root)
     assert_split_once(av_root / "runs" / "a2" / "audio" / "ranks.json", "extract", every_clip)
     for split in ("Train", "Val", "Test"):
         one, two = (load_probs(av_root / "runs" / e, "audio", split) for e in ("a1", "a2"))

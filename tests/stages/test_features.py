@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +12,8 @@ import torch
 from emotiw.faces import load_afew_faces
 from lightning_modules.cnn import CNNModule
 from tests.core.afew_tree import write_tiny_afew
-from tests.helpers import assert_split_once, env_for_subprocess, run
+from tests.helpers import assert_exit, assert_split_once, generated_clip_ids, run, train_py
 from tests.stages.cnn_ckpt import save_cnn_ckpt
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -97,21 +93,15 @@ def test_missing_checkpoint_says_run_cnn(root):
 def test_ddp_two_processes_match_one(root, tmp_path):
     """trainer=ddp_sim (2 CPU processes, gloo): the merged files equal the 1-process ones."""
     run(["stage=features", *_overrides(root), "experiment_name=single"], root)
-    cmd = [
-        sys.executable,
-        "train.py",
+    overrides = [
         "stage=features",
         *_overrides(root),
         "trainer=ddp_sim",
         "experiment_name=ddp",
-        "logger=csv",
         f"paths.root_dir={root}",
         f"paths.cache_dir={tmp_path / 'cache'}",  # an empty face cache: the ranks build it between them
     ]
-    out = subprocess.run(
-        cmd, cwd=REPO, env=env_for_subprocess(root), capture_output=True, text=True, timeout=600
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert_exit(train_py(overrides, root))
     for split in ("Train", "Val", "Test"):
         with (
             np.load(root / f"runs/single/features/{split}.npz") as a,
@@ -150,29 +140,18 @@ def test_ddp_two_processes_match_one(root, tmp_path):
 def test_faces_stage_under_two_process_ddp_builds_each_clip_once(root, tmp_path):
     """stage=faces with trainer=ddp_sim on an empty cache: each rank builds its share of the entries; the report
     equals the one-process one."""
-    from emotiw.io.afew import list_splits
-
     faces = ["data.face_workers=0", "trainer.accelerator=cpu"]
     run(["stage=faces", *faces, "experiment_name=faces1", f"paths.cache_dir={tmp_path / 'c1'}"], root)
-    cmd = [
-        sys.executable,
-        "train.py",
+    overrides = [
         "stage=faces",
         *faces,
         "trainer=ddp_sim",
         "experiment_name=faces2",
-        "logger=csv",
         f"paths.root_dir={root}",
         f"paths.cache_dir={tmp_path / 'c2'}",
     ]
-    out = subprocess.run(
-        cmd, cwd=REPO, env=env_for_subprocess(root), capture_output=True, text=True, timeout=600
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    every_clip = [
-        c.clip_id for c in list_splits(root / "data" / "generated" / "afew", ["Train", "Val", "Test"])
-    ]
-    assert_split_once(root / "runs" / "faces2" / "faces" / "ranks.json", "faces", every_clip)
+    assert_exit(train_py(overrides, root))
+    assert_split_once(root / "runs" / "faces2" / "faces" / "ranks.json", "faces", generated_clip_ids(root))
     one, two = (
         json.loads((root / "runs" / e / "faces" / "face_report.json").read_text())
         for e in ("faces1", "faces2")

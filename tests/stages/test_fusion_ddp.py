@@ -10,18 +10,15 @@ searches on rank zero: identical weights.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from emotiw.artifacts import load_json, load_probs
-from tests.helpers import env_for_subprocess
+from tests.helpers import assert_exit, train_py
 from tests.stages.fusion_fakes import write_fake_run
 
-REPO = Path(__file__).resolve().parents[2]
 # Even Train and Val counts: each rank holds exactly half (no padded duplicate in the gradient or in val/acc).
 SIZES = {"Train": 70, "Val": 36, "Test": 35}
 EPOCHS = 15
@@ -34,18 +31,7 @@ SMALL_SEARCH = [
 
 
 def _train_py(args: list[str], root: Path) -> str:
-    env = env_for_subprocess(root)
-    env["OMP_NUM_THREADS"] = "1"  # two ranks on a shared 2-core box
-    done = subprocess.run(
-        [sys.executable, "train.py", "logger=csv", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    return done.stdout + done.stderr
+    return assert_exit(train_py(args, root, timeout=900, one_thread=True))
 
 
 @pytest.mark.slow

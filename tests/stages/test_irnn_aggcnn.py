@@ -3,8 +3,6 @@ retraining with frozen choices, fast_dev_run, and (slow) the 2-process run equal
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +12,8 @@ import torch
 from emotiw.artifacts import load_json, load_probs
 from emotiw.svm import load_svm
 from tests.datamodules.test_afew_features import write_fake_features
-from tests.helpers import compose_cfg, env_for_subprocess, run
+from tests.helpers import assert_exit, compose_cfg, run, train_py
 
-REPO = Path(__file__).resolve().parents[2]
 CHANCE = 1 / 7
 DIM = 512
 
@@ -116,17 +113,9 @@ def test_aggcnn_svm_defaults_are_pinned(tmp_path):
 def test_aggcnn_ddp_sim_equals_one_process(tmp_path):
     for name in ("one", "two"):
         write_fake_features(tmp_path / "runs" / name, n_per_class=5, dim=8, seed=3)
-    base = [sys.executable, "train.py", "stage=aggcnn", "logger=csv", "trainer.enable_progress_bar=false"]
-    env = env_for_subprocess(tmp_path)
+    base = ["stage=aggcnn", "trainer.enable_progress_bar=false"]
     for name, trainer in (("one", "trainer=cpu"), ("two", "trainer=ddp_sim")):
-        subprocess.run(
-            [*base, trainer, f"experiment_name={name}"],
-            cwd=REPO,
-            env=env,
-            check=True,
-            timeout=300,
-            capture_output=True,
-        )
+        assert_exit(train_py([*base, trainer, f"experiment_name={name}"], tmp_path, timeout=300))
     assert load_json(tmp_path / "runs" / "one" / "aggcnn" / "chosen.json") == load_json(
         tmp_path / "runs" / "two" / "aggcnn" / "chosen.json"
     )
@@ -141,20 +130,15 @@ def test_irnn_ddp_sim_writes_every_clip_once(tmp_path):
     write_fake_features(
         tmp_path / "runs" / "default", n_per_class=3, dim=DIM, seed=4
     )  # 21 clips: odd per rank
-    cmd = [
-        sys.executable,
-        "train.py",
+    overrides = [
         "stage=irnn",
-        "logger=csv",
         "trainer=ddp_sim",
         f"model.input_size={DIM}",
         "trainer.max_epochs=2",
         "data.batch_size=8",
         "trainer.enable_progress_bar=false",
     ]
-    subprocess.run(
-        cmd, cwd=REPO, env=env_for_subprocess(tmp_path), check=True, timeout=400, capture_output=True
-    )
+    assert_exit(train_py(overrides, tmp_path, timeout=400))
     run_dir = tmp_path / "runs" / "default"
     assert 1 <= load_json(run_dir / "irnn" / "chosen.json")["best_epoch"] <= 2
     for split in ("Train", "Val", "Test"):

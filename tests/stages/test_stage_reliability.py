@@ -23,7 +23,7 @@ from stages.completion import RECORD
 from stages.runtime import StageStopped
 from tests.datamodules.test_afew_features import write_fake_features
 from tests.fer_stills import write_face_root
-from tests.helpers import env_for_subprocess, run
+from tests.helpers import assert_exit, env_for_subprocess, run, train_py
 from tests.stages.fusion_fakes import write_fake_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -62,19 +62,6 @@ def _irnn_run(root: Path, name: str) -> Path:
     run_dir = root / "runs" / name
     write_fake_features(run_dir, n_per_class=6, dim=DIM, signal=0.5, seed=0)
     return run_dir
-
-
-def _train_py(args: list[str], root: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = env_for_subprocess(root)
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run(
-        [sys.executable, "train.py", "logger=csv", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _hook(name: str, target: str, **kw: object) -> str:
@@ -251,8 +238,8 @@ def test_train_py_killed_by_signal_exits_128_plus_signal_with_the_resume_command
 ) -> None:
     write_face_root(tmp_path, per_class=10, tfd=20)
     stop = _hook("stop", "SignalAt", epoch=1, batch=1, signum=int(signum))
-    done = _train_py([*CNN, "experiment_name=cnn", stop], tmp_path)
-    assert done.returncode == 128 + signum, done.stdout[-2000:] + done.stderr[-3000:]
+    done = train_py([*CNN, "experiment_name=cnn", stop], tmp_path, one_thread=True)
+    assert_exit(done, 128 + signum)
     out = tmp_path / "runs" / "cnn" / "cnn"
     message = done.stderr.strip().splitlines()[-1]
     assert message.startswith(f"train.py: stage cnn stopped by {signal.Signals(signum).name}; ")
@@ -370,8 +357,8 @@ def test_ddp_stage_locks_on_rank_zero_only_is_refused_without_a_hang_and_runs_af
     lock = tmp_path / "runs" / "ddp" / "fusion" / "stage.lock"
     args = ["stage=fusion", "experiment_name=ddp", "trainer=ddp_sim", "trainer.max_epochs=2"]
     with FolderLock(lock, "the test"):
-        refused = _train_py(args, tmp_path, timeout=300)
-    assert refused.returncode == 3, refused.stdout[-2000:] + refused.stderr[-3000:]
+        refused = train_py(args, tmp_path, timeout=300, one_thread=True)
+    assert_exit(refused, 3)
     assert f"already running: pid {os.getpid()} on " in refused.stderr
     # the lock of a killed holder is taken over; rank 1 takes no lock of its own (it would find rank zero's)
     subprocess.run(
@@ -384,8 +371,8 @@ def test_ddp_stage_locks_on_rank_zero_only_is_refused_without_a_hang_and_runs_af
         ],
         cwd=REPO,
     )
-    done = _train_py(args, tmp_path, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    done = train_py(args, tmp_path, timeout=600, one_thread=True)
+    assert_exit(done)
     assert "MEMBER: 2/2" in done.stdout + done.stderr
     assert (lock.parent / RECORD).is_file() and not lock.exists()
 
@@ -456,7 +443,7 @@ def test_fusion_retrain_writes_last_ckpt_for_resume(tmp_path: Path) -> None:
     ids=["bad_key", "bad_stage"],
 )
 def test_bad_override_ends_in_one_line_with_exit_status_2(tmp_path: Path, override: str, named: str) -> None:
-    done = _train_py([override], tmp_path, timeout=120)
+    done = train_py([override], tmp_path, timeout=120, one_thread=True)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("train.py: error: ") and named in lines[0], done.stderr
@@ -465,7 +452,7 @@ def test_bad_override_ends_in_one_line_with_exit_status_2(tmp_path: Path, overri
 
 def test_bad_setting_inside_a_stage_prints_one_line_naming_the_log_file(tmp_path: Path) -> None:
     _irnn_run(tmp_path, "bad")
-    done = _train_py([*IRNN, "experiment_name=bad", "model.lr=-0.5"], tmp_path, timeout=300)
+    done = train_py([*IRNN, "experiment_name=bad", "model.lr=-0.5"], tmp_path, timeout=300, one_thread=True)
     assert done.returncode == 1
     log_file = tmp_path / "runs" / "bad" / "irnn" / "irnn.log"
     assert "Traceback" not in done.stdout + done.stderr

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from emotiw.artifacts import load_json, load_probs
 from stages.all import PIPELINE, compose_stage
-from tests.helpers import compose_cfg, run
+from tests.helpers import assert_exit, compose_cfg, run, train_py
 
 # paper-spec §9, Table 2: fit splits, tune (early stopping / SVM grid) splits, random-search splits, fusion preset,
 # the run whose hyper-parameters a retrain freezes. Sub 7 combines the Test probabilities of 3 and 6, searched on T+V.
@@ -173,30 +173,8 @@ def test_all_seven_submissions_run_end_to_end_on_tiny(tmp_path: Path) -> None:
 def test_a_submission_runs_end_to_end_under_two_process_ddp(tmp_path: Path) -> None:
     # Lightning's launcher re-runs the command for rank 1, so both ranks walk stage=all in step: rank 1 finds
     # make_data current, joins every collective, and only rank zero writes
-    import subprocess
-    import sys
-
-    from tests.helpers import env_for_subprocess
-
-    env = env_for_subprocess(tmp_path)
-    env["OMP_NUM_THREADS"] = "1"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "experiment=submission1",
-            "scale=quick",
-            "trainer=ddp_sim",
-            "logger=csv",
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    assert "MEMBER: 2/2" in done.stdout + done.stderr
+    overrides = ["experiment=submission1", "scale=quick", "trainer=ddp_sim"]
+    assert "MEMBER: 2/2" in assert_exit(train_py(overrides, tmp_path, timeout=1500, one_thread=True))
     run_dir = tmp_path / "runs" / "submission1"
     test_ids = sorted(p.stem for p in (tmp_path / "data" / "generated" / "afew" / "Test").glob("*.avi"))
     for model in ("aggcnn", "audio", "irnn", "fusion", "combine"):
