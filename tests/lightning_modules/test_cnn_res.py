@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -185,15 +184,12 @@ def test_killed_run_resumed_from_last_ckpt_matches_uninterrupted(tmp_path_factor
         return [sys.executable, "train.py", *common, f"paths.root_dir={root}", *extra]
 
     subprocess.run(command(roots[0]), cwd=REPO, env=env_for_subprocess(roots[0]), check=True, timeout=900)
-    proc = subprocess.Popen(command(roots[1]), cwd=REPO, env=env_for_subprocess(roots[1]))
-    target = roots[1] / ckpts / "epoch_001.ckpt"
-    deadline = time.time() + 900
-    while not target.is_file() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(1.0)  # into the third epoch
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (roots[1] / ckpts / "epoch_003.ckpt").exists()
+    # SIGKILL after the third epoch's second batch: mid-epoch however fast the machine is
+    kill = "+callbacks.kill={_target_: tests.stages.stage_hooks.SignalAt, epoch: 2, batch: 1, signum: 9}"
+    killed = subprocess.run(command(roots[1], kill), cwd=REPO, env=env_for_subprocess(roots[1]), timeout=900)
+    assert killed.returncode == -signal.SIGKILL
+    assert (roots[1] / ckpts / "epoch_001.ckpt").is_file()
+    assert not (roots[1] / ckpts / "epoch_002.ckpt").exists()
     last = roots[1] / ckpts / "last.ckpt"
     subprocess.run(
         command(roots[1], f"ckpt_path={last}"),
