@@ -29,14 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# name -> (tta_flip, tta_crops), cheapest first
-VIEWS = {
-    "centre crop": (False, False),
-    "flip": (True, False),
-    "five crops": (False, True),
-    "flip + five crops": (True, True),
+from lightning_modules.cnn import VIEWS as VIEW_SETTINGS
+from lightning_modules.cnn import load_cnn
+
+# --view name -> the name printed
+VIEW_LABELS = {
+    "centre": "centre crop",
+    "flip": "flip",
+    "five": "five crops",
+    "flip+five": "flip + five crops",
 }
-VIEW_ARGS = {"centre": "centre crop", "flip": "flip", "five": "five crops", "flip+five": "flip + five crops"}
+# printed name -> (tta_flip, tta_crops), cheapest first
+VIEWS = {VIEW_LABELS[name]: setting for name, setting in VIEW_SETTINGS.items()}
 
 
 def duplicate_mask(images: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -72,7 +76,9 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
     ap.add_argument("--run", type=Path, default=None, help="use <run>/cnn/best.ckpt instead")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--view", choices=["own", *VIEW_ARGS], default="own", help="views to report (--test-dir)")
+    ap.add_argument(
+        "--view", choices=["own", *VIEW_SETTINGS], default="own", help="views to report (--test-dir)"
+    )
     ap.add_argument(
         "--no-tta", action="store_true", help="score the centre crop only, without test-time averaging"
     )
@@ -83,7 +89,6 @@ def main(argv: list[str] | None = None) -> float:
 
     from emotiw.faces.histeq import equalize_hist
     from emotiw.io import read_fer_images
-    from lightning_modules.cnn import load_cnn
 
     if args.val is not None:
         source = f"the hold-out slice ({args.holdout_fraction:g}, seed {args.seed}) of {args.val.resolve() / 'train'}"
@@ -121,7 +126,7 @@ def main(argv: list[str] | None = None) -> float:
         elif args.view == "own":
             chosen = next(name for name, setting in VIEWS.items() if setting == own)
         else:
-            chosen = VIEW_ARGS[args.view]
+            chosen = VIEW_LABELS[args.view]
         # the centre crop (the timings' baseline), flip alone when the view flips, and the reported view
         flip, crops = VIEWS[chosen]
         wanted = {(False, False), (flip, False), (flip, crops)}

@@ -36,6 +36,8 @@ from lightning_modules.integrity import (
 )
 
 IMAGE_SIZE = 48
+# Test-time views by their command-line name: (tta_flip, tta_crops), cheapest first.
+VIEWS = {"centre": (False, False), "flip": (True, False), "five": (False, True), "flip+five": (True, True)}
 
 
 class CNNModule(ChecksummedCheckpoints, L.LightningModule):

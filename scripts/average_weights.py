@@ -22,14 +22,14 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from datamodules.fer_tfd import FerTfdDataModule  # noqa: E402
-from lightning_modules.cnn import load_cnn, save_weights  # noqa: E402
+from lightning_modules.cnn import VIEWS, load_cnn, save_weights  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoints", nargs="+", type=Path, help="the epoch checkpoints to average")
     ap.add_argument("--out", type=Path, required=True, help="the weights file to write (save_weights)")
-    ap.add_argument("--views", choices=["centre", "flip", "five", "flip+five"], default="flip+five")
+    ap.add_argument("--views", choices=list(VIEWS), default="flip+five")
     ap.add_argument(
         "--data-root", default=None, help="the faces' root, if not the one stored in the checkpoint"
     )
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> Path:
             for i in range(0, len(faces), args.batch_size)
         )
         update_bn(batches, base.net)
-    base.eval().use_views(flip="flip" in args.views, crops="five" in args.views)
+    flip, crops = VIEWS[args.views]
+    base.eval().use_views(flip=flip, crops=crops)
     out = save_weights(base, args.out)
     print(
         f"averaged {len(modules)} checkpoints; batch-norm statistics from {len(faces)} training faces -> {out}"

@@ -24,7 +24,7 @@ import hydra
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lightning_modules.cnn import load_cnn, save_teacher_targets, teacher_probs  # noqa: E402
+from lightning_modules.cnn import VIEWS, load_cnn, save_teacher_targets, teacher_probs  # noqa: E402
 from stages.all import compose_stage  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--teacher", action="append", required=True, help="weights file, run dir or checkpoint")
     ap.add_argument(
         "--views",
-        choices=["centre", "flip", "five", "flip+five"],
+        choices=list(VIEWS),
         default="flip+five",
         help="each teacher's test-time views (default: the centre and four corner crops, each with its mirror)",
     )
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> Path:
     dm = hydra.utils.instantiate(cfg.data)
     dm.setup("fit")
     images = dm.data["train"].images
-    flip, crops = "flip" in args.views, "five" in args.views
+    flip, crops = VIEWS[args.views]
     teachers = [load_teacher(spec).use_views(flip=flip, crops=crops) for spec in args.teacher]
     start = time.perf_counter()
     probs = teacher_probs(teachers, images)
