@@ -72,10 +72,8 @@ class ShardedEncodings:
         self, directory: Path, index: dict, rows: list[int], dim: int, mine: list[str], report
     ) -> None:
         self.directory, self.index, self.rows_by_rank, self.dim = directory, index, rows, dim
-        self.mine, self.report = (
-            mine,
-            report,
-        )  # the clips this rank encoded; the report over every rank's clips
+        self.mine = mine  # the clips this rank encoded
+        self.report = report  # over every rank's clips
         self._maps: dict[int, np.ndarray] = {}
 
     @classmethod

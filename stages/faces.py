@@ -12,7 +12,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from callbacks.gather import gather_share, is_rank_zero, launch_ranks, rank_world, record_work_split
+from callbacks.gather import is_rank_zero, launch_ranks, record_work_split
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -20,8 +20,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     launch_ranks(cfg.trainer)
     datamodule = hydra.utils.instantiate(cfg.data)
     start = time.perf_counter()
-    built = gather_share(datamodule.build_share, "faces: building the cache")[rank_world()[0]]
-    _, report = datamodule.load_faces()  # every entry a cache hit now
+    datamodule.setup()  # each rank builds its share of the missing entries, then reads them all
+    built, report = datamodule.built, datamodule.report
     seconds = time.perf_counter() - start
     by_rank = record_work_split(Path(cfg.paths.output_dir) / "ranks.json", {"faces": built})["faces"]
     if is_rank_zero():
